@@ -1,0 +1,38 @@
+"""Options shared by several commands, defined once (as in rasterio's ``rio/options.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, default=False, help="Replace an existing output."
+)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    level = max(logging.DEBUG, logging.WARNING - 10 * value)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    logging.getLogger("geoseg").setLevel(level)
+    return value
+
+
+verbose_opt = click.option(
+    "-v", "--verbose", count=True, callback=_set_verbosity, expose_value=False,
+    is_eager=True, help="More log output (repeat for debug).",
+)
+quiet_opt = click.option(
+    "-q", "--quiet", is_flag=True, default=False, help="Only errors and the final summary."
+)
+progress_opt = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
+device_opt = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+    help="Where the model runs [default: auto = cuda if available]."
+)
+precision_opt = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+    help="Compute precision; half precision only on GPU [default: auto]."
+)

@@ -1,0 +1,50 @@
+"""geoseg's exceptions.
+
+Each error inherits from :class:`GeosegError` and the matching built-in, so callers can catch
+either. Messages are one line: what was received, what was expected, and how to fix it. The CLI
+prints them without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Base class of every error geoseg raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(GeosegError, ValueError):
+    """An input file or value is unusable (missing, corrupt, wrong shape or dtype)."""
+
+
+class RasterReadError(InputError):
+    """A raster cannot be opened or read."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, corrupt, or not a geoseg checkpoint."""
+
+
+class ConfigError(InputError):
+    """A configuration file or option value is invalid."""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """The output exists and ``--overwrite`` was not given."""
+
+
+class OutputError(GeosegError, OSError):
+    """The output cannot be written (missing or unwritable directory)."""
+
+
+class AlignmentError(InputError):
+    """Two rasters that must share a grid do not (CRS, transform or shape differ)."""
+
+
+class LabelError(InputError):
+    """Label values or colours do not fit the class set."""
+
+
+class DatasetError(InputError):
+    """A labelled dataset is empty, incomplete or of an unknown layout."""
