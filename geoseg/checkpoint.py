@@ -28,8 +28,16 @@ SMP_CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
 DEFAULT_COLOURS = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
 ]
 
 
@@ -142,7 +150,9 @@ def build_model(meta: ModelMeta):
         ) from None
 
 
-def save_checkpoint(model, meta: ModelMeta, path: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_checkpoint(
+    model, meta: ModelMeta, path: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Write ``model`` and ``meta`` to the checkpoint directory ``path`` atomically.
 
     The directory is assembled beside ``path`` under a temporary name and renamed into place,
@@ -206,7 +216,9 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
         d = json.loads((path / GEOSEG_FILE).read_text())
         return ModelMeta.from_dict(d)
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / GEOSEG_FILE} is corrupt ({exc}); re-create the checkpoint") from None
+        raise CheckpointError(
+            f"{path / GEOSEG_FILE} is corrupt ({exc}); re-create the checkpoint"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike):

@@ -167,7 +167,7 @@ class Grid:
         return range(lo, hi)
 
     def clipped(self, window: Window) -> Window:
-        """The part of ``window`` inside the raster."""
+        """Return the part of ``window`` inside the raster."""
         clip = window.intersection(Window(0, 0, self.height, self.width))
         assert clip is not None
         return clip
@@ -182,8 +182,7 @@ def validate_tiling(tile: tuple[int, int], overlap: tuple[int, int]) -> None:
             raise ConfigError(f"--overlap {o} ({axis}) must not be negative; try --overlap 128")
         if o >= t:
             raise ConfigError(
-                f"--overlap {o} must be smaller than --tile {t} ({axis}); "
-                f"try --overlap {t // 4}"
+                f"--overlap {o} must be smaller than --tile {t} ({axis}); try --overlap {t // 4}"
             )
 
 

@@ -19,8 +19,13 @@ def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> in
 
 
 verbose_opt = click.option(
-    "-v", "--verbose", count=True, callback=_set_verbosity, expose_value=False,
-    is_eager=True, help="More log output (repeat for debug).",
+    "-v",
+    "--verbose",
+    count=True,
+    callback=_set_verbosity,
+    expose_value=False,
+    is_eager=True,
+    help="More log output (repeat for debug).",
 )
 quiet_opt = click.option(
     "-q", "--quiet", is_flag=True, default=False, help="Only errors and the final summary."
@@ -29,10 +34,14 @@ progress_opt = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
 device_opt = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-    help="Where the model runs [default: auto = cuda if available]."
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where the model runs [default: auto = cuda if available].",
 )
 precision_opt = click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
-    help="Compute precision; half precision only on GPU [default: auto]."
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default=None,
+    help="Compute precision; half precision only on GPU [default: auto].",
 )
