@@ -1,0 +1,252 @@
+"""The inference engine: normalized batches in, softmax probabilities out.
+
+The engine owns the model, its device and precision, test-time augmentation and padding to the
+model's stride. It never reads rasters and never blends: it maps a batch of windows to a batch of
+probability maps, always in the same way, so a window's probabilities do not depend on which
+batch or worker computed it (given the same batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from geoseg.checkpoint import ModelMeta
+from geoseg.errors import ConfigError
+
+log = logging.getLogger("geoseg.engine")
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+TTA = Literal["none", "flip", "d4"]
+TTA_MODES = ("none", "flip", "d4")
+
+
+def normalize(x: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """Scale raw pixel values and apply per-band normalization.
+
+    Parameters
+    ----------
+    x : ndarray
+        Raw values, (bands, H, W) or (batch, bands, H, W).
+    meta : ModelMeta
+        Supplies ``scale``, ``mean`` and ``std`` (one per band).
+
+    Returns
+    -------
+    ndarray
+        float32 ``(x / scale - mean) / std``.
+    """
+    shape = (-1, 1, 1)
+    mean = np.asarray(meta.mean, np.float32).reshape(shape)
+    std = np.asarray(meta.std, np.float32).reshape(shape)
+    out = np.asarray(x, np.float32) / np.float32(meta.scale)
+    out -= mean
+    out /= std
+    return out
+
+
+def resolve_device(device: str | None) -> str:
+    """Map ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; check ``cuda`` is there."""
+    import torch
+
+    device = device or "auto"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r} is unknown; choose auto, cpu or cuda")
+    return device
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """Map ``auto`` to bf16 (or fp16) on CUDA and fp32 on the CPU; refuse fp16 on the CPU."""
+    import torch
+
+    precision = precision or "auto"
+    if precision == "auto":
+        if device != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device != "cuda":
+        raise ConfigError("--precision fp16 needs a GPU; use --precision fp32 (or bf16) on the CPU")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision {precision!r} is unknown; choose auto, fp32, bf16 or fp16")
+    return precision
+
+
+def tta_transforms(mode: str) -> list[tuple[int, bool]]:
+    """(rot90 count, horizontal flip) pairs for a TTA mode."""
+    if mode == "none":
+        return [(0, False)]
+    if mode == "flip":
+        return [(0, False), (0, True)]
+    if mode == "d4":
+        return [(k, f) for f in (False, True) for k in range(4)]
+    raise ConfigError(f"--tta {mode!r} is unknown; choose one of {', '.join(TTA_MODES)}")
+
+
+def model_stride(model) -> int:
+    """Return the factor input sides must be divisible by (the encoder output stride)."""
+    encoder = getattr(model, "encoder", None)
+    stride = getattr(encoder, "output_stride", None)
+    return int(stride) if stride else 32
+
+
+def pad_amounts(size: int, multiple: int) -> int:
+    """Pixels to add so that ``size`` becomes a multiple of ``multiple``."""
+    return (-size) % multiple
+
+
+class Engine:
+    """Run a segmentation model on batches of windows.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An smp model; it is moved to ``device`` and put in eval mode (a copy is not made: the
+        engine owns the model it is given).
+    meta : ModelMeta
+        Checkpoint metadata (normalization, classes).
+    device, precision, tta : str
+        See :func:`resolve_device`, :func:`resolve_precision`, :func:`tta_transforms`.
+    """
+
+    def __init__(
+        self,
+        model,
+        meta: ModelMeta,
+        device: str | None = "auto",
+        precision: str | None = "auto",
+        tta: str = "none",
+    ) -> None:
+        import torch
+
+        self.meta = meta
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.tta = tta
+        self._transforms = tta_transforms(tta)
+        self.model = model.to(self.device).eval()
+        self.stride = model_stride(model)
+        self._lock = threading.Lock()
+        self._dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.evaluations = 0
+        self._warned_pad: set[tuple[int, int]] = set()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path,
+        device: str | None = "auto",
+        precision: str | None = "auto",
+        tta: str = "none",
+    ) -> Engine:
+        """Load a checkpoint (no pickle executed) and wrap it in an engine."""
+        from geoseg.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(path)
+        return cls(model, meta, device=device, precision=precision, tta=tta)
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities for a batch of raw windows.
+
+        Parameters
+        ----------
+        batch : ndarray
+            (B, bands, H, W) raw pixel values (float32); normalized here.
+
+        Returns
+        -------
+        ndarray
+            (B, classes, H, W) float32 probabilities, TTA-averaged.
+        """
+        x = normalize(batch, self.meta)
+        b, _, h, w = x.shape
+        ph, pw = pad_amounts(h, self.stride), pad_amounts(w, self.stride)
+        if ph or pw:
+            if (h, w) not in self._warned_pad:
+                self._warned_pad.add((h, w))
+                log.info(
+                    "tile %dx%d is not a multiple of the model stride %d; padding to %dx%d "
+                    "internally (reflect) and cropping back",
+                    h,
+                    w,
+                    self.stride,
+                    h + ph,
+                    w + pw,
+                )
+            mode = "reflect" if ph < h and pw < w else "edge"
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+        probs = self._forward(x)
+        self.evaluations += b
+        return probs[:, :, :h, :w]
+
+    def _run(self, inp):
+        import torch
+
+        if self._dtype is None:
+            return self.model(inp)
+        with torch.autocast(self.device, dtype=self._dtype):
+            return self.model(inp)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.device == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        # TTA views are extra batch entries; rot90 of a non-square window changes its shape, so
+        # views are grouped by shape (one forward pass per shape).
+        groups: dict[tuple[int, ...], list[tuple[int, bool]]] = {}
+        for k, f in self._transforms:
+            groups.setdefault(tuple(_transform(t[:1, :1], k, f).shape), []).append((k, f))
+        acc = None
+        with self._lock, torch.inference_mode():
+            for tfs in groups.values():
+                inp = torch.cat([_transform(t, k, f) for k, f in tfs])
+                probs = torch.softmax(self._run(inp).float(), dim=1)
+                for (k, f), p in zip(tfs, probs.chunk(len(tfs)), strict=True):
+                    p = _untransform(p, k, f)
+                    acc = p if acc is None else acc + p
+            if len(self._transforms) > 1:
+                acc = acc / len(self._transforms)
+            return acc.cpu().numpy()
+
+
+def _transform(t, k: int, flip: bool):
+    import torch
+
+    if flip:
+        t = torch.flip(t, dims=(-1,))
+    return torch.rot90(t, k, dims=(-2, -1)) if k else t
+
+
+def _untransform(t, k: int, flip: bool):
+    import torch
+
+    if k:
+        t = torch.rot90(t, -k, dims=(-2, -1))
+    return torch.flip(t, dims=(-1,)) if flip else t
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build an engine in any process: a picklable, hashable recipe."""
+
+    checkpoint: str
+    device: str | None = "auto"
+    precision: str | None = "auto"
+    tta: str = "none"
+
+
+@lru_cache(maxsize=4)
+def cached_engine(spec: EngineSpec) -> Engine:
+    """Load an engine once per process (workers keep it between tasks)."""
+    return Engine.from_checkpoint(spec.checkpoint, spec.device, spec.precision, spec.tta)

@@ -1,0 +1,345 @@
+"""Tiled prediction: plan the windows, evaluate them in fixed batches, stitch, emit blocks.
+
+Data flows one way::
+
+    plan (tilers.grid)  ->  batches evaluated (engine, via a scheduler)  ->  Stitcher (bands)
+        ->  BlockAssembler (output blocks)  ->  a sink (a writer, or an in-memory array)
+
+This module never opens files and never builds a scheduler: :mod:`geoseg.pipeline` wires
+readers, writers and Dask to it. Batches have a fixed membership (consecutive window numbers),
+so every window is evaluated exactly once and with the same batch neighbours whatever the block
+size or the number of workers, and the result is reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.blend import check_mode, window_weights
+from geoseg.stitch import Band, Stitcher, normalize_sums, to_classes
+from tilers.grid import Grid, Window, blocks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work for one raster.
+
+    Attributes
+    ----------
+    grid : Grid
+        The window grid.
+    batches : tuple of tuple of int
+        Window numbers of each batch, consecutive and in order.
+    blend : str
+        Blend mode.
+    block_size : int
+        Side of the output blocks.
+    """
+
+    grid: Grid
+    batches: tuple[tuple[int, ...], ...]
+    blend: str
+    block_size: int
+
+    @property
+    def blocks(self) -> list[Window]:
+        """Output blocks, row-major."""
+        return blocks(self.grid.height, self.grid.width, self.block_size)
+
+
+def make_plan(
+    height: int,
+    width: int,
+    *,
+    tile: int | tuple[int, int],
+    overlap: int | tuple[int, int],
+    batch_size: int,
+    blend: str = "gaussian",
+    block_size: int = 2048,
+) -> Plan:
+    """Build the window grid and its fixed batches (see :class:`Plan`)."""
+    from geoseg.errors import ConfigError
+
+    grid = Grid.create(height, width, tile, overlap)
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size {batch_size} must be positive; try --batch-size 4")
+    if block_size <= 0:
+        raise ConfigError(f"--block-size {block_size} must be positive; try --block-size 2048")
+    n = len(grid)
+    batches = tuple(tuple(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
+    return Plan(grid, batches, check_mode(blend), block_size)
+
+
+@dataclass
+class BatchResult:
+    """What evaluating one batch returns.
+
+    Attributes
+    ----------
+    indices : tuple of int
+        Window numbers of the batch.
+    valid : list of ndarray
+        Per window, the (tile_h, tile_w) bool mask of pixels with data.
+    probs : ndarray or None
+        (n_run, classes, tile_h, tile_w) float32 for the windows that had data, in order.
+    run : tuple of bool
+        Per window, whether it was evaluated (False: all nodata, skipped).
+    """
+
+    indices: tuple[int, ...]
+    valid: list[np.ndarray]
+    probs: np.ndarray | None
+    run: tuple[bool, ...]
+
+
+def evaluate_batch(
+    reader: Callable[[Window], tuple[np.ndarray, np.ndarray]],
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    grid: Grid,
+    indices: Sequence[int],
+) -> BatchResult:
+    """Read the windows of one batch and run the model on those with any valid pixel.
+
+    Parameters
+    ----------
+    reader : callable
+        ``reader(window) -> (data (bands, h, w) float32, valid (h, w) bool)``.
+    predict_proba : callable
+        ``predict_proba(batch (B, bands, h, w)) -> (B, classes, h, w)``.
+    grid : Grid
+        The window grid.
+    indices : sequence of int
+        Window numbers of the batch.
+    """
+    data, valid = [], []
+    for i in indices:
+        d, v = reader(grid.window(i))
+        data.append(d)
+        valid.append(v)
+    run = tuple(bool(v.any()) for v in valid)
+    kept = [d for d, r in zip(data, run, strict=True) if r]
+    probs = predict_proba(np.stack(kept)) if kept else None
+    return BatchResult(tuple(indices), valid, probs, run)
+
+
+@dataclass
+class StitchStats:
+    """Counts gathered while stitching."""
+
+    windows: int = 0
+    run: int = 0
+    skipped: int = 0
+    max_open_rows: int = 0
+
+
+def stitch(
+    plan: Plan,
+    results: Iterable[BatchResult],
+    num_classes: int,
+    stats: StitchStats | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> Iterator[Band]:
+    """Add batch results in order and yield each band as soon as it is final.
+
+    Yields
+    ------
+    Band
+        Final rows with their blended (normalized) probabilities in ``sums`` and the summed
+        weights in ``weights``.
+    """
+    grid = plan.grid
+    stitcher = Stitcher(grid, num_classes)
+    stats = stats if stats is not None else StitchStats()
+    ncols = grid.shape[1]
+    next_band = 0
+    for res in results:
+        k = 0
+        for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
+            stats.windows += 1
+            if not ran:
+                stats.skipped += 1
+                continue
+            stats.run += 1
+            w = window_weights(grid, i, plan.blend) * v
+            stitcher.add(i, res.probs[k], w)
+            k += 1
+        stats.max_open_rows = max(stats.max_open_rows, stitcher.open_rows)
+        if on_batch is not None:
+            on_batch(res)
+        done_rows = (res.indices[-1] + 1) // ncols
+        while next_band < done_rows:
+            yield _final_band(stitcher, next_band)
+            next_band += 1
+    while next_band < grid.shape[0]:
+        yield _final_band(stitcher, next_band)
+        next_band += 1
+
+
+def _final_band(stitcher: Stitcher, g: int) -> Band:
+    band = stitcher.pop_band(g)
+    band.sums = normalize_sums(band.sums, band.weights)
+    return band
+
+
+@dataclass
+class OutputBlock:
+    """A finished output block: classes and (optionally) probabilities."""
+
+    window: Window
+    classes: np.ndarray
+    probs: np.ndarray | None = None
+
+
+@dataclass
+class BlockAssembler:
+    """Collect final bands into block rows and emit each block once all its rows are in.
+
+    Only one block row of class ids (and, when asked, of uint8 probabilities) is buffered.
+    """
+
+    height: int
+    width: int
+    block_size: int
+    nodata: int
+    dtype: str
+    num_classes: int
+    probabilities: bool = False
+    _row0: int = 0
+    _filled: int = 0
+    _classes: np.ndarray | None = field(default=None, repr=False)
+    _probs: np.ndarray | None = field(default=None, repr=False)
+
+    def _start_block_row(self) -> None:
+        rows = min(self.block_size, self.height - self._row0)
+        self._classes = np.full((rows, self.width), self.nodata, self.dtype)
+        if self.probabilities:
+            self._probs = np.zeros((self.num_classes, rows, self.width), np.float32)
+        self._filled = 0
+
+    def add(self, band: Band) -> Iterator[OutputBlock]:
+        """Take a final band (normalized probabilities) and yield the blocks it completes."""
+        r = band.row0
+        while r < band.row1:
+            if self._classes is None:
+                self._start_block_row()
+            rows = self._classes.shape[0]
+            take = min(band.row1 - r, self._row0 + rows - r)
+            src = slice(r - band.row0, r - band.row0 + take)
+            dst = slice(r - self._row0, r - self._row0 + take)
+            self._classes[dst] = to_classes(
+                band.sums[:, src], band.weights[src], self.nodata, self.dtype
+            )
+            if self._probs is not None:
+                self._probs[:, dst] = band.sums[:, src]
+            self._filled += take
+            r += take
+            if self._filled == rows:
+                yield from self._emit()
+
+    def _emit(self) -> Iterator[OutputBlock]:
+        rows = self._classes.shape[0]
+        for c in range(0, self.width, self.block_size):
+            cols = slice(c, min(c + self.block_size, self.width))
+            probs = None if self._probs is None else self._probs[:, :, cols]
+            yield OutputBlock(
+                Window(self._row0, c, rows, cols.stop - c), self._classes[:, cols], probs
+            )
+        self._row0 += rows
+        self._classes = self._probs = None
+
+
+def run_plan(
+    plan: Plan,
+    results: Iterable[BatchResult],
+    num_classes: int,
+    *,
+    nodata: int,
+    dtype: str,
+    probabilities: bool = False,
+    stats: StitchStats | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> Iterator[OutputBlock]:
+    """Stitch ordered batch results and yield finished output blocks (row-major)."""
+    grid = plan.grid
+    asm = BlockAssembler(
+        grid.height, grid.width, plan.block_size, nodata, dtype, num_classes, probabilities
+    )
+    for band in stitch(plan, results, num_classes, stats, on_batch):
+        yield from asm.add(band)
+
+
+def class_dtype(num_classes: int) -> tuple[str, int]:
+    """Class-map dtype and nodata value: uint8/255 up to 255 classes, else uint16/65535."""
+    return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
+
+
+def predict_array(
+    engine,
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    tile: int | tuple[int, int] | None = None,
+    overlap: int | tuple[int, int] = 128,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    return_probs: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Tiled, blended prediction of an in-memory image, in this process.
+
+    The same planning, batching and stitching as ``geoseg predict``, without a scheduler or
+    files: for evaluation, training validation and tests.
+
+    Parameters
+    ----------
+    engine : Engine
+        The inference engine.
+    image : ndarray
+        (bands, H, W) raw pixel values.
+    valid : ndarray, optional
+        (H, W) bool mask of pixels with data (default: all).
+    tile, overlap, blend, batch_size
+        As for ``geoseg predict``; ``tile`` defaults to the model's training tile size.
+    return_probs : bool
+        Also return the blended probabilities (classes, H, W).
+
+    Returns
+    -------
+    ndarray
+        (H, W) class map (uint8, or uint16 above 255 classes), nodata (255/65535) where no
+        valid pixel was predicted; with ``return_probs`` a ``(classes, probs)`` pair.
+    """
+    from geoseg.io.raster import ArraySource
+
+    source = ArraySource(image, valid)
+    h, w = image.shape[-2:]
+    plan = make_plan(
+        h,
+        w,
+        tile=tile or engine.meta.tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=blend,
+        block_size=max(h, w),
+    )
+    k = engine.meta.classes
+    dtype, nodata = class_dtype(k)
+    results = (
+        evaluate_batch(
+            lambda win: source.read(win.row, win.col, win.height, win.width),
+            engine.predict_proba,
+            plan.grid,
+            b,
+        )
+        for b in plan.batches
+    )
+    classes = np.full((h, w), nodata, dtype)
+    probs = np.zeros((k, h, w), np.float32) if return_probs else None
+    for block in run_plan(plan, results, k, nodata=nodata, dtype=dtype, probabilities=return_probs):
+        rs, cs = block.window.slices()
+        classes[rs, cs] = block.classes
+        if probs is not None:
+            probs[:, rs, cs] = block.probs
+    return (classes, probs) if return_probs else classes
