@@ -48,8 +48,6 @@ class LazyGroup(click.Group):
         """Import and return subcommand ``name``."""
         if name not in COMMANDS or not _available(name):
             return None
-        if ctx.resilient_parsing or "--help" in sys.argv[1:2]:
-            return click.Command(name, help=HELP[name], short_help=HELP[name])
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
 

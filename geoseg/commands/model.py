@@ -1,0 +1,109 @@
+"""``geoseg model``: create and inspect checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geoseg.commands.options import overwrite_opt, verbose_opt
+
+
+@click.group()
+def model() -> None:
+    """Create and inspect geoseg checkpoints."""
+
+
+def _parse_options(values: tuple[str, ...]) -> dict:
+    import yaml
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{item!r} is not key=value; e.g. --option encoder_depth=3", param_hint="--option"
+            )
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise click.BadParameter(
+                f"{item!r}: the value is not YAML; e.g. --option 'decoder_channels=[32,16,8]'",
+                param_hint="--option",
+            ) from None
+    return out
+
+
+@model.command("create")
+@click.argument("out", type=click.Path())
+@click.option("--arch", default="unet", show_default=True, help="smp architecture name.")
+@click.option("--encoder", default="resnet18", show_default=True, help="smp encoder name.")
+@click.option("--classes", type=int, required=True, help="Number of classes.")
+@click.option("--bands", type=int, default=3, show_default=True, help="Input bands.")
+@click.option("--class-names", default=None, help="Comma-separated class names.")
+@click.option("--tile", type=int, default=512, show_default=True, help="Default tile size.")
+@click.option(
+    "--scale",
+    type=float,
+    default=255.0,
+    show_default=True,
+    help="Raw values are divided by this before normalization.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialization seed.")
+@click.option("--option", "options", multiple=True, help="smp.create_model key=value (YAML).")
+@overwrite_opt
+@verbose_opt
+def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, options, overwrite):
+    """Write a randomly initialized checkpoint to OUT."""
+    import torch
+
+    from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
+
+    if classes < 1 or bands < 1:
+        raise click.BadParameter("--classes and --bands must be at least 1")
+    names = class_names.split(",") if class_names else [f"class_{i}" for i in range(classes)]
+    meta = ModelMeta(
+        arch=arch,
+        encoder=encoder,
+        in_channels=bands,
+        classes=classes,
+        class_names=names,
+        colours=default_colours(classes),
+        mean=[0.5] * bands,
+        std=[0.25] * bands,
+        scale=scale,
+        tile_size=tile,
+        model_options=_parse_options(options),
+        extra={"created_by": "geoseg model create", "seed": seed},
+    )
+    torch.manual_seed(seed)
+    net = build_model(meta)
+    save_checkpoint(net, meta, out, overwrite=overwrite)
+    n = sum(p.numel() for p in net.parameters())
+    click.echo(
+        f"wrote {out}: {arch}/{encoder}, {bands} bands -> {classes} classes, {n:,} parameters"
+    )
+
+
+@model.command("info")
+@click.argument("ckpt", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def info(ckpt, as_json):
+    """Print the metadata of checkpoint CKPT."""
+    from geoseg.checkpoint import read_meta
+
+    meta = read_meta(ckpt)
+    if as_json:
+        click.echo(json.dumps(meta.to_dict(), indent=2))
+        return
+    click.echo(f"architecture   {meta.arch} / {meta.encoder}")
+    click.echo(f"input          {meta.in_channels} bands, scale 1/{meta.scale:g}")
+    click.echo(f"normalization  mean {meta.mean} std {meta.std}")
+    click.echo(f"tile size      {meta.tile_size}")
+    if meta.model_options:
+        click.echo(f"options        {meta.model_options}")
+    click.echo(f"classes        {meta.classes}")
+    for i, (name, c) in enumerate(zip(meta.class_names, meta.colours, strict=True)):
+        click.echo(f"  {i:3d}  #{c[0]:02x}{c[1]:02x}{c[2]:02x}  {name}")
+    for key, value in meta.extra.items():
+        click.echo(f"{key:<14} {value}")

@@ -1,0 +1,43 @@
+"""``geoseg tiles``: the window grid predict would use, as a summary and as GeoJSON."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.commands.options import overwrite_opt, progress_opt, verbose_opt
+
+
+@click.command()
+@click.argument("input", type=click.Path(dir_okay=True))
+@click.option("--tile", type=int, default=512, show_default=True, help="Window side.")
+@click.option("--overlap", type=int, default=128, show_default=True, help="Window overlap.")
+@click.option("--bands", default=None, help="Bands whose nodata decides skipping, e.g. 1,2,3.")
+@click.option("--geojson", type=click.Path(), default=None, help="Write windows as GeoJSON.")
+@click.option(
+    "--skip-check/--no-skip-check",
+    default=True,
+    show_default=True,
+    help="Read each window's mask to count windows predict would skip.",
+)
+@overwrite_opt
+@progress_opt
+@verbose_opt
+def tiles(input, tile, overlap, bands, geojson, skip_check, overwrite, progress):
+    """Print the window grid over INPUT (windows, skipped, stride, coverage)."""
+    from geoseg.commands.predict import parse_bands
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.io.raster import open_raster
+    from geoseg.tiles_report import grid_report, write_geojson
+    from tilers.grid import Grid
+
+    band_sel = parse_bands(click.get_current_context(), None, bands)
+    with open_raster(input, band_sel) as source:
+        info = source.info
+        grid = Grid.create(info.height, info.width, tile, overlap)
+        bar = ProgressBar("tiles", enabled=progress and skip_check)
+        report = grid_report(grid, source if skip_check else None, progress=bar)
+    for key, value in report.rows():
+        click.echo(f"{key:<12} {value}")
+    if geojson:
+        write_geojson(geojson, grid, info, report.skipped_indices, overwrite=overwrite)
+        click.echo(f"wrote {len(grid)} windows to {geojson}")

@@ -1,0 +1,238 @@
+"""``geoseg predict`` end to end: reader -> Dask batches -> stitching -> writer.
+
+This is the only module that knows about files, the model checkpoint and the scheduler at
+once; it wires :mod:`geoseg.io`, :mod:`geoseg.scheduling` and :mod:`geoseg.predict` together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoseg.checkpoint import ModelMeta, read_meta
+from geoseg.config import PredictConfig
+from geoseg.engine import EngineSpec, resolve_device
+from geoseg.errors import InputError
+from geoseg.predict import BatchResult, OutputBlock, StitchStats, class_dtype, make_plan, run_plan
+
+log = logging.getLogger("geoseg.pipeline")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Summary:
+    """What one prediction run did."""
+
+    input: str
+    output: str
+    height: int
+    width: int
+    windows: int
+    run: int
+    skipped: int
+    evaluations: int
+    seconds: float
+    peak_rss: int
+    batch_size: int
+    tile: tuple[int, int]
+
+    @property
+    def megapixels(self) -> float:
+        """Raster size in Mpx."""
+        return self.height * self.width / 1e6
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``geoseg predict``."""
+        rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"{self.width}x{self.height} px ({self.megapixels:.1f} Mpx): "
+            f"{self.run} windows run, {self.skipped} skipped of {self.windows} in the grid, "
+            f"{self.evaluations} evaluations; {self.seconds:.1f} s, {rate:.2f} Mpx/s, "
+            f"peak memory {self.peak_rss / 2**30:.2f} GiB -> {self.output}"
+        )
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def auto_batch_size(device: str) -> int:
+    """Windows per model call when ``--batch-size`` is not given."""
+    return 16 if device == "cuda" else 4
+
+
+def check_bands(meta: ModelMeta, count: int, path: str) -> None:
+    """Refuse a raster whose (selected) band count differs from the model's input channels."""
+    if count != meta.in_channels:
+        raise InputError(
+            f"{path} gives {count} band(s) but the model expects {meta.in_channels}; "
+            f"select {meta.in_channels} bands with --bands (e.g. --bands "
+            f"{','.join(str(i + 1) for i in range(meta.in_channels))})"
+        )
+
+
+class BackgroundWriter:
+    """Write finished blocks on one thread so that writes overlap reads and compute."""
+
+    def __init__(self, writer: Any, maxsize: int = 4) -> None:
+        self._writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="geoseg-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self._queue.get()
+            if block is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self._writer.write(block.window.row, block.window.col, block.classes, block.probs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                self._error = exc
+
+    def put(self, block: OutputBlock) -> None:
+        """Queue a block (blocks when the queue is full: back-pressure)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self) -> None:
+        """Wait for every queued block to be written; re-raise a write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def predict_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    config: PredictConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    client: Any = None,
+) -> Summary:
+    """Segment one raster into a georeferenced class map.
+
+    Parameters
+    ----------
+    input_path : path-like
+        Any rasterio-readable raster or a ``.zarr`` store.
+    output_path : path-like
+        ``.tif``/``.tiff`` (GeoTIFF, ``config.cog`` for a COG) or ``.zarr``.
+    checkpoint : path-like
+        A geoseg checkpoint directory.
+    config : PredictConfig
+        Tiling, blending, scheduling and engine options.
+    overwrite : bool
+        Replace an existing output.
+    progress : callable, optional
+        ``progress(windows_done, windows_total)`` after each batch.
+    client : distributed.Client, optional
+        Run on this client instead of creating one.
+
+    Returns
+    -------
+    Summary
+    """
+    from geoseg.io.raster import open_raster
+    from geoseg.io.writers import OutputSpec, check_output, open_writer
+    from geoseg.scheduling import dask_client, ordered_results, total_threads
+
+    cfg = config or PredictConfig()
+    t0 = time.perf_counter()
+    check_output(output_path, overwrite, input_path=input_path)
+    meta = read_meta(checkpoint)
+    source = open_raster(input_path, cfg.bands)
+    info = source.info
+    check_bands(meta, info.count, str(input_path))
+    if not info.georeferenced:
+        log.warning(
+            "%s has no georeference; the class map is written without one as well", input_path
+        )
+    device = resolve_device(cfg.device)
+    batch_size = cfg.batch_size or auto_batch_size(device)
+    plan = make_plan(
+        info.height,
+        info.width,
+        tile=cfg.tile or meta.tile_size,
+        overlap=cfg.overlap,
+        batch_size=batch_size,
+        blend=cfg.blend,
+        block_size=cfg.block_size,
+    )
+    spec = EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta)
+    dtype, nodata = class_dtype(meta.classes)
+    out_spec = OutputSpec(
+        height=info.height,
+        width=info.width,
+        crs_wkt=info.crs_wkt,
+        transform=info.transform,
+        georeferenced=info.georeferenced,
+        class_names=list(meta.class_names),
+        colours=list(meta.colours),
+        cog=cfg.cog,
+        probabilities=cfg.probabilities,
+    )
+    stats = StitchStats()
+    total = len(plan.grid)
+    evaluations = 0
+
+    def on_batch(res: BatchResult) -> None:
+        nonlocal evaluations
+        evaluations += 0 if res.probs is None else len(res.probs)
+        if progress is not None:
+            progress(stats.windows, total)
+
+    resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
+    with dask_client(cfg.workers, cfg.scheduler, client=client) as dclient:
+        in_flight = cfg.prefetch * total_threads(dclient)
+        with open_writer(output_path, out_spec, overwrite=overwrite) as writer:
+            bg = BackgroundWriter(writer)
+            try:
+                results = ordered_results(dclient, source, plan, spec, in_flight, resources)
+                for block in run_plan(
+                    plan,
+                    results,
+                    meta.classes,
+                    nodata=nodata,
+                    dtype=dtype,
+                    probabilities=cfg.probabilities,
+                    stats=stats,
+                    on_batch=on_batch,
+                ):
+                    bg.put(block)
+            finally:
+                bg.close()
+    source.close()
+    return Summary(
+        input=str(input_path),
+        output=str(output_path),
+        height=info.height,
+        width=info.width,
+        windows=total,
+        run=stats.run,
+        skipped=stats.skipped,
+        evaluations=evaluations,
+        seconds=time.perf_counter() - t0,
+        peak_rss=peak_rss_bytes(),
+        batch_size=batch_size,
+        tile=plan.grid.tile,
+    )
