@@ -1,0 +1,640 @@
+"""Raster readers: windowed, lazily opened, picklable sources for GDAL rasters and Zarr stores.
+
+All input file I/O of geoseg lives here. A :class:`RasterSource` is opened once in the main
+process to validate the input and describe it (:class:`RasterInfo`); when it is pickled only its
+path and band selection travel, and every process (and every thread, since GDAL handles must not
+be shared between threads) re-opens its own handle on first use, like xarray's file managers.
+
+``read`` returns raw values as float32 plus a ``valid`` mask; windows may hang off the raster,
+in which case the outside is reflect-padded and marked invalid. Scaling and normalization belong
+to the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import InputError, RasterReadError
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "ArraySource",
+    "RasterInfo",
+    "RasterSource",
+    "open_raster",
+]
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about an input raster.
+
+    Attributes
+    ----------
+    path : str
+        The raster's path (``"<array>"`` for an in-memory image).
+    height, width : int
+        Size in pixels.
+    count : int
+        Number of selected bands.
+    band_indexes : tuple of int
+        1-based indexes of the selected bands.
+    dtype : str
+        Source dtype (``"uint8"``, ``"int16"``, ``"float32"``...).
+    crs_wkt : str or None
+        The CRS as WKT; None when the raster has none.
+    transform : tuple of float
+        Affine coefficients ``(a, b, c, d, e, f)``; the identity when absent.
+    nodata : float or None
+        The nodata value of the first selected band (NaN allowed).
+    georeferenced : bool
+        True when the raster has a CRS or a non-identity transform.
+    kind : str
+        ``"gdal"``, ``"zarr"`` or ``"array"``.
+    """
+
+    path: str
+    height: int
+    width: int
+    count: int
+    band_indexes: tuple[int, ...]
+    dtype: str
+    crs_wkt: str | None
+    transform: tuple[float, ...]
+    nodata: float | None
+    georeferenced: bool
+    kind: str
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: window clipping, padding, validity (no I/O)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The part of a requested window that lies inside the raster, and the padding around it."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+    pad_rows: tuple[int, int]
+    pad_cols: tuple[int, int]
+
+    @property
+    def empty(self) -> bool:
+        """True when the window does not overlap the raster at all."""
+        return self.row1 <= self.row0 or self.col1 <= self.col0
+
+    @property
+    def padded(self) -> bool:
+        """True when part of the window lies outside the raster."""
+        return any(self.pad_rows) or any(self.pad_cols)
+
+
+def clip_window(row: int, col: int, height: int, width: int, shape: tuple[int, int]) -> Clip:
+    """Intersect the window ``(row, col, height, width)`` with a raster of ``shape``.
+
+    Parameters
+    ----------
+    row, col : int
+        Top-left pixel of the window (may be negative).
+    height, width : int
+        Window size (positive).
+    shape : (int, int)
+        Raster ``(height, width)``.
+
+    Returns
+    -------
+    Clip
+        Inside bounds and the ``(before, after)`` padding per axis.
+    """
+    if height <= 0 or width <= 0:
+        raise InputError(f"window size {height}x{width} is empty; expected positive sizes")
+    n_rows, n_cols = shape
+    r0, r1 = min(max(row, 0), n_rows), max(min(row + height, n_rows), 0)
+    c0, c1 = min(max(col, 0), n_cols), max(min(col + width, n_cols), 0)
+    r1, c1 = max(r1, r0), max(c1, c0)
+    pad_rows = (r0 - row, height - (r1 - row))
+    pad_cols = (c0 - col, width - (c1 - col))
+    return Clip(r0, r1, c0, c1, pad_rows, pad_cols)
+
+
+def _pad_mode(size: int) -> str:
+    return "reflect" if size > 1 else "edge"
+
+
+def reflect_pad(
+    data: np.ndarray, pad_rows: tuple[int, int], pad_cols: tuple[int, int]
+) -> np.ndarray:
+    """Reflect-pad the last two axes of ``data`` (``edge`` for an axis of one pixel).
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(..., h, w)`` with ``h, w >= 1``.
+    pad_rows, pad_cols : (int, int)
+        Pixels to add before and after along rows and columns.
+
+    Returns
+    -------
+    ndarray
+        ``(..., h + sum(pad_rows), w + sum(pad_cols))``.
+    """
+    lead = [(0, 0)] * (data.ndim - 2)
+    out = np.pad(data, [*lead, pad_rows, (0, 0)], mode=_pad_mode(data.shape[-2]))
+    return np.pad(out, [*lead, (0, 0), pad_cols], mode=_pad_mode(data.shape[-1]))
+
+
+def nodata_valid(data: np.ndarray, nodatas: Sequence[float | None]) -> np.ndarray:
+    """Pixels where no band equals its nodata value (NaN nodata matches NaN).
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(bands, h, w)`` in the source dtype.
+    nodatas : sequence of float or None
+        One nodata value per band (None: the band has none).
+
+    Returns
+    -------
+    ndarray
+        ``(h, w)`` bool.
+    """
+    valid = np.ones(data.shape[1:], dtype=bool)
+    for band, nd in zip(data, nodatas, strict=True):
+        if nd is None:
+            continue
+        if np.isnan(nd):
+            if band.dtype.kind == "f":
+                valid &= ~np.isnan(band)
+        else:
+            valid &= band != np.asarray(nd).astype(band.dtype)
+    return valid
+
+
+def finalize(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Convert to float32; non-finite values become 0 and invalid (a NaN would poison a model).
+
+    Parameters
+    ----------
+    data : ndarray
+        ``(bands, h, w)`` raw values.
+    valid : ndarray
+        ``(h, w)`` bool.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        float32 data and the updated mask.
+    """
+    out = np.asarray(data, dtype=np.float32)
+    if out.dtype.kind == "f":
+        finite = np.isfinite(out)
+        if not finite.all():
+            valid = valid & finite.all(axis=0)
+            out = np.where(finite, out, np.float32(0))
+    return out, valid
+
+
+def assemble(
+    clip: Clip, bands: int, inside: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build the full window from its inside part: reflect padding, ``valid=False`` outside.
+
+    Parameters
+    ----------
+    clip : Clip
+        From :func:`clip_window`.
+    bands : int
+        Band count (used when the window misses the raster).
+    inside : (ndarray, ndarray) or None
+        float32 data ``(bands, h, w)`` and valid ``(h, w)`` of the inside part.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        float32 ``(bands, H, W)`` and bool ``(H, W)`` for the whole window.
+    """
+    height = clip.row1 - clip.row0 + sum(clip.pad_rows)
+    width = clip.col1 - clip.col0 + sum(clip.pad_cols)
+    if inside is None or clip.empty:
+        return np.zeros((bands, height, width), np.float32), np.zeros((height, width), bool)
+    data, valid = inside
+    if not clip.padded:
+        return data, valid
+    out = reflect_pad(data, clip.pad_rows, clip.pad_cols)
+    mask = np.zeros((height, width), bool)
+    r, c = clip.pad_rows[0], clip.pad_cols[0]
+    mask[r : r + valid.shape[0], c : c + valid.shape[1]] = valid
+    return out, mask
+
+
+def check_dtype(dtype: str, path: str) -> str:
+    """Refuse dtypes the pipeline cannot scale (complex, int8, ...)."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise RasterReadError(
+            f"{path} has dtype {dtype}, which geoseg cannot read; expected one of "
+            f"{', '.join(SUPPORTED_DTYPES)}: convert it (e.g. gdal_translate -ot Float32)"
+        )
+    return dtype
+
+
+def check_bands(bands: Sequence[int] | None, count: int) -> tuple[int, ...]:
+    """Validate a 1-based band selection against a raster of ``count`` bands.
+
+    Parameters
+    ----------
+    bands : sequence of int or None
+        Selected bands; None selects all.
+    count : int
+        The raster's band count.
+
+    Returns
+    -------
+    tuple of int
+    """
+    if bands is None:
+        return tuple(range(1, count + 1))
+    selected = tuple(int(b) for b in bands)
+    if not selected:
+        raise InputError(f"--bands is empty; pick band indexes in 1..{count}")
+    for b in selected:
+        if not 1 <= b <= count:
+            raise InputError(
+                f"--bands {b}: the raster has {count} band{'s' if count != 1 else ''} "
+                f"(1..{count}); pick indexes in that range"
+            )
+    return selected
+
+
+def check_size(height: int, width: int, path: str) -> None:
+    """Refuse a raster without pixels."""
+    if height <= 0 or width <= 0:
+        raise RasterReadError(
+            f"{path} is a zero-size raster ({height}x{width}); expected at least 1x1 pixels: "
+            "pass a raster with data"
+        )
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (GDAL messages can span several)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+class RasterSource:
+    """A readable raster: :attr:`info` plus windowed :meth:`read`.
+
+    Subclasses implement ``_read_inside(clip) -> (float32 data, valid)`` for a window that
+    lies inside the raster; the base class clips and pads.
+    """
+
+    info: RasterInfo
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window as float32 ``(bands, height, width)`` and a bool ``valid`` mask.
+
+        Parameters
+        ----------
+        row, col : int
+            Top-left pixel; the window may extend past the raster.
+        height, width : int
+            Window size.
+
+        Returns
+        -------
+        (ndarray, ndarray)
+            Raw values (float32) and ``valid`` (False outside the raster, at nodata, where the
+            dataset mask is 0, and at non-finite values, which are returned as 0).
+        """
+        info = self.info
+        clip = clip_window(row, col, height, width, (info.height, info.width))
+        inside = None if clip.empty else self._read_inside(clip)
+        return assemble(clip, info.count, inside)
+
+    def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open file handles (a later read re-opens them)."""
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArraySource(RasterSource):
+    """An in-memory image with the :class:`RasterSource` interface.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(bands, H, W)`` (or ``(H, W)`` for one band) raw values.
+    valid : ndarray, optional
+        ``(H, W)`` bool mask of pixels with data; default all valid.
+    """
+
+    def __init__(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[None]
+        if image.ndim != 3:
+            raise InputError(
+                f"image has shape {image.shape}; expected (bands, height, width) or (height, width)"
+            )
+        _, h, w = image.shape
+        check_size(h, w, "<array>")
+        if valid is not None and np.shape(valid) != (h, w):
+            raise InputError(
+                f"valid mask has shape {np.shape(valid)}; expected the image's ({h}, {w})"
+            )
+        self._image = image
+        self._valid = None if valid is None else np.asarray(valid, dtype=bool)
+        self.info = RasterInfo(
+            path="<array>",
+            height=h,
+            width=w,
+            count=image.shape[0],
+            band_indexes=tuple(range(1, image.shape[0] + 1)),
+            dtype=str(image.dtype),
+            crs_wkt=None,
+            transform=IDENTITY,
+            nodata=None,
+            georeferenced=False,
+            kind="array",
+        )
+
+    def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        rows, cols = slice(clip.row0, clip.row1), slice(clip.col0, clip.col1)
+        data = self._image[:, rows, cols]
+        if self._valid is None:
+            valid = np.ones(data.shape[1:], bool)
+        else:
+            valid = self._valid[rows, cols].copy()
+        return finalize(data, valid)
+
+
+class _LazyFileSource(RasterSource):
+    """Shared plumbing: pickles as ``(path, bands)``; one handle per process and thread."""
+
+    def __init__(self, path: str, bands: Sequence[int] | None) -> None:
+        self._path = path
+        self._bands = None if bands is None else tuple(int(b) for b in bands)
+        self._handles: dict[tuple[int, int], Any] = {}
+        self._lock = threading.Lock()
+        self._info: RasterInfo | None = None
+
+    @property
+    def info(self) -> RasterInfo:  # type: ignore[override]
+        """The raster's description (computed on first use in each process)."""
+        if self._info is None:
+            self._info = self._describe(self._handle())
+        return self._info
+
+    def _handle(self) -> Any:
+        key = (os.getpid(), threading.get_ident())
+        handle = self._handles.get(key)
+        if handle is None:
+            handle = self._open()
+            with self._lock:
+                self._handles[key] = handle
+        return handle
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def _describe(self, handle: Any) -> RasterInfo:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every handle this process opened (other processes keep theirs)."""
+        pid = os.getpid()
+        with self._lock:
+            mine = [k for k in self._handles if k[0] == pid]
+            handles = [self._handles.pop(k) for k in mine]
+        for handle in handles:
+            handle.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self._path, "bands": self._bands}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["bands"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._path!r}, bands={self._bands})"
+
+
+class GdalSource(_LazyFileSource):
+    """A rasterio-readable raster (GeoTIFF, COG, VRT, PNG, JPEG...), read window by window."""
+
+    def _open(self) -> Any:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(self._path)
+        except RasterioIOError as exc:
+            raise RasterReadError(
+                f"{self._path} is not a readable raster ({one_line(exc)}); pass a GeoTIFF, "
+                "COG, VRT, PNG/JPEG or a .zarr store"
+            ) from None
+
+    def _describe(self, src: Any) -> RasterInfo:
+        check_size(src.height, src.width, self._path)
+        bands = check_bands(self._bands, src.count)
+        dtypes = {src.dtypes[b - 1] for b in bands}
+        for dt in sorted(dtypes):
+            check_dtype(dt, self._path)
+        if len(dtypes) > 1:
+            raise RasterReadError(
+                f"{self._path}: selected bands mix dtypes {sorted(dtypes)}; expected one dtype: "
+                "select bands of a single dtype with --bands"
+            )
+        transform = tuple(float(v) for v in tuple(src.transform)[:6])
+        crs_wkt = src.crs.to_wkt() if src.crs else None
+        nodata = src.nodatavals[bands[0] - 1]
+        return RasterInfo(
+            path=self._path,
+            height=src.height,
+            width=src.width,
+            count=len(bands),
+            band_indexes=bands,
+            dtype=dtypes.pop(),
+            crs_wkt=crs_wkt,
+            transform=transform,
+            nodata=None if nodata is None else float(nodata),
+            georeferenced=crs_wkt is not None or not np.allclose(transform, IDENTITY),
+            kind="gdal",
+        )
+
+    def probe(self) -> None:
+        """Read the first and last pixel of every selected band (catches truncated files)."""
+        h, w = self.info.height, self.info.width
+        self.read(0, 0, 1, 1)
+        self.read(h - 1, w - 1, 1, 1)
+
+    def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        src = self._handle()
+        info = self.info
+        window = Window(clip.col0, clip.row0, clip.col1 - clip.col0, clip.row1 - clip.row0)
+        indexes = list(info.band_indexes)
+        try:
+            data = src.read(indexes, window=window)
+            valid = nodata_valid(data, [src.nodatavals[b - 1] for b in indexes])
+            if self._needs_mask(src, indexes):
+                valid &= (src.read_masks(indexes, window=window) != 0).all(axis=0)
+        except RasterioError as exc:
+            raise RasterReadError(
+                f"cannot read window row={clip.row0} col={clip.col0} "
+                f"size={window.height}x{window.width} of {self._path} ({one_line(exc)}); "
+                "the file is truncated or corrupt: re-download or re-export it"
+            ) from None
+        return finalize(data, valid)
+
+    @staticmethod
+    def _needs_mask(src: Any, indexes: Sequence[int]) -> bool:
+        from rasterio.enums import MaskFlags
+
+        flags = src.mask_flag_enums
+        wanted = {MaskFlags.per_dataset, MaskFlags.alpha}
+        return any(wanted & set(flags[b - 1]) for b in indexes)
+
+
+class ZarrSource(_LazyFileSource):
+    """A Zarr store read through xarray/rioxarray (one ``(band, y, x)`` or ``(y, x)`` array)."""
+
+    def _open(self) -> Any:
+        import xarray as xr
+
+        try:
+            return xr.open_zarr(self._path, chunks=None, mask_and_scale=False, decode_times=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RasterReadError(
+                f"{self._path} is not a readable Zarr store ({one_line(exc)}); pass a Zarr v2/v3 "
+                "store holding one (band, y, x) or (y, x) array"
+            ) from None
+
+    def _array(self, ds: Any) -> Any:
+        names = [n for n, v in ds.data_vars.items() if v.ndim in (2, 3)]
+        if len(names) != 1:
+            raise RasterReadError(
+                f"{self._path} holds {len(names)} raster arrays ({', '.join(names) or 'none'}); "
+                "expected exactly one (band, y, x) or (y, x) array: write a single-array store"
+            )
+        da = ds[names[0]]
+        return da if da.ndim == 3 else da.expand_dims("band", axis=0)
+
+    def _describe(self, ds: Any) -> RasterInfo:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        da = self._array(ds)
+        _, height, width = da.shape
+        check_size(height, width, self._path)
+        bands = check_bands(self._bands, da.shape[0])
+        dtype = check_dtype(str(da.dtype), self._path)
+        crs = da.rio.crs or ds.rio.crs
+        transform = tuple(float(v) for v in tuple(da.rio.transform())[:6])
+        nodata = da.rio.nodata
+        return RasterInfo(
+            path=self._path,
+            height=height,
+            width=width,
+            count=len(bands),
+            band_indexes=bands,
+            dtype=dtype,
+            crs_wkt=crs.to_wkt() if crs else None,
+            transform=transform,
+            nodata=None if nodata is None else float(nodata),
+            georeferenced=crs is not None or not np.allclose(transform, IDENTITY),
+            kind="zarr",
+        )
+
+    def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        da = self._array(self._handle())
+        info = self.info
+        idx = [b - 1 for b in info.band_indexes]
+        try:
+            data = np.asarray(da[idx, clip.row0 : clip.row1, clip.col0 : clip.col1].values)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RasterReadError(
+                f"cannot read window row={clip.row0} col={clip.col0} of {self._path} "
+                f"({one_line(exc)}); the store is corrupt: re-create it"
+            ) from None
+        valid = nodata_valid(data, [info.nodata] * len(idx))
+        return finalize(data, valid)
+
+
+def _is_zarr(path: str) -> bool:
+    return path.rstrip("/\\").lower().endswith(".zarr")
+
+
+def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterSource:
+    """Open a raster for windowed reading and validate it up front.
+
+    Parameters
+    ----------
+    path : path-like
+        Any rasterio-readable file (GeoTIFF, COG, JPEG, PNG, VRT...) or a ``.zarr`` store.
+    bands : sequence of int, optional
+        1-based band indexes to read (default: all).
+
+    Returns
+    -------
+    RasterSource
+        A picklable source; :attr:`RasterSource.info` describes it.
+
+    Raises
+    ------
+    RasterReadError
+        Missing, empty, corrupt or truncated file, not a raster, zero-size raster or an
+        unsupported dtype.
+    InputError
+        A band index out of range.
+    """
+    text = os.fspath(path)
+    p = Path(text)
+    if not p.exists():
+        raise RasterReadError(f"input raster {text} does not exist: check the path")
+    if p.is_file() and p.stat().st_size == 0:
+        raise RasterReadError(f"input raster {text} is an empty file (0 bytes): pass a raster")
+    if _is_zarr(text):
+        source: _LazyFileSource = ZarrSource(text, bands)
+        source.info  # noqa: B018  (validates)
+        return source
+    if p.is_dir():
+        raise RasterReadError(
+            f"input {text} is a directory; expected a raster file or a .zarr store"
+        )
+    gdal = GdalSource(text, bands)
+    try:
+        gdal.probe()
+    except BaseException:
+        gdal.close()
+        raise
+    return gdal
