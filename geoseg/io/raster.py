@@ -533,7 +533,13 @@ class ZarrSource(_LazyFileSource):
         import xarray as xr
 
         try:
-            return xr.open_zarr(self._path, chunks=None, mask_and_scale=False, decode_times=False)
+            return xr.open_zarr(
+                self._path,
+                chunks=None,
+                mask_and_scale=False,
+                decode_times=False,
+                decode_coords="all",
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RasterReadError(
                 f"{self._path} is not a readable Zarr store ({one_line(exc)}); pass a Zarr v2/v3 "
