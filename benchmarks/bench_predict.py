@@ -1,0 +1,321 @@
+"""Benchmark `geoseg predict`: pipeline efficiency, peak memory vs raster size, and MONAI.
+
+Prints three tables (see the README for recorded results):
+
+1. Pipeline efficiency: time the model alone needs for the same windows (same batch size,
+   same threads) divided by the end-to-end predict time.
+2. Peak RSS of `geoseg predict` (a fresh process each) at 2048^2, 8192^2 and 16384^2.
+3. geoseg vs MONAI's `sliding_window_inference` (Gaussian blending, full-array accumulator) on
+   a 4096^2 raster, side by side in one run: throughput, peak RSS, class-map agreement.
+
+The test rasters are mosaics of real Dubai aerial images (../shared/data/dubai-aerial) written
+on an explicit *local* pixel grid (no CRS: the imagery has no georeference), or smooth noise
+when that folder is absent. Usage::
+
+    python benchmarks/bench_predict.py [--model CKPT] [--sizes 2048,8192,16384] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
+
+
+def default_model(workdir: Path) -> Path:
+    bundled = sorted((REPO / "models").glob("*.geoseg")) if (REPO / "models").is_dir() else []
+    if bundled:
+        return bundled[0]
+    out = workdir / "unet-resnet18.geoseg"
+    if not out.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import cli; cli.main()",
+                "model",
+                "create",
+                str(out),
+                "--classes",
+                "6",
+                "--tile",
+                "512",
+            ],
+            check=True,
+            cwd=REPO,
+        )
+    return out
+
+
+def _tiles_source():
+    from PIL import Image
+
+    if not DUBAI.is_dir():
+        return None
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(DUBAI.glob("*/images/*.jpg"))]
+
+
+def make_mosaic(path: Path, size: int, images) -> Path:
+    """Write a size x size 3-band uint8 GeoTIFF mosaic (local grid, no CRS), block by block."""
+    import rasterio
+
+    if path.exists():
+        return path
+    block = 1024
+    prof = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        BIGTIFF="IF_SAFER",
+    )
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **prof) as dst:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                if images:
+                    img = images[(r // block * 7 + c // block) % len(images)]
+                    reps = (-(-h // img.shape[0]), -(-w // img.shape[1]), 1)
+                    tile = np.tile(img, reps)[:h, :w].transpose(2, 0, 1)
+                else:
+                    tile = rng.integers(0, 255, (3, h, w), dtype=np.uint8)
+                dst.write(np.ascontiguousarray(tile), window=((r, r + h), (c, c + w)))
+    return path
+
+
+def run_predict(src: Path, out: Path, model: Path, *extra: str) -> dict:
+    """Run `geoseg predict` in a fresh process; return its summary and peak RSS."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import cli; cli.main()",
+            "predict",
+            str(src),
+            str(out),
+            "--model",
+            str(model),
+            "--overwrite",
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"predict failed: {proc.stderr.strip()}")
+    line = proc.stdout.strip().splitlines()[-1]
+    peak = float(line.split("peak memory ")[1].split(" GiB")[0])
+    secs = float(line.split("; ")[1].split(" s,")[0])
+    return {"summary": line, "peak_gib": peak, "seconds": secs, "wall": wall}
+
+
+def efficiency(src: Path, model: Path, batch_size: int, tile: int, overlap: int) -> dict:
+    """Model-alone time over the same windows divided by end-to-end predict time (in-process)."""
+    import torch
+
+    from geoseg.config import PredictConfig
+    from geoseg.engine import Engine
+    from geoseg.pipeline import predict_file
+
+    cfg = PredictConfig(tile=tile, overlap=overlap, batch_size=batch_size, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        predict_file(src, Path(tmp) / "warm.tif", model, cfg)  # warm-up (page cache, threads)
+        summary = predict_file(src, Path(tmp) / "out.tif", model, cfg)
+    engine = Engine.from_checkpoint(model, device="cpu")
+    bands = engine.meta.in_channels
+    rng = np.random.default_rng(0)
+    x = (rng.random((batch_size, bands, tile, tile)) * 255).astype(np.float32)
+    engine.predict_proba(x)
+    n_batches = -(-summary.run // batch_size)
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        engine.predict_proba(x)
+    model_s = time.perf_counter() - t0
+    return {
+        "windows": summary.run,
+        "batches": n_batches,
+        "model_s": model_s,
+        "predict_s": summary.seconds,
+        "ratio": model_s / summary.seconds,
+        "threads": torch.get_num_threads(),
+    }
+
+
+MONAI_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, rasterio, torch
+from monai.inferers import sliding_window_inference
+from geoseg.engine import Engine, normalize
+src, model, tile, overlap, bs, out = sys.argv[1:7]
+tile, overlap, bs = int(tile), int(overlap), int(bs)
+engine = Engine.from_checkpoint(model, device="cpu")
+t0 = time.perf_counter()
+with rasterio.open(src) as ds:
+    img = ds.read().astype(np.float32)
+x = torch.from_numpy(normalize(img, engine.meta))[None]
+with torch.inference_mode():
+    prob = sliding_window_inference(
+        x, roi_size=(tile, tile), sw_batch_size=bs,
+        predictor=lambda t: torch.softmax(engine.model(t), 1),
+        overlap=overlap / tile, mode="gaussian")
+classes = prob[0].argmax(0).numpy().astype(np.uint8)
+secs = time.perf_counter() - t0
+np.save(out, classes)
+print(json.dumps({"seconds": secs,
+                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def monai_compare(
+    src: Path, model: Path, size: int, tile: int, overlap: int, bs: int, workdir: Path
+) -> dict:
+    import rasterio
+
+    g = run_predict(
+        src,
+        workdir / "geoseg_4k.tif",
+        model,
+        "--tile",
+        str(tile),
+        "--overlap",
+        str(overlap),
+        "--batch-size",
+        str(bs),
+        "--device",
+        "cpu",
+    )
+    npy = workdir / "monai_4k.npy"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MONAI_CHILD,
+            str(src),
+            str(model),
+            str(tile),
+            str(overlap),
+            str(bs),
+            str(npy),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"MONAI run failed: {proc.stderr.strip()[-2000:]}")
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    with rasterio.open(workdir / "geoseg_4k.tif") as ds:
+        ours = ds.read(1)
+    theirs = np.load(npy)
+    agree = float((ours == theirs).mean())
+    mpx = size * size / 1e6
+    return {
+        "geoseg": {"mpx_s": mpx / g["seconds"], "peak_gib": g["peak_gib"]},
+        "monai": {"mpx_s": mpx / m["seconds"], "peak_gib": m["peak_gib"]},
+        "agreement": agree,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--sizes", default="2048,8192,16384")
+    ap.add_argument("--compare-size", type=int, default=4096)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--overlap", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: eff,rss,monai")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model = args.model or default_model(args.workdir)
+    skip = set(args.skip.split(","))
+    images = _tiles_source()
+    print(f"model: {model}\nimagery: {'Dubai mosaic (local grid, no CRS)' if images else 'noise'}")
+    print(
+        f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, "
+        f"CPU threads {os.cpu_count()}\n"
+    )
+
+    if "eff" not in skip:
+        src = make_mosaic(args.workdir / "mosaic_2048.tif", 2048, images)
+        e = efficiency(src, model, args.batch_size, args.tile, args.overlap)
+        print("1. Pipeline efficiency (2048^2, in-process, default threads)")
+        print("| windows | model alone (s) | end-to-end predict (s) | efficiency |")
+        print("|---|---|---|---|")
+        print(
+            f"| {e['windows']} | {e['model_s']:.1f} | {e['predict_s']:.1f} | {e['ratio']:.2f} |\n"
+        )
+
+    if "rss" not in skip:
+        print("2. Peak RSS of `geoseg predict` (fresh process each, default settings)")
+        print("| raster | windows run | seconds | Mpx/s | peak RSS (GiB) | ratio to smallest |")
+        print("|---|---|---|---|---|---|")
+        base = None
+        for size in [int(s) for s in args.sizes.split(",")]:
+            src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
+            r = run_predict(
+                src,
+                args.workdir / f"out_{size}.tif",
+                model,
+                "--tile",
+                str(args.tile),
+                "--overlap",
+                str(args.overlap),
+                "--batch-size",
+                str(args.batch_size),
+            )
+            base = base or r["peak_gib"]
+            run = r["summary"].split(": ")[1].split(" windows run")[0]
+            print(
+                f"| {size}^2 | {run} | {r['seconds']:.0f} | "
+                f"{size * size / 1e6 / r['seconds']:.2f} | {r['peak_gib']:.2f} | "
+                f"{r['peak_gib'] / base:.2f} |"
+            )
+        print()
+
+    if "monai" not in skip:
+        size = args.compare_size
+        src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
+        c = monai_compare(src, model, size, args.tile, args.overlap, args.batch_size, args.workdir)
+        print(f"3. geoseg vs MONAI sliding_window_inference (gaussian), {size}^2, same model")
+        print("| tool | Mpx/s | peak RSS (GiB) |")
+        print("|---|---|---|")
+        for k in ("geoseg", "monai"):
+            print(f"| {k} | {c[k]['mpx_s']:.2f} | {c[k]['peak_gib']:.2f} |")
+        print(f"\nclass maps agree on {100 * c['agreement']:.2f}% of pixels")
+        print(
+            f"throughput ratio geoseg/MONAI {c['geoseg']['mpx_s'] / c['monai']['mpx_s']:.2f}, "
+            f"memory ratio {c['geoseg']['peak_gib'] / c['monai']['peak_gib']:.2f}\n"
+        )
+    print("4. GPU (bf16): not measured in this run (no GPU lent to this session).")
+    print(
+        f"peak RSS of this driver process: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Helpers shared by test modules (import as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
+
+TINY = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+
+
+def make_checkpoint(path, bands=3, classes=4, seed=0, tile=64):
+    """Write a tiny random Unet checkpoint that predicts several classes."""
+    import torch
+
+    meta = ModelMeta(
+        arch="unet",
+        encoder="resnet18",
+        in_channels=bands,
+        classes=classes,
+        class_names=[f"c{i}" for i in range(classes)],
+        colours=default_colours(classes),
+        mean=[0.5] * bands,
+        std=[0.25] * bands,
+        scale=255.0,
+        tile_size=tile,
+        model_options=TINY,
+    )
+    torch.manual_seed(seed)
+    model = build_model(meta)
+    # A spread of output biases makes the random model predict varied classes.
+    with torch.no_grad():
+        model.segmentation_head[0].bias.copy_(torch.linspace(-0.2, 0.2, classes))
+    return save_checkpoint(model, meta, path)

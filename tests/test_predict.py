@@ -1,0 +1,171 @@
+"""End-to-end tests of the predict pipeline on small generated GeoTIFFs with a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import make_checkpoint
+
+from geoseg.checkpoint import default_colours
+from geoseg.config import PredictConfig
+from geoseg.engine import Engine
+from geoseg.pipeline import predict_file
+from geoseg.predict import class_dtype, evaluate_batch, make_plan, predict_array
+from geoseg.stitch import normalize_sums, reference_accumulate, to_classes
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.geoseg")
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(1), src.profile, src.crs, src.transform
+
+
+def naive_reference(ckpt, image, valid, tile, overlap, blend, batch_size):
+    """All windows accumulated into one full-size array (the streaming result must equal it)."""
+    from geoseg.io.raster import ArraySource
+
+    engine = Engine.from_checkpoint(ckpt, device="cpu")
+    src = ArraySource(image, valid)
+    h, w = image.shape[-2:]
+    plan = make_plan(h, w, tile=tile, overlap=overlap, batch_size=batch_size, blend=blend)
+    contribs = []
+    from geoseg.blend import window_weights
+
+    for b in plan.batches:
+        res = evaluate_batch(
+            lambda win: src.read(win.row, win.col, win.height, win.width),
+            engine.predict_proba,
+            plan.grid,
+            b,
+        )
+        k = 0
+        for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
+            if ran:
+                contribs.append((i, res.probs[k], window_weights(plan.grid, i, blend) * v))
+                k += 1
+    sums, weights = reference_accumulate(plan.grid, contribs, engine.meta.classes)
+    dtype, nodata = class_dtype(engine.meta.classes)
+    return to_classes(normalize_sums(sums, weights), weights, nodata, dtype)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "crop"])
+def test_partitioning_does_not_change_a_single_pixel(tmp_path, make_raster, ckpt, blend):
+    src = make_raster(height=203, width=157, bands=3, nodata=0)
+    with rasterio.open(src) as ds:
+        image = ds.read().astype(np.float32)
+        valid = ds.read_masks(1) > 0
+    ref = naive_reference(ckpt, image, valid, 64, 20, blend, 3)
+    assert len(np.unique(ref)) > 1, "the tiny model should predict several classes"
+    for block_size in (32, 50, 4096):
+        out = tmp_path / f"out_{blend}_{block_size}.tif"
+        cfg = PredictConfig(
+            tile=64, overlap=20, blend=blend, block_size=block_size, batch_size=3, device="cpu"
+        )
+        summary = predict_file(src, out, ckpt, cfg)
+        classes, *_ = read(out)
+        assert np.array_equal(classes, ref), f"block size {block_size} differs"
+        assert summary.evaluations == summary.run <= summary.windows
+
+
+def test_local_cluster_of_two_processes_gives_the_same_map(tmp_path, make_raster, ckpt):
+    src = make_raster(height=180, width=140, bands=3)
+    out1, out2 = tmp_path / "a.tif", tmp_path / "b.tif"
+    cfg = PredictConfig(tile=64, overlap=16, batch_size=2, device="cpu", block_size=64)
+    predict_file(src, out1, ckpt, cfg)
+    s2 = predict_file(src, out2, ckpt, PredictConfig(**{**cfg.__dict__, "workers": 2}))
+    assert np.array_equal(read(out1)[0], read(out2)[0])
+    assert s2.evaluations == s2.windows
+
+
+def test_all_nodata_windows_are_skipped_and_written_as_nodata(tmp_path, make_raster, ckpt):
+    import rasterio
+
+    src = make_raster(height=200, width=200, bands=3, nodata=0)
+    with rasterio.open(src, "r+") as ds:
+        data = ds.read()
+        data[:, :, :100] = 0  # left half nodata
+        ds.write(data)
+    out = tmp_path / "out.tif"
+    summary = predict_file(src, out, ckpt, PredictConfig(tile=64, overlap=16, device="cpu"))
+    classes, profile, *_ = read(out)
+    assert summary.skipped > 0 and summary.run + summary.skipped == summary.windows
+    assert (classes[:, :100] == 255).all()
+    assert (classes[:, 100:] != 255).all()
+    assert profile["nodata"] == 255
+
+
+def test_georeference_is_kept(tmp_path, make_raster, ckpt):
+    src = make_raster(height=100, width=120, bands=3)
+    out = tmp_path / "out.tif"
+    predict_file(src, out, ckpt, PredictConfig(tile=64, overlap=16, device="cpu"))
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert a.crs == b.crs and a.transform == b.transform
+        assert (a.height, a.width) == (b.height, b.width)
+        assert b.dtypes[0] == "uint8"
+        assert b.colormap(1)[0][:3] == tuple(default_colours(4)[0])
+
+
+def test_raster_smaller_than_tile_and_non_square(tmp_path, make_raster, ckpt):
+    src = make_raster(height=37, width=90, bands=3)
+    out = tmp_path / "out.tif"
+    s = predict_file(src, out, ckpt, PredictConfig(tile=64, overlap=16, device="cpu"))
+    classes, *_ = read(out)
+    assert classes.shape == (37, 90) and (classes != 255).all()
+    assert s.windows == 2  # one row (padded), two columns
+
+
+def test_non_georeferenced_input_warns_and_output_has_no_georeference(
+    tmp_path, make_raster, ckpt, caplog
+):
+    src = make_raster(height=80, width=80, bands=3, crs=None)
+    out = tmp_path / "out.tif"
+    with caplog.at_level("WARNING"):
+        predict_file(src, out, ckpt, PredictConfig(tile=64, overlap=16, device="cpu"))
+    assert "no georeference" in caplog.text
+    with rasterio.open(out) as ds:
+        assert ds.crs is None
+
+
+def test_band_selection_and_dtypes(tmp_path, make_raster, ckpt):
+    for dtype in ("uint16", "int16", "float32"):
+        src = make_raster(height=70, width=70, bands=5, dtype=dtype, name=f"{dtype}.tif")
+        out = tmp_path / f"{dtype}.tif"
+        cfg = PredictConfig(tile=64, overlap=16, device="cpu", bands=(4, 3, 2))
+        predict_file(src, out, ckpt, cfg)
+        assert read(out)[0].shape == (70, 70)
+
+
+def test_tta_and_blends_run_and_flip_tta_is_equivariant(ckpt):
+    engine = Engine.from_checkpoint(ckpt, device="cpu", tta="flip")
+    rng = np.random.default_rng(0)
+    img = (rng.random((3, 64, 64)) * 255).astype(np.float32)
+    p = engine.predict_proba(img[None])
+    q = engine.predict_proba(img[None, :, :, ::-1].copy())
+    np.testing.assert_allclose(p[..., ::-1], q, atol=1e-5)
+    for blend in ("gaussian", "cosine", "mean", "crop"):
+        out = predict_array(engine, img, tile=32, overlap=8, blend=blend)
+        assert out.shape == (64, 64) and out.max() < 4
+
+
+def test_zarr_output_is_read_back_with_its_crs(tmp_path, make_raster, ckpt):
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    src = make_raster(height=90, width=100, bands=3)
+    out = tmp_path / "out.zarr"
+    cfg = PredictConfig(tile=64, overlap=16, device="cpu", probabilities=True)
+    predict_file(src, out, ckpt, cfg)
+    tif = tmp_path / "out.tif"
+    predict_file(src, tif, ckpt, PredictConfig(tile=64, overlap=16, device="cpu"))
+    ds = xr.open_zarr(out)
+    var = next(v for v in ds.data_vars if v != "probabilities")
+    with rasterio.open(src) as ref:
+        assert ds[var].rio.crs == ref.crs
+        assert tuple(ds[var].rio.transform())[:6] == tuple(ref.transform)[:6]
+    assert np.array_equal(ds[var].values, read(tif)[0])
+    assert ds["probabilities"].shape == (4, 90, 100)
