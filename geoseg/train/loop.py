@@ -1,0 +1,283 @@
+"""The training loop: seeded chips, normalization as at inference, AdamW, exact resumption.
+
+Everything random is derived from ``(seed, epoch)``, and the learning rate is a pure function
+of the global step, so an interrupted run resumed from ``last/`` reproduces the uninterrupted
+run's weights exactly (given the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from geoseg.checkpoint import ModelMeta
+from geoseg.train import chips as chipmod
+from geoseg.train.augment import AugmentSpec, augment, resize_chip
+from geoseg.train.config import TrainConfig
+from geoseg.train.sources import Sample
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_at(step: int, total: int, base: float, schedule: str, warmup: int = 0) -> float:
+    """Learning rate at ``step`` (0-based) of ``total``: cosine, one-cycle or constant."""
+    if schedule == "onecycle":
+        peak = max(int(0.3 * total), 1)
+        if step < peak:
+            return base * (0.04 + 0.96 * step / peak)
+        t = (step - peak) / max(total - peak, 1)
+        return base * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t)))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    t = (step - warmup) / max(total - warmup, 1)
+    return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+# --------------------------------------------------------------------------- chips
+def epoch_chips(
+    cfg: TrainConfig,
+    shapes: list[tuple[int, int]],
+    index: chipmod.ClassIndex | None,
+    epoch: int,
+) -> list[chipmod.ChipRef]:
+    """The chips of ``epoch`` (a pure function of the config, the data and the epoch)."""
+    rng = np.random.default_rng([cfg.seed, epoch, 0])
+    if cfg.sampling == "grid":
+        refs = chipmod.grid_chips(shapes, cfg.chip_size, cfg.grid_overlap)
+        return [refs[i] for i in rng.permutation(len(refs))]
+    if cfg.class_balanced and index is not None:
+        half = cfg.chips_per_epoch // 2
+        bal = chipmod.balanced_chips(shapes, index, cfg.chip_size, half, rng, cfg.scale_range)
+        rnd = chipmod.random_chips(
+            shapes, cfg.chip_size, cfg.chips_per_epoch - half, rng, cfg.scale_range
+        )
+        refs = bal + rnd
+        return [refs[i] for i in rng.permutation(len(refs))]
+    return chipmod.random_chips(shapes, cfg.chip_size, cfg.chips_per_epoch, rng, cfg.scale_range)
+
+
+def make_batch(
+    samples: list[Sample],
+    refs: list[chipmod.ChipRef],
+    meta: ModelMeta,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut, normalize (:func:`geoseg.engine.normalize`), resize and augment a batch."""
+    from geoseg.engine import normalize
+
+    spec = AugmentSpec(cfg.flip, cfg.rot90, cfg.brightness, cfg.contrast, cfg.per_band)
+    xs, ys = [], []
+    for ref in refs:
+        s = samples[ref.index]
+        x = normalize(chipmod.cut(s.image, ref, 0), meta)
+        y = chipmod.cut(s.mask, ref, cfg.ignore_index)
+        x, y = resize_chip(x, y, cfg.chip_size)
+        x, y = augment(x, y, spec, rng)
+        xs.append(x)
+        ys.append(y)
+    return np.stack(xs), np.stack(ys).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- steps
+@dataclass
+class StepInfo:
+    """Reported after each optimisation step."""
+
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    lr: float
+
+
+@dataclass
+class Callbacks:
+    """Progress hooks: ``on_step(StepInfo)`` and ``on_epoch(row dict)``."""
+
+    on_step: Callable[[StepInfo], None] = lambda info: None
+    on_epoch: Callable[[dict[str, Any]], None] = lambda row: None
+
+
+def set_train_mode(model, freeze_encoder: bool) -> None:
+    """Training mode; a frozen encoder keeps its BatchNorm statistics (eval mode)."""
+    model.train()
+    if freeze_encoder:
+        model.encoder.eval()
+
+
+def freeze(model, freeze_encoder: bool) -> list:
+    """Mark encoder parameters frozen when asked; return the trainable parameters."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(not freeze_encoder)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_step(model, optimizer, loss_fn, x, y, lr: float, device: str, autocast_dtype) -> float:
+    """One AdamW step at learning rate ``lr``; returns the loss."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    xb = torch.from_numpy(x).to(device)
+    yb = torch.from_numpy(y).to(device)
+    with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        logits = model(xb)
+    loss = loss_fn(logits.float(), yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+# --------------------------------------------------------------------------- fit
+@dataclass
+class FitState:
+    """Training progress: completed epochs, global step, best score and the log rows."""
+
+    epoch: int = 0
+    step: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _autocast_dtype(device: str, precision: str):
+    import torch
+
+    if device != "cuda" or precision == "fp32":
+        return None
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def fit(
+    cfg: TrainConfig,
+    model,
+    meta: ModelMeta,
+    train: list[Sample],
+    val: list[Sample],
+    run,
+    loss_fn,
+    device: str = "cpu",
+    state: FitState | None = None,
+    resume_state: dict[str, Any] | None = None,
+    callbacks: Callbacks | None = None,
+) -> FitState:
+    """Train ``model`` for ``cfg.epochs`` epochs, validating and checkpointing each epoch.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Options.
+    model : torch.nn.Module
+        The model (already initialised: fresh, fine-tune start, or resumed weights).
+    meta : ModelMeta
+        Metadata written with each checkpoint (normalization is used for the chips).
+    train, val : list of Sample
+        Training and validation samples (``val`` may be empty: then the last epoch is kept).
+    run : RunDir
+        Where checkpoints, state and the log go.
+    loss_fn : callable
+        From :func:`geoseg.train.losses.make_loss`.
+    device : str
+        ``cpu`` or ``cuda``.
+    state, resume_state : optional
+        Progress and the loaded ``train_state.pt`` when resuming.
+    callbacks : Callbacks, optional
+        Progress hooks.
+
+    Returns
+    -------
+    FitState
+    """
+    import torch
+
+    from geoseg.train.evaluation import evaluate_samples
+
+    cb = callbacks or Callbacks()
+    state = state or FitState()
+    model.to(device)
+    params = freeze(model, cfg.freeze_encoder)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        torch.set_rng_state(resume_state["torch_rng"])
+    shapes = [s.mask.shape for s in train]
+    index = None
+    if cfg.class_balanced and cfg.sampling == "random":
+        index = chipmod.ClassIndex.build([s.mask for s in train], meta.classes, seed=cfg.seed)
+    steps = math.ceil(len(epoch_chips(cfg, shapes, index, 0)) / cfg.batch_size)
+    total = steps * cfg.epochs
+    ac = _autocast_dtype(device, cfg.precision)
+    for epoch in range(state.epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        refs = epoch_chips(cfg, shapes, index, epoch)
+        rng = np.random.default_rng([cfg.seed, epoch, 1])
+        set_train_mode(model, cfg.freeze_encoder)
+        losses = []
+        for b in range(steps):
+            x, y = make_batch(
+                train, refs[b * cfg.batch_size : (b + 1) * cfg.batch_size], meta, cfg, rng
+            )
+            lr = lr_at(state.step, total, cfg.lr, cfg.schedule, cfg.warmup_steps)
+            losses.append(train_step(model, optimizer, loss_fn, x, y, lr, device, ac))
+            state.step += 1
+            cb.on_step(StepInfo(epoch + 1, b + 1, steps, losses[-1], lr))
+        row = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "lr": lr,
+            "train_loss": float(np.mean(losses)),
+        }
+        improved = True
+        if val:
+            sc = evaluate_samples(model, meta, val, device, cfg.ignore_index)
+            row["val_miou"] = sc.miou
+            row.update({f"iou_{n}": v for n, v in zip(sc.class_names, sc.iou, strict=True)})
+            improved = sc.miou > state.best_miou
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        state.epoch = epoch + 1
+        state.rows.append(row)
+        if improved:
+            state.best_miou = row.get("val_miou", float("nan"))
+            state.best_epoch = epoch + 1
+            run.save_best(model, _with_extra(meta, row, cfg))
+        run.save_last(model, _with_extra(meta, row, cfg), _state_dict(state, optimizer))
+        run.write_log(state.rows)
+        cb.on_epoch(row)
+    model.eval()
+    return state
+
+
+def _with_extra(meta: ModelMeta, row: dict[str, Any], cfg: TrainConfig) -> ModelMeta:
+    extra = dict(meta.extra)
+    extra.update({"epoch": row["epoch"], "val_miou": row.get("val_miou")})
+    extra["val_iou"] = {k[4:]: v for k, v in row.items() if k.startswith("iou_")}
+    return meta.replace(extra=extra, tile_size=meta.tile_size)
+
+
+def _state_dict(state: FitState, optimizer) -> dict[str, Any]:
+    import torch
+
+    return {
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_miou": state.best_miou,
+        "best_epoch": state.best_epoch,
+        "rows": [
+            {k: (float(v) if isinstance(v, float) else v) for k, v in r.items()} for r in state.rows
+        ],
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def state_from_dict(d: dict[str, Any]) -> FitState:
+    """Rebuild :class:`FitState` from a loaded ``train_state.pt``."""
+    return FitState(d["epoch"], d["step"], d["best_miou"], d["best_epoch"], list(d["rows"]))

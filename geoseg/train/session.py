@@ -1,0 +1,146 @@
+"""Assemble a training or fine-tuning run: data, statistics, model, loss, run directory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.checkpoint import ModelMeta, build_model
+from geoseg.train import stats
+from geoseg.train.config import TrainConfig
+from geoseg.train.loop import Callbacks, FitState, fit, state_from_dict
+from geoseg.train.runs import RunDir
+from geoseg.train.sources import Sample, load_samples
+
+log = logging.getLogger("geoseg.train")
+
+
+@dataclass
+class Result:
+    """What a run produced."""
+
+    run: RunDir
+    meta: ModelMeta
+    state: FitState
+    train_count: int
+    val_count: int
+
+
+def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> ModelMeta:
+    """Metadata of a new model: classes from the config, normalization from the data."""
+    scale = stats.default_scale(train[0].image.dtype)
+    mean, std = stats.band_stats([s.image for s in train], scale=scale)
+    return ModelMeta(
+        arch=cfg.arch,
+        encoder=cfg.encoder,
+        in_channels=train[0].image.shape[0],
+        classes=len(cfg.classes),
+        class_names=cfg.class_names,
+        colours=[c.colour for c in cfg.classes],
+        mean=mean,
+        std=std,
+        scale=scale,
+        tile_size=cfg.chip_size,
+        model_options=dict(cfg.model_options),
+        extra=extra,
+    )
+
+
+def start_from(cfg: TrainConfig, init: str, train: list[Sample], extra: dict[str, Any]):
+    """Model and metadata for fine-tuning the checkpoint ``init`` (new head if classes differ).
+
+    The checkpoint's normalization is kept, so the pretrained features see what they learned on.
+    """
+    from geoseg.checkpoint import load_checkpoint
+    from geoseg.train.finetune import check_bands, with_new_classes
+
+    model, meta = load_checkpoint(init)
+    check_bands(meta, train[0].image.shape[0], "the training data")
+    new_extra = dict(extra, finetuned_from=str(init))
+    if cfg.classes and cfg.class_names != meta.class_names:
+        new_meta = meta.replace(
+            classes=len(cfg.classes),
+            class_names=cfg.class_names,
+            colours=[c.colour for c in cfg.classes],
+            extra=new_extra,
+        )
+        return with_new_classes(model, meta, new_meta, cfg.class_map), new_meta
+    return model, meta.replace(extra=new_extra)
+
+
+def class_weights(cfg: TrainConfig, train: list[Sample], k: int) -> np.ndarray | None:
+    """Cross-entropy class weights from the config (``auto`` = median frequency)."""
+    if cfg.class_weights == "none":
+        return None
+    if cfg.class_weights == "auto":
+        return stats.median_frequency_weights(stats.class_counts([s.mask for s in train], k))
+    return np.asarray(cfg.class_weights, np.float32)
+
+
+def run_training(
+    cfg: TrainConfig,
+    out: str,
+    *,
+    init: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str = "",
+    callbacks: Callbacks | None = None,
+) -> Result:
+    """Train (or fine-tune from ``init``) into the run directory ``out``.
+
+    Returns
+    -------
+    Result
+        The run, final metadata and progress.
+    """
+    import torch
+
+    from geoseg.checkpoint import load_checkpoint
+    from geoseg.engine import resolve_device
+    from geoseg.train.losses import make_loss
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    cfg_for_data = cfg
+    if init is not None and not cfg.classes:
+        from geoseg.checkpoint import read_meta
+        from geoseg.train.config import ClassSpec
+
+        m = read_meta(init)
+        classes = tuple(ClassSpec(n, c) for n, c in zip(m.class_names, m.colours, strict=True))
+        cfg_for_data = cfg.__class__(**{**cfg.__dict__, "classes": classes})
+    cfg = cfg_for_data
+    if not cfg.classes:
+        from geoseg.errors import ConfigError
+
+        raise ConfigError("no classes given; add classes: [{name, colour}, ...] to the config")
+    train = load_samples(cfg.train, cfg, "training")
+    val = load_samples(cfg.val, cfg, "validation") if cfg.val else []
+    log.info("%d training and %d validation samples", len(train), len(val))
+    run = RunDir(out)
+    run.start(cfg.to_dict(), cfg.fingerprint(), resume, overwrite)
+    extra = {
+        "command": command,
+        "train_samples": [s.name for s in train],
+        "val_samples": [s.name for s in val],
+    }
+    torch.manual_seed(cfg.seed)
+    if init is not None:
+        model, meta = start_from(cfg, init, train, extra)
+    else:
+        meta = fresh_meta(cfg, train, extra)
+        model = build_model(meta)
+    state, resume_state = None, None
+    if resume:
+        model, _ = load_checkpoint(run.last)
+        resume_state = run.load_state()
+        state = state_from_dict(resume_state)
+    weights = class_weights(cfg, train, meta.classes)
+    loss_fn = make_loss(cfg.loss, cfg.loss_weights, weights, cfg.ignore_index, cfg.focal_gamma)
+    device = resolve_device(cfg.device)
+    state = fit(cfg, model, meta, train, val, run, loss_fn, device, state, resume_state, callbacks)
+    return Result(run, meta, state, len(train), len(val))

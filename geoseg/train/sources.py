@@ -1,0 +1,330 @@
+"""Labelled samples for training: image/mask folders, raster pairs and vector labels.
+
+Every source yields :class:`Sample` objects holding the raw image ``(bands, H, W)`` and an
+``int64`` class-id mask ``(H, W)`` in which nodata and unlabelled pixels are ``ignore_index``,
+so they never enter the loss. Label problems (unknown colours, ids outside the class set,
+misaligned grids, a missing class attribute) raise one-line errors naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.errors import (
+    AlignmentError,
+    ConfigError,
+    DatasetError,
+    InputError,
+    LabelError,
+    RasterReadError,
+)
+from geoseg.train.config import SourceSpec, TrainConfig
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+@dataclass
+class Sample:
+    """One labelled image: ``image`` (bands, H, W) raw values, ``mask`` (H, W) int64 ids."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+# --------------------------------------------------------------------------- label decoding
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Pack an (..., 3) uint8 array into int32 ``r << 16 | g << 8 | b``."""
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def rgb_to_ids(
+    rgb: np.ndarray,
+    colours: list[tuple[int, int, int]],
+    ignore_colours: list[tuple[int, int, int]] = (),
+    ignore_index: int = 255,
+    where: str = "mask",
+) -> np.ndarray:
+    """Map an (H, W, 3) colour mask to class ids through a palette.
+
+    Raises
+    ------
+    LabelError
+        If a colour is neither a class colour nor an ignore colour.
+    """
+    keys = [pack_rgb(np.array(c, np.uint8)) for c in colours]
+    keys += [pack_rgb(np.array(c, np.uint8)) for c in ignore_colours]
+    values = list(range(len(colours))) + [ignore_index] * len(ignore_colours)
+    order = np.argsort(keys)
+    sorted_keys = np.asarray(keys)[order]
+    sorted_vals = np.asarray(values, np.int64)[order]
+    packed = pack_rgb(rgb)
+    pos = np.clip(np.searchsorted(sorted_keys, packed), 0, len(sorted_keys) - 1)
+    unknown = sorted_keys[pos] != packed
+    if unknown.any():
+        v = int(packed[unknown][0])
+        colour = f"#{v:06X}"
+        raise LabelError(
+            f"{where}: colour {colour} ({int(unknown.sum())} pixels) is not in the palette; "
+            "add it to classes or ignore_colours in the config"
+        )
+    return sorted_vals[pos]
+
+
+def check_ids(mask: np.ndarray, num_classes: int, ignore_index: int, where: str) -> np.ndarray:
+    """Check that ``mask`` holds only ids ``0..num_classes-1`` or ``ignore_index``."""
+    mask = mask.astype(np.int64)
+    bad = (mask >= num_classes) & (mask != ignore_index) | (mask < 0) & (mask != ignore_index)
+    if bad.any():
+        raise LabelError(
+            f"{where}: label id {int(mask[bad][0])} is outside the class set 0..{num_classes - 1}"
+            f" (ignore {ignore_index}); fix the labels or the classes in the config"
+        )
+    return mask
+
+
+# --------------------------------------------------------------------------- readers
+def read_picture(path: Path, rgb: bool = False) -> np.ndarray:
+    """Read an image file as (bands, H, W) (or (H, W, 3) RGB for colour masks)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_raster(path)[0]
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if rgb:
+                return np.asarray(im.convert("RGB"))
+            arr = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RasterReadError(f"cannot read image {path} ({exc}); check the file") from None
+    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def _read_raster(path: Path):
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                data = src.read()
+                valid = src.dataset_mask() > 0 if src.nodata is not None else None
+                return data, valid, src.profile
+    except RasterioIOError as exc:
+        raise RasterReadError(f"cannot read raster {path} ({exc}); check the path") from None
+
+
+def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
+    k = len(cfg.classes)
+    if cfg.label_mode == "rgb":
+        rgb = read_picture(path, rgb=True)
+        if rgb.ndim == 3 and rgb.shape[0] in (3, 4) and rgb.shape[-1] not in (3, 4):
+            rgb = np.moveaxis(rgb[:3], 0, -1)
+        colours = [c.colour for c in cfg.classes]
+        return rgb_to_ids(rgb, colours, list(cfg.ignore_colours), cfg.ignore_index, str(path))
+    ids = read_picture(path)
+    return check_ids(ids[0], k, cfg.ignore_index, str(path))
+
+
+def _selected(name: str, spec: SourceSpec) -> bool:
+    if spec.include and not any(fnmatch.fnmatch(name, p) for p in spec.include):
+        return False
+    return not any(fnmatch.fnmatch(name, p) for p in spec.exclude)
+
+
+def folder_pairs(spec: SourceSpec) -> list[tuple[str, Path, Path]]:
+    """List ``(name, image, mask)`` of folders holding ``images/`` and ``masks/``."""
+    roots = sorted(Path(p) for p in glob.glob(spec.path)) or [Path(spec.path)]
+    pairs = []
+    for root in roots:
+        img_dir, mask_dir = root / "images", root / "masks"
+        if not img_dir.is_dir() or not mask_dir.is_dir():
+            raise DatasetError(
+                f"{root} has no images/ and masks/ folders; point the source at a folder "
+                "holding both"
+            )
+        masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            name = f"{root.name}/{img.stem}"
+            if img.stem in masks and _selected(name, spec):
+                pairs.append((name, img, masks[img.stem]))
+    return pairs
+
+
+def load_folder(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
+    """Samples of an image/mask folder source."""
+    return [
+        Sample(name, read_picture(img), _decode_mask(mask, cfg))
+        for name, img, mask in folder_pairs(spec)
+    ]
+
+
+def _same_grid(a: dict, b: dict) -> bool:
+    return (
+        a["crs"] == b["crs"]
+        and a["width"] == b["width"]
+        and a["height"] == b["height"]
+        and np.allclose(tuple(a["transform"]), tuple(b["transform"]), atol=1e-9)
+    )
+
+
+def _align_labels(labels: np.ndarray, lprof: dict, iprof: dict, nodata: int) -> np.ndarray:
+    from rasterio.warp import Resampling, reproject
+
+    out = np.full((iprof["height"], iprof["width"]), nodata, labels.dtype)
+    reproject(
+        labels,
+        out,
+        src_transform=lprof["transform"],
+        src_crs=lprof["crs"],
+        src_nodata=lprof.get("nodata"),
+        dst_transform=iprof["transform"],
+        dst_crs=iprof["crs"],
+        dst_nodata=nodata,
+        resampling=Resampling.nearest,
+    )
+    return out
+
+
+def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
+    """A georeferenced image raster and its label raster (same grid, or ``align``)."""
+    if not spec.labels:
+        raise _no_labels("raster", spec.path)
+    image, valid, iprof = _read_raster(Path(spec.path))
+    labels, _, lprof = _read_raster(Path(spec.labels))
+    labels = labels[0].astype(np.int64)
+    if lprof.get("nodata") is not None:
+        labels[labels == int(lprof["nodata"])] = cfg.ignore_index
+    if not _same_grid(iprof, lprof):
+        if not cfg.align:
+            raise AlignmentError(
+                f"label raster {spec.labels} ({lprof['width']}x{lprof['height']}, "
+                f"{lprof['crs']}) is not on the grid of {spec.path} ({iprof['width']}x"
+                f"{iprof['height']}, {iprof['crs']}); pass --align to resample the labels"
+            )
+        lprof = dict(lprof, nodata=cfg.ignore_index)
+        labels = _align_labels(labels, lprof, iprof, cfg.ignore_index)
+    mask = check_ids(labels, len(cfg.classes), cfg.ignore_index, spec.labels)
+    if valid is not None:
+        mask[~valid] = cfg.ignore_index
+    return [Sample(Path(spec.path).stem, image, mask)]
+
+
+def _no_labels(kind: str, path: str) -> ConfigError:
+    return ConfigError(f"{kind} source {path} has no labels; add labels: PATH to the source")
+
+
+def _class_value(value, names: list[str], attr: str, where: str) -> int:
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, int | float) and int(value) == value and 0 <= value < len(names):
+        return int(value)
+    raise LabelError(
+        f"{where}: {attr}={value!r} is not a class name or id 0..{len(names) - 1}; "
+        "fix the attribute or the classes in the config"
+    )
+
+
+def vector_shapes(path: Path, attr: str, names: list[str], dst_crs) -> list[tuple[dict, int]]:
+    """Read GeoJSON polygons as ``(geometry, class id)`` pairs in ``dst_crs``."""
+    from rasterio.warp import transform_geom
+
+    if path.suffix.lower() not in (".geojson", ".json"):
+        raise InputError(
+            f"vector labels {path} are not GeoJSON; convert them (ogr2ogr -f GeoJSON out.geojson "
+            f"{path.name})"
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read vector labels {path} ({exc}); check the file") from None
+    src_crs = (doc.get("crs") or {}).get("properties", {}).get("name", "EPSG:4326")
+    shapes = []
+    for i, feat in enumerate(doc.get("features", [])):
+        props = feat.get("properties") or {}
+        if attr not in props:
+            raise LabelError(
+                f"{path}: feature {i} has no attribute {attr!r} (has {sorted(props)}); "
+                "pass --class-attr NAME"
+            )
+        geom = feat["geometry"]
+        if dst_crs is not None and str(dst_crs) != str(src_crs):
+            geom = transform_geom(src_crs, dst_crs, geom)
+        shapes.append((geom, _class_value(props[attr], names, attr, str(path))))
+    return shapes
+
+
+def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
+    """An image raster with polygon labels rasterized onto its grid (uncovered = ignore)."""
+    from rasterio.features import rasterize
+
+    if not spec.labels:
+        raise _no_labels("vector", spec.path)
+    image, valid, prof = _read_raster(Path(spec.path))
+    shapes = vector_shapes(Path(spec.labels), spec.class_attr, cfg.class_names, prof["crs"])
+    mask = np.full((prof["height"], prof["width"]), cfg.ignore_index, np.int64)
+    if shapes:
+        mask = rasterize(
+            shapes,
+            out_shape=mask.shape,
+            transform=prof["transform"],
+            fill=cfg.ignore_index,
+            dtype="int64",
+        )
+    if valid is not None:
+        mask[~valid] = cfg.ignore_index
+    return [Sample(Path(spec.path).stem, image, mask)]
+
+
+def load_reader(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
+    """ADE20K / Cityscapes layouts through the evaluation readers (geoseg.datasets)."""
+    from geoseg import datasets
+
+    ds = datasets.open_dataset(f"{spec.kind}:{spec.path}")
+    out = []
+    for s in ds:
+        if _selected(s["name"], spec):
+            mask = check_ids(s["mask"], len(cfg.classes), cfg.ignore_index, s["name"])
+            out.append(Sample(s["name"], np.asarray(s["image"]), mask))
+    return out
+
+
+LOADERS = {
+    "folder": load_folder,
+    "raster": load_raster_pair,
+    "vector": load_vector,
+    "ade20k": load_reader,
+    "cityscapes": load_reader,
+}
+
+
+def load_samples(specs, cfg: TrainConfig, what: str = "training") -> list[Sample]:
+    """Load every sample of ``specs``; an empty result is a :class:`DatasetError`."""
+    samples: list[Sample] = []
+    for spec in specs:
+        samples.extend(LOADERS[spec.kind](spec, cfg))
+    if not samples:
+        paths = ", ".join(s.path for s in specs) or "none given"
+        raise DatasetError(
+            f"the {what} set is empty (sources: {paths}); check the paths and include/exclude "
+            "patterns"
+        )
+    bands = {s.image.shape[0] for s in samples}
+    if len(bands) > 1:
+        raise DatasetError(f"{what} images have different band counts {sorted(bands)}")
+    for s in samples:
+        if s.image.shape[1:] != s.mask.shape:
+            raise AlignmentError(
+                f"{s.name}: image {s.image.shape[1:]} and mask {s.mask.shape} differ in size; "
+                "fix the pair"
+            )
+    return samples

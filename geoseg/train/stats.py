@@ -1,0 +1,79 @@
+"""Statistics of training data: per-band normalization, class frequencies and weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def default_scale(dtype: np.dtype) -> float:
+    """Raw-value divisor: 255 for 8-bit imagery, 1 otherwise (stats absorb the range)."""
+    return 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+
+
+def band_stats(
+    images: list[np.ndarray],
+    masks: list[np.ndarray] | None = None,
+    scale: float = 255.0,
+    ignore_index: int = 255,
+    nodata_valid: list[np.ndarray] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation of ``images / scale`` over valid pixels.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        (bands, H, W) raw images.
+    masks : list of ndarray, optional
+        Unused for the statistics themselves (labels do not change the image distribution);
+        accepted so callers can pass samples uniformly.
+    scale : float
+        Divisor applied first, as in :func:`geoseg.engine.normalize`.
+    ignore_index : int
+        Unused; see ``masks``.
+    nodata_valid : list of ndarray, optional
+        (H, W) bool masks of pixels with data; others are excluded.
+
+    Returns
+    -------
+    mean, std : list of float
+        One value per band; std is at least 1e-6.
+    """
+    bands = images[0].shape[0]
+    total = np.zeros(bands, np.float64)
+    total_sq = np.zeros(bands, np.float64)
+    count = 0
+    for i, img in enumerate(images):
+        x = img.reshape(bands, -1).astype(np.float64) / scale
+        if nodata_valid is not None:
+            x = x[:, nodata_valid[i].reshape(-1)]
+        total += x.sum(axis=1)
+        total_sq += (x * x).sum(axis=1)
+        count += x.shape[1]
+    mean = total / max(count, 1)
+    var = np.maximum(total_sq / max(count, 1) - mean * mean, 0.0)
+    return mean.tolist(), np.maximum(np.sqrt(var), 1e-6).tolist()
+
+
+def class_counts(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Pixel count per class (ignore and out-of-range ids excluded)."""
+    counts = np.zeros(num_classes, np.int64)
+    for m in masks:
+        ids = m[(m >= 0) & (m < num_classes)]
+        counts += np.bincount(ids.reshape(-1), minlength=num_classes)
+    return counts
+
+
+def median_frequency_weights(counts: np.ndarray, max_weight: float = 10.0) -> np.ndarray:
+    """Median-frequency class weights ``median(f) / f``, clipped to ``[1/max, max]``.
+
+    Absent classes get weight 0 (they cannot be learned from this data anyway).
+    """
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    if not present.any():
+        return np.ones_like(counts)
+    freq = counts / counts.sum()
+    med = np.median(freq[present])
+    w = np.zeros_like(freq)
+    w[present] = np.clip(med / freq[present], 1.0 / max_weight, max_weight)
+    return w
