@@ -49,6 +49,26 @@ class Plan:
         """Output blocks, row-major."""
         return blocks(self.grid.height, self.grid.width, self.block_size)
 
+    def resume_point(self, row: int) -> tuple[int, int]:
+        """Where to restart so that raster rows ``row..`` come out exactly as in a full run.
+
+        Returns
+        -------
+        first_batch : int
+            Index of the first batch to evaluate (batch membership is unchanged).
+        first_band : int
+            First grid row whose windows touch rows ``>= row``; earlier windows only touch
+            earlier rows and are left out.
+        """
+        touching = self.grid.rows_touching(row, self.grid.height)
+        first_band = touching.start if len(touching) else self.grid.shape[0]
+        first_window = first_band * self.grid.shape[1]
+        first_batch = next(
+            (b for b, idx in enumerate(self.batches) if idx[-1] >= first_window),
+            len(self.batches),
+        )
+        return first_batch, first_band
+
 
 def make_plan(
     height: int,
@@ -141,8 +161,12 @@ def stitch(
     num_classes: int,
     stats: StitchStats | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    first_band: int = 0,
 ) -> Iterator[Band]:
     """Add batch results in order and yield each band as soon as it is final.
+
+    With ``first_band`` > 0 (a resumed run), windows of earlier grid rows are ignored and
+    bands from ``first_band`` on are yielded.
 
     Yields
     ------
@@ -151,10 +175,10 @@ def stitch(
         weights in ``weights``.
     """
     grid = plan.grid
-    stitcher = Stitcher(grid, num_classes)
+    stitcher = Stitcher(grid, num_classes, first_band)
     stats = stats if stats is not None else StitchStats()
     ncols = grid.shape[1]
-    next_band = 0
+    next_band = first_band
     for res in results:
         k = 0
         for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
@@ -163,9 +187,9 @@ def stitch(
                 stats.skipped += 1
                 continue
             stats.run += 1
-            w = window_weights(grid, i, plan.blend) * v
-            stitcher.add(i, res.probs[k], w)
             k += 1
+            if grid.row_of(i) >= first_band:
+                stitcher.add(i, res.probs[k - 1], window_weights(grid, i, plan.blend) * v)
         stats.max_open_rows = max(stats.max_open_rows, stitcher.open_rows)
         if on_batch is not None:
             on_batch(res)
@@ -207,7 +231,8 @@ class BlockAssembler:
     dtype: str
     num_classes: int
     probabilities: bool = False
-    _row0: int = 0
+    start_row: int = 0
+    _row0: int = -1
     _filled: int = 0
     _classes: np.ndarray | None = field(default=None, repr=False)
     _probs: np.ndarray | None = field(default=None, repr=False)
@@ -221,7 +246,11 @@ class BlockAssembler:
 
     def add(self, band: Band) -> Iterator[OutputBlock]:
         """Take a final band (normalized probabilities) and yield the blocks it completes."""
-        r = band.row0
+        if self._row0 < 0:
+            if self.start_row % self.block_size:
+                raise ValueError(f"start row {self.start_row} is not on a block boundary")
+            self._row0 = self.start_row
+        r = max(band.row0, self.start_row)
         while r < band.row1:
             if self._classes is None:
                 self._start_block_row()
@@ -261,13 +290,26 @@ def run_plan(
     probabilities: bool = False,
     stats: StitchStats | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    start_row: int = 0,
 ) -> Iterator[OutputBlock]:
-    """Stitch ordered batch results and yield finished output blocks (row-major)."""
+    """Stitch ordered batch results and yield finished output blocks (row-major).
+
+    With ``start_row`` (a block boundary) only blocks from that row on are produced; the
+    results must then start at ``plan.resume_point(start_row)[0]``.
+    """
     grid = plan.grid
     asm = BlockAssembler(
-        grid.height, grid.width, plan.block_size, nodata, dtype, num_classes, probabilities
+        grid.height,
+        grid.width,
+        plan.block_size,
+        nodata,
+        dtype,
+        num_classes,
+        probabilities,
+        start_row,
     )
-    for band in stitch(plan, results, num_classes, stats, on_batch):
+    first_band = plan.resume_point(start_row)[1] if start_row else 0
+    for band in stitch(plan, results, num_classes, stats, on_batch, first_band):
         yield from asm.add(band)
 
 

@@ -50,14 +50,16 @@ class Stitcher:
         The window grid.
     num_classes : int
         Number of probability channels per window.
+    first_band : int
+        Band to start from (to resume): windows of earlier grid rows are not accepted.
     """
 
-    def __init__(self, grid: Grid, num_classes: int) -> None:
+    def __init__(self, grid: Grid, num_classes: int, first_band: int = 0) -> None:
         self.grid = grid
         self.num_classes = num_classes
         self._bands: dict[int, Band] = {}
         self._last_index = -1
-        self._next_pop = 0
+        self._next_pop = first_band
 
     @property
     def open_rows(self) -> int:
