@@ -1,0 +1,111 @@
+"""``geoseg adapt``: adapt a checkpoint to a new region's unlabelled rasters."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.commands.options import overwrite_opt, quiet_opt, verbose_opt
+
+
+@click.command("adapt")
+@click.argument("rasters", nargs=-1, required=True)
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(),
+    help="Checkpoint trained on the source region.",
+)
+@click.option("--out", required=True, type=click.Path(), help="Adapted checkpoint directory.")
+@click.option(
+    "--method",
+    "method",
+    default="stats,adabn",
+    show_default=True,
+    help="Comma-separated: stats, adabn, tent, self-training.",
+)
+@click.option("--window", type=int, default=256, show_default=True, help="Window side (px).")
+@click.option(
+    "--windows",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Random target windows to adapt on (spread over the rasters).",
+)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--tent-steps", type=int, default=40, show_default=True)
+@click.option("--rounds", type=int, default=2, show_default=True, help="Self-training rounds.")
+@click.option(
+    "--steps", type=int, default=60, show_default=True, help="Self-training steps per round."
+)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Self-training LR.")
+@click.option(
+    "--fraction",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Most confident fraction of each class kept as pseudo-labels.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", "num_threads", type=int, help="CPU threads for torch.")
+@overwrite_opt
+@quiet_opt
+@verbose_opt
+def adapt(
+    rasters,
+    model_path,
+    out,
+    method,
+    window,
+    windows,
+    batch_size,
+    tent_steps,
+    rounds,
+    steps,
+    lr,
+    fraction,
+    seed,
+    num_threads,
+    overwrite,
+    quiet,
+) -> None:
+    """Adapt a checkpoint to unlabelled RASTERS of a new region (no labels needed)."""
+    from pathlib import Path
+
+    import torch
+
+    from geoseg.checkpoint import load_checkpoint, save_checkpoint
+    from geoseg.errors import OutputExistsError
+    from geoseg.train import adapt as ad
+
+    try:
+        cfg = ad.AdaptConfig(
+            ad.parse_methods(method),
+            window,
+            windows,
+            batch_size,
+            tent_steps,
+            rounds=rounds,
+            steps=steps,
+            lr=lr,
+            fraction=fraction,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method") from None
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"checkpoint {out} exists; pass --overwrite to replace it")
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    model, meta = load_checkpoint(model_path)
+    paths = ad.expand_paths(rasters)
+    target = ad.sample_windows(paths, cfg.window, cfg.windows, cfg.seed, meta.in_channels)
+
+    def on_method(name: str) -> None:
+        if not quiet:
+            click.echo(f"adapt: {name}", err=True)
+
+    meta = ad.adapt(model, meta, target, cfg, on_method)
+    meta = meta.replace(extra=dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths))
+    save_checkpoint(model, meta, out, overwrite=overwrite)
+    click.echo(f"adapted checkpoint ({', '.join(cfg.methods)}): {out}")

@@ -1,0 +1,162 @@
+"""``geoseg quicklook``: an image beside its colour class map, with a legend, as a PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from geoseg.commands.options import overwrite_opt, verbose_opt
+
+
+def stretch(image: np.ndarray) -> np.ndarray:
+    """(bands, H, W) raw values -> (H, W, 3) float in [0, 1] (2-98 % per-band stretch)."""
+    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    out = np.empty(rgb.shape[1:] + (3,), np.float32)
+    for b in range(3):
+        band = rgb[b].astype(np.float32)
+        finite = band[np.isfinite(band)]
+        lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
+        out[..., b] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out
+
+
+def colourize(classes: np.ndarray, colours: list[tuple[int, int, int]], nodata: int | None):
+    """(H, W) ids -> (H, W, 4) RGBA in [0, 1]; nodata and unknown ids are transparent."""
+    lut = np.zeros((max(int(classes.max(initial=0)) + 1, len(colours)), 4), np.float32)
+    lut[: len(colours), :3] = np.asarray(colours, np.float32) / 255.0
+    lut[: len(colours), 3] = 1.0
+    rgba = lut[np.clip(classes, 0, len(lut) - 1)]
+    if nodata is not None:
+        rgba[classes == nodata] = 0.0
+    return rgba
+
+
+def _read(path: str, max_size: int):
+    import warnings
+
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    from geoseg.errors import RasterReadError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                f = max(1, int(np.ceil(max(src.height, src.width) / max_size)))
+                shape = (src.count, src.height // f or 1, src.width // f or 1)
+                data = src.read(out_shape=shape, resampling=Resampling.nearest)
+                try:
+                    cmap = src.colormap(1)
+                except ValueError:
+                    cmap = None
+                return data, src.nodata, cmap, src.tags()
+    except RasterioIOError as exc:
+        raise RasterReadError(f"cannot read {path} ({exc}); check the path") from None
+
+
+def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
+    """Class names and colours: the checkpoint's, else the class map's tags/colour table."""
+    from geoseg.checkpoint import default_colours, read_meta
+
+    if model_path:
+        meta = read_meta(model_path)
+        return list(meta.class_names), [tuple(c) for c in meta.colours]
+    names = None
+    for key in ("class_names", "CLASS_NAMES", "classes"):
+        if key in tags:
+            try:
+                names = list(json.loads(tags[key]))
+            except json.JSONDecodeError:
+                names = [s.strip() for s in tags[key].split(",")]
+            break
+    names = names or [f"class {i}" for i in range(n)]
+    if cmap:
+        colours = [tuple(cmap.get(i, (0, 0, 0, 255))[:3]) for i in range(len(names))]
+    else:
+        colours = default_colours(len(names))
+    return names, colours
+
+
+def render_png(image, classes, names, colours, nodata, out: str, overwrite: bool, dpi: int):
+    """Draw the two panels and the legend with matplotlib (Agg) and write ``out`` atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from geoseg.errors import OutputError, OutputExistsError
+
+    dest = Path(out)
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not dest.parent.resolve().is_dir():
+        raise OutputError(f"directory {dest.parent} does not exist; create it first")
+    h, w = classes.shape
+    fig = Figure(figsize=(2 * w / dpi + 2.2, h / dpi + 0.6), dpi=dpi)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.imshow(stretch(image))
+    ax1.set_title("image")
+    ax2.imshow(colourize(classes, colours, nodata), interpolation="nearest")
+    ax2.set_title("classes")
+    for ax in (ax1, ax2):
+        ax.set_axis_off()
+    handles = [
+        Patch(color=np.asarray(c) / 255.0, label=n) for n, c in zip(names, colours, strict=False)
+    ]
+    fig.legend(handles=handles, loc="center right", frameon=False)
+    fig.subplots_adjust(left=0.01, right=0.85, wspace=0.03)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".png", dir=dest.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command("quicklook")
+@click.argument("raster", type=click.Path())
+@click.argument("classmap", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    help="Checkpoint for class names and colours (default: the class map's colour table and tags).",
+)
+@click.option(
+    "--max-size",
+    type=int,
+    default=1200,
+    show_default=True,
+    help="Longest side of each panel in pixels (larger inputs are decimated).",
+)
+@click.option("--dpi", type=int, default=100, show_default=True)
+@overwrite_opt
+@verbose_opt
+def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> None:
+    """Render RASTER beside the colour CLASSMAP with a legend into OUT (PNG)."""
+    from geoseg.errors import AlignmentError
+
+    image, _, _, _ = _read(raster, max_size)
+    cls, nodata, cmap, tags = _read(classmap, max_size)
+    classes = cls[0].astype(np.int64)
+    if image.shape[1:] != classes.shape:
+        raise AlignmentError(
+            f"class map {classmap} ({classes.shape[1]}x{classes.shape[0]} after decimation) "
+            f"does not match {raster} ({image.shape[2]}x{image.shape[1]}); pass the raster "
+            "the class map was predicted from"
+        )
+    valid = classes[classes != nodata] if nodata is not None else classes
+    names, colours = legend_for(classmap, model_path, int(valid.max(initial=0)) + 1, cmap, tags)
+    render_png(image, classes, names, colours, nodata, out, overwrite, dpi)
+    click.echo(f"quicklook: {out}")

@@ -1,0 +1,296 @@
+"""Unsupervised adaptation of a trained model to a new region (no labels).
+
+Methods, applied in this order whatever order they are given in:
+
+``stats``
+    Replace the input normalization with the target's per-band mean and std.
+``adabn``
+    Re-estimate every BatchNorm layer's running statistics on target windows.
+``tent``
+    Entropy minimization: train only the normalization layers' affine parameters so that the
+    predictions on target windows become confident (Wang et al., 2021).
+``self-training``
+    Rounds of confidence-thresholded, class-balanced pseudo-labels (the top fraction of each
+    predicted class) and a short fine-tuning on them (Zou et al., 2018).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoseg.checkpoint import ModelMeta
+from geoseg.errors import ConfigError, InputError
+
+log = logging.getLogger("geoseg.adapt")
+
+METHODS = ("stats", "adabn", "tent", "self-training")
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """Split ``"stats,adabn"``, check each name and return them in canonical order."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in METHODS]
+    if bad or not names:
+        raise ConfigError(
+            f"--method {text!r} is not valid; combine {', '.join(METHODS)} with commas, "
+            "e.g. stats,adabn"
+        )
+    return tuple(m for m in METHODS if m in names)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Options of ``geoseg adapt``."""
+
+    methods: tuple[str, ...]
+    window: int = 256
+    windows: int = 64
+    batch_size: int = 8
+    tent_steps: int = 40
+    tent_lr: float = 1e-3
+    rounds: int = 2
+    steps: int = 60
+    lr: float = 1e-4
+    fraction: float = 0.5
+    max_threshold: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("window", "windows", "batch_size", "rounds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"--fraction {self.fraction} must be in (0, 1]")
+
+
+# --------------------------------------------------------------------------- target windows
+@dataclass
+class TargetWindows:
+    """Raw target windows ``(N, bands, S, S)`` float32 and their validity ``(N, S, S)``."""
+
+    data: np.ndarray
+    valid: np.ndarray
+
+
+def expand_paths(patterns: Sequence[str]) -> list[str]:
+    """Expand glob patterns; a pattern matching nothing is kept (the reader reports it)."""
+    out: list[str] = []
+    for p in patterns:
+        out.extend(sorted(glob.glob(p)) or [p])
+    return out
+
+
+def sample_windows(
+    paths: Sequence[str], size: int, n: int, seed: int, bands: int | None = None
+) -> TargetWindows:
+    """Read ``n`` random ``size`` windows spread evenly over the target rasters."""
+    from geoseg.io.raster import open_raster
+
+    rng = np.random.default_rng(seed)
+    sources = [open_raster(p) for p in paths]
+    if not sources:
+        raise InputError("no target rasters given; pass one or more RASTER paths")
+    for p, s in zip(paths, sources, strict=True):
+        if bands is not None and s.info.count != bands:
+            from geoseg.errors import CheckpointError
+
+            raise CheckpointError(
+                f"{p} has {s.info.count} bands but the checkpoint expects {bands}; adapt a "
+                "checkpoint trained on the same bands"
+            )
+    data, valid = [], []
+    for k in range(n):
+        src = sources[k % len(sources)]
+        h, w = src.info.height, src.info.width
+        r = int(rng.integers(0, max(h - size, 0) + 1))
+        c = int(rng.integers(0, max(w - size, 0) + 1))
+        x, v = src.read(r, c, size, size)
+        data.append(x)
+        valid.append(v)
+    for s in sources:
+        s.close()
+    return TargetWindows(np.stack(data), np.stack(valid))
+
+
+def target_stats(t: TargetWindows, scale: float) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of the target's valid pixels after ``/ scale``."""
+    x = np.moveaxis(t.data, 1, 0).reshape(t.data.shape[1], -1).astype(np.float64) / scale
+    x = x[:, t.valid.reshape(-1)]
+    return x.mean(1).tolist(), np.maximum(x.std(1), 1e-6).tolist()
+
+
+def _inputs(t: TargetWindows, meta: ModelMeta):
+    import torch
+
+    from geoseg.engine import normalize
+
+    x = normalize(t.data, meta)
+    x[np.broadcast_to(~t.valid[:, None], x.shape)] = 0.0
+    return torch.from_numpy(x)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator | None = None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n, size):
+        yield order[i : i + size]
+
+
+def _bn_layers(model):
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+# --------------------------------------------------------------------------- methods
+def adabn(model, x, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by their cumulative average over ``x``."""
+    import torch
+
+    layers = _bn_layers(model)
+    if not layers:
+        raise ConfigError("adabn: the model has no BatchNorm layers; use --method stats or tent")
+    model.eval()
+    saved = []
+    for m in layers:
+        saved.append(m.momentum)
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for idx in _batches(len(x), batch_size):
+            model(x[idx])
+    for m, mom in zip(layers, saved, strict=True):
+        m.momentum = mom
+    model.eval()
+
+
+def entropy(logits):
+    """Mean per-pixel Shannon entropy of the softmax of ``logits`` (B, K, H, W)."""
+    p = logits.softmax(1)
+    return -(p * logits.log_softmax(1)).sum(1).mean()
+
+
+def tent(model, x, batch_size: int, steps: int, lr: float, seed: int) -> None:
+    """Minimize prediction entropy on ``x`` by training only the norm layers' affine params."""
+    import torch
+
+    layers = _bn_layers(model)
+    if not layers:
+        raise ConfigError("tent: the model has no BatchNorm layers to adapt")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = []
+    for m in layers:
+        m.train()
+        for p in (m.weight, m.bias):
+            if p is not None:
+                p.requires_grad_(True)
+                params.append(p)
+    opt = torch.optim.Adam(params, lr=lr)
+    rng = np.random.default_rng([seed, 2])
+    done = 0
+    while done < steps:
+        for idx in _batches(len(x), batch_size, rng):
+            loss = entropy(model(x[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+
+
+def pseudo_labels(
+    probs: np.ndarray, valid: np.ndarray, fraction: float, max_threshold: float, ignore: int = 255
+) -> np.ndarray:
+    """Class-balanced pseudo-labels from probabilities ``(N, K, H, W)``.
+
+    Each class keeps its most confident ``fraction`` of pixels (threshold = that quantile of
+    the confidence of pixels predicted as the class, capped at ``max_threshold``), so rare
+    classes are not drowned by confident frequent ones. Other pixels get ``ignore``.
+    """
+    conf = probs.max(1)
+    pred = probs.argmax(1)
+    labels = np.full(pred.shape, ignore, np.int64)
+    for k in range(probs.shape[1]):
+        sel = (pred == k) & valid
+        if not sel.any():
+            continue
+        thr = min(float(np.quantile(conf[sel], 1 - fraction)), max_threshold)
+        keep = sel & (conf >= thr)
+        labels[keep] = k
+    return labels
+
+
+def self_train(model, x, valid: np.ndarray, cfg: AdaptConfig) -> None:
+    """Rounds of pseudo-labelling ``x`` and training on the confident, balanced labels."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng([cfg.seed, 3])
+    for r in range(cfg.rounds):
+        model.eval()
+        with torch.no_grad():
+            probs = np.concatenate(
+                [model(x[i]).softmax(1).numpy() for i in _batches(len(x), cfg.batch_size)]
+            )
+        y = torch.from_numpy(pseudo_labels(probs, valid, cfg.fraction, cfg.max_threshold))
+        log.info(
+            "self-training round %d: %.1f%% pixels pseudo-labelled",
+            r + 1,
+            100 * float((y != 255).float().mean()),
+        )
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        model.train()
+        done = 0
+        while done < cfg.steps:
+            for idx in _batches(len(x), cfg.batch_size, rng):
+                xb, yb = x[idx], y[idx]
+                if rng.integers(2):
+                    xb, yb = xb.flip(-1), yb.flip(-1)
+                loss = F.cross_entropy(model(xb), yb, ignore_index=255)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+                if done >= cfg.steps:
+                    break
+    model.eval()
+
+
+def adapt(
+    model,
+    meta: ModelMeta,
+    target: TargetWindows,
+    cfg: AdaptConfig,
+    on_method: Callable[[str], None] = lambda name: None,
+) -> ModelMeta:
+    """Adapt ``model`` in place to the target windows; return the (possibly new) metadata."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if "stats" in cfg.methods:
+        on_method("stats")
+        mean, std = target_stats(target, meta.scale)
+        meta = meta.replace(mean=mean, std=std)
+    x = _inputs(target, meta)
+    if "adabn" in cfg.methods:
+        on_method("adabn")
+        adabn(model, x, cfg.batch_size)
+    if "tent" in cfg.methods:
+        on_method("tent")
+        tent(model, x, cfg.batch_size, cfg.tent_steps, cfg.tent_lr, cfg.seed)
+    if "self-training" in cfg.methods:
+        on_method("self-training")
+        self_train(model, x, target.valid, cfg)
+    extra = dict(meta.extra, adapted=list(cfg.methods))
+    return meta.replace(extra=extra)
