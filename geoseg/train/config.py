@@ -13,7 +13,7 @@ from geoseg.errors import ConfigError
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
 # options that may differ between a run and its resumption
-RESUMABLE_CHANGES = ("epochs", "device", "precision", "num_threads", "workers")
+RESUMABLE_CHANGES = ("device", "precision", "num_threads")
 
 
 @dataclass(frozen=True)
