@@ -1,0 +1,647 @@
+"""Class-map writers: tiled GeoTIFF/COG and Zarr v3, written block by block, committed atomically.
+
+Every writer builds its output under a temporary name in the target's directory and moves it
+into place with ``os.replace`` only in :meth:`ClassMapWriter.commit`; :meth:`abort` (or an
+exception inside the ``with`` block) deletes the temporaries, so a failed run leaves nothing.
+Blocks are written as they arrive (GDAL windowed writes, Zarr region writes): the full raster
+is never held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import InputError, OutputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".tif": "gtiff", ".tiff": "gtiff", ".zarr": "zarr"}
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+PROB_NODATA = 255
+
+__all__ = [
+    "FORMATS",
+    "ClassMapWriter",
+    "GeoTiffWriter",
+    "OutputSpec",
+    "ZarrWriter",
+    "check_output",
+    "open_writer",
+    "probabilities_path",
+    "quantize_probs",
+]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Geometry and legend of a class map.
+
+    Attributes
+    ----------
+    height, width : int
+        Output size in pixels (the input's).
+    crs_wkt : str or None
+        CRS of the input (None: write none).
+    transform : tuple of float
+        Affine ``(a, b, c, d, e, f)`` of the input.
+    georeferenced : bool
+        False: no CRS or transform is written.
+    class_names : list of str
+        Name of each class id.
+    colours : list of (int, int, int)
+        RGB colour of each class id.
+    block_size : int
+        Internal tiling (GeoTIFF tiles, Zarr chunks); a multiple of 16.
+    cog : bool
+        GeoTIFF only: write a Cloud-Optimized GeoTIFF with mode-resampled overviews.
+    probabilities : bool
+        Also store per-class probabilities (uint8-quantized).
+    """
+
+    height: int
+    width: int
+    crs_wkt: str | None
+    transform: tuple[float, ...]
+    georeferenced: bool
+    class_names: list[str]
+    colours: list[tuple[int, int, int]]
+    block_size: int = 512
+    cog: bool = False
+    probabilities: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise InputError(f"output size {self.height}x{self.width} is empty; expected >= 1x1")
+        if not self.class_names:
+            raise InputError("class_names is empty; expected one name per class")
+        if len(self.colours) != len(self.class_names):
+            raise InputError(
+                f"{len(self.colours)} colours for {len(self.class_names)} classes; expected one "
+                "RGB colour per class name"
+            )
+        if self.block_size < 16 or self.block_size % 16:
+            raise InputError(
+                f"block_size {self.block_size} is not a positive multiple of 16; use e.g. 512"
+            )
+        if len(self.class_names) > 65535:
+            raise InputError(f"{len(self.class_names)} classes; at most 65535 can be written")
+
+    @property
+    def dtype(self) -> str:
+        """``"uint8"`` up to 255 classes, else ``"uint16"``."""
+        return "uint8" if len(self.class_names) <= 255 else "uint16"
+
+    @property
+    def nodata(self) -> int:
+        """255 for uint8 class maps, 65535 for uint16."""
+        return 255 if self.dtype == "uint8" else 65535
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def quantize_probs(probs: np.ndarray, classes: np.ndarray, nodata: int) -> np.ndarray:
+    """Quantize probabilities to uint8 ``round(p * 255)``; 255 where ``classes`` is nodata.
+
+    Parameters
+    ----------
+    probs : ndarray
+        ``(C, h, w)`` float in [0, 1].
+    classes : ndarray
+        ``(h, w)`` class map of the same block.
+    nodata : int
+        The class map's nodata value.
+
+    Returns
+    -------
+    ndarray
+        ``(C, h, w)`` uint8.
+    """
+    out = np.rint(np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
+    out[:, classes == nodata] = PROB_NODATA
+    return out
+
+
+def colormap(colours: list[tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:
+    """Palette entries for rasterio's ``write_colormap`` (nodata stays unlisted: transparent)."""
+    return {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(colours)}
+
+
+def pixel_centres(transform: tuple[float, ...], height: int, width: int) -> tuple[Any, Any]:
+    """``(y, x)`` coordinates of pixel centres along the first column and row."""
+    a, b, c, d, e, f = transform[:6]
+    cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+    return f + e * rows + d * 0.5, c + a * cols + b * 0.5
+
+
+def temp_name(target: Path, suffix: str) -> Path:
+    """A hidden, unique temporary path beside ``target`` (same filesystem, so rename works)."""
+    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:10]}{suffix}")
+
+
+def probabilities_path(path: str | os.PathLike[str]) -> Path:
+    """The GeoTIFF probabilities sidecar: ``<stem>_probabilities.tif`` beside the class map."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_probabilities{p.suffix}")
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """``"gtiff"`` or ``"zarr"`` from the extension; InputError for anything else."""
+    suffix = Path(os.fspath(path).rstrip("/\\")).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(
+            f"output {os.fspath(path)} has an unsupported extension {suffix or '(none)'!r}; "
+            "expected one of .tif .tiff .zarr"
+        )
+    return FORMATS[suffix]
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight checks
+# --------------------------------------------------------------------------------------------
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    input_path: str | os.PathLike[str] | None = None,
+    probabilities: bool = False,
+) -> str:
+    """Refuse an output before any work is done.
+
+    Parameters
+    ----------
+    path : path-like
+        The class map to write (``.tif``, ``.tiff`` or ``.zarr``).
+    overwrite : bool
+        Allow replacing an existing output.
+    input_path : path-like, optional
+        The input raster; writing over it is refused.
+    probabilities : bool
+        Also check the GeoTIFF probabilities sidecar.
+
+    Returns
+    -------
+    str
+        ``"gtiff"`` or ``"zarr"``.
+
+    Raises
+    ------
+    InputError
+        Unknown extension, or the output is the input.
+    OutputExistsError
+        The output exists and ``overwrite`` is False.
+    OutputError
+        The parent directory is missing or not writable.
+    """
+    fmt = output_format(path)
+    target = Path(os.fspath(path).rstrip("/\\"))
+    if input_path is not None:
+        source = Path(os.fspath(input_path).rstrip("/\\"))
+        if target.resolve() == source.resolve() or _same_file(target, source):
+            raise InputError(
+                f"output {target} is the input raster; inputs are never modified: choose another "
+                "output path"
+            )
+    parent = target.parent
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} does not exist: create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {parent} is not writable: pick a writable directory")
+    existing = [target]
+    if probabilities and fmt == "gtiff":
+        existing.append(probabilities_path(target))
+    for p in existing:
+        if p.exists() and not overwrite:
+            raise OutputExistsError(f"output {p} already exists: pass --overwrite to replace it")
+        if p.is_dir() and fmt == "gtiff":
+            raise OutputError(f"output {p} is a directory; expected a file path")
+    return fmt
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+
+class ClassMapWriter:
+    """Base writer: validation of blocks, context management, commit/abort bookkeeping.
+
+    Parameters
+    ----------
+    path : path-like
+        Final output path.
+    spec : OutputSpec
+        Geometry and legend.
+    overwrite : bool
+        Replace an existing output at commit.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool) -> None:
+        self.path = Path(os.fspath(path).rstrip("/\\"))
+        self.spec = spec
+        self.overwrite = overwrite
+        self._done = False
+        self._temps: list[Path] = []
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def write(
+        self, row: int, col: int, classes: np.ndarray, probs: np.ndarray | None = None
+    ) -> None:
+        """Write one block of the class map (and its probabilities).
+
+        Parameters
+        ----------
+        row, col : int
+            Top-left pixel of the block in the output.
+        classes : ndarray
+            ``(h, w)`` class ids, ``spec.nodata`` where nothing was predicted.
+        probs : ndarray, optional
+            ``(C, h, w)`` float32 probabilities in [0, 1]; required when
+            ``spec.probabilities`` is set, ignored otherwise.
+        """
+        if self._done:
+            raise OutputError(f"writer for {self.path} is already closed; open a new one")
+        classes = self._check_block(row, col, classes)
+        q = None
+        if self.spec.probabilities:
+            q = self._check_probs(classes, probs)
+        self._write_block(row, col, classes, q)
+
+    def commit(self) -> None:
+        """Finalize and move the output into place (replacing an old one if ``overwrite``)."""
+        if self._done:
+            return
+        try:
+            self._finalize()
+            self._install()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target is left as it was."""
+        self._done = True
+        self._close_handles()
+        for temp in self._temps:
+            _remove(temp)
+
+    def __enter__(self) -> ClassMapWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def _check_block(self, row: int, col: int, classes: np.ndarray) -> np.ndarray:
+        classes = np.asarray(classes)
+        h, w = classes.shape if classes.ndim == 2 else (-1, -1)
+        if h < 0 or row < 0 or col < 0 or row + h > self.spec.height or col + w > self.spec.width:
+            raise InputError(
+                f"block at row={row} col={col} shape={classes.shape} does not fit the "
+                f"{self.spec.height}x{self.spec.width} output; expected a 2-D block inside it"
+            )
+        return classes.astype(self.spec.dtype, copy=False)
+
+    def _check_probs(self, classes: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+        k = len(self.spec.class_names)
+        if probs is None or np.shape(probs) != (k, *classes.shape):
+            raise InputError(
+                f"probabilities of shape {None if probs is None else np.shape(probs)} for a "
+                f"{classes.shape} block; expected ({k}, {classes.shape[0]}, {classes.shape[1]})"
+            )
+        return quantize_probs(np.asarray(probs), classes, self.spec.nodata)
+
+    def _temp(self, suffix: str) -> Path:
+        path = temp_name(self.path, suffix)
+        self._temps.append(path)
+        return path
+
+    # -- format specific ------------------------------------------------------------------------
+
+    def _write_block(self, row: int, col: int, classes: np.ndarray, q: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _finalize(self) -> None:
+        raise NotImplementedError
+
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def _close_handles(self) -> None:
+        raise NotImplementedError
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Move ``src`` over ``dst`` (a directory target is removed first: no atomic dir swap)."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = temp_name(dst, ".old")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+class GeoTiffWriter(ClassMapWriter):
+    """Tiled, compressed GeoTIFF (optionally COG) with palette, nodata and category names."""
+
+    def __init__(self, path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool) -> None:
+        super().__init__(path, spec, overwrite)
+        from geoseg.io.gdal_meta import best_compression
+
+        self._compress = best_compression()
+        self._main_tmp = self._temp(".tif")
+        self._prob_tmp = self._temp(".tif") if spec.probabilities else None
+        self._dst = self._open(self._main_tmp, 1, spec.dtype, spec.nodata)
+        self._prob = None
+        if self._prob_tmp is not None:
+            self._prob = self._open(self._prob_tmp, len(spec.class_names), "uint8", PROB_NODATA)
+        self._describe()
+
+    def _profile(self, count: int, dtype: str, nodata: int) -> dict[str, Any]:
+        s = self.spec
+        profile: dict[str, Any] = dict(
+            driver="GTiff",
+            height=s.height,
+            width=s.width,
+            count=count,
+            dtype=dtype,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=s.block_size,
+            blockysize=s.block_size,
+            compress=self._compress,
+            BIGTIFF="IF_SAFER",
+        )
+        if s.georeferenced:
+            from affine import Affine
+
+            if s.crs_wkt:
+                profile["crs"] = s.crs_wkt
+            profile["transform"] = Affine(*s.transform[:6])
+        if count == 1:
+            profile["photometric"] = "palette"
+        return profile
+
+    def _open(self, path: Path, count: int, dtype: str, nodata: int) -> Any:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(path, "w", **self._profile(count, dtype, nodata))
+        except RasterioError as exc:
+            raise OutputError(f"cannot create {path}: {exc}; check the disk and path") from None
+
+    def _describe(self) -> None:
+        s = self.spec
+        names = json.dumps(list(s.class_names))
+        colours = json.dumps([list(map(int, c)) for c in s.colours])
+        self._dst.write_colormap(1, colormap(s.colours))
+        self._dst.update_tags(1, CLASS_NAMES=names, CLASS_COLOURS=colours, **s.extra_tags)
+        self._dst.set_band_description(1, "class")
+        if self._prob is not None:
+            for i, name in enumerate(s.class_names, start=1):
+                self._prob.set_band_description(i, name)
+            self._prob.update_tags(QUANTIZATION="round(p*255); 255 where the class map is nodata")
+
+    def _write_block(self, row: int, col: int, classes: np.ndarray, q: np.ndarray | None) -> None:
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        window = Window(col, row, classes.shape[1], classes.shape[0])
+        try:
+            self._dst.write(classes, 1, window=window)
+            if q is not None and self._prob is not None:
+                self._prob.write(q, window=window)
+        except RasterioError as exc:
+            raise OutputError(
+                f"cannot write block row={row} col={col} to {self.path}: {exc}; check free disk "
+                "space"
+            ) from None
+
+    def _close_handles(self) -> None:
+        for handle in (getattr(self, "_dst", None), getattr(self, "_prob", None)):
+            if handle is not None and not handle.closed:
+                handle.close()
+
+    def _finalize(self) -> None:
+        from geoseg.io.gdal_meta import pam_with_categories, sidecar_path
+
+        self._close_handles()
+        if self.spec.cog:
+            self._main_tmp = self._to_cog(self._main_tmp, "MODE")
+            if self._prob_tmp is not None:
+                self._prob_tmp = self._to_cog(self._prob_tmp, "AVERAGE")
+        aux = sidecar_path(self._main_tmp)
+        self._temps.append(aux)
+        existing = aux.read_text() if aux.exists() else None
+        aux.write_text(pam_with_categories(list(self.spec.class_names), existing))
+
+    def _to_cog(self, src: Path, resampling: str) -> Path:
+        from rasterio.errors import RasterioError
+        from rasterio.shutil import copy as rio_copy
+
+        dst = self._temp(".tif")
+        try:
+            rio_copy(
+                src,
+                dst,
+                driver="COG",
+                BLOCKSIZE=self.spec.block_size,
+                COMPRESS=self._compress,
+                RESAMPLING=resampling,
+                OVERVIEW_RESAMPLING=resampling,
+                BIGTIFF="IF_SAFER",
+            )
+        except RasterioError as exc:
+            raise OutputError(f"cannot write the COG {self.path}: {exc}") from None
+        _remove(src)
+        return dst
+
+    def _install(self) -> None:
+        from geoseg.io.gdal_meta import sidecar_path
+
+        if self.path.exists() and not self.overwrite:
+            raise OutputExistsError(
+                f"output {self.path} already exists: pass --overwrite to replace it"
+            )
+        prob_final = probabilities_path(self.path)
+        if self._prob_tmp is not None:
+            _replace(self._prob_tmp, prob_final)
+            _remove(sidecar_path(prob_final))
+        elif prob_final.exists():
+            log.info("removing %s, left by an earlier run over %s", prob_final, self.path)
+            _remove(prob_final)
+        _replace(sidecar_path(self._main_tmp), sidecar_path(self.path))
+        _replace(self._main_tmp, self.path)
+
+
+class ZarrWriter(ClassMapWriter):
+    """Zarr v3 store of ``classes`` (y, x) and optional ``probabilities`` (class, y, x).
+
+    Chunked ``block_size``, with a rioxarray ``spatial_ref`` coordinate so that plain
+    ``xarray.open_zarr(...).rio`` sees the CRS and transform.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool) -> None:
+        super().__init__(path, spec, overwrite)
+        self._tmp = self._temp(".zarr")
+        self._create()
+        import zarr
+
+        group = zarr.open_group(self._tmp, mode="r+")
+        self._classes = group["classes"]
+        self._probs = group["probabilities"] if spec.probabilities else None
+
+    def _template(self) -> Any:
+        import dask.array as da
+        import rioxarray  # noqa: F401  (registers .rio)
+        import xarray as xr
+
+        s = self.spec
+        bs = s.block_size
+        y, x = pixel_centres(s.transform if s.georeferenced else IDENTITY, s.height, s.width)
+        attrs = {
+            "class_names": list(s.class_names),
+            "class_colours": [list(map(int, c)) for c in s.colours],
+            "nodata": s.nodata,
+            "long_name": "class",
+            **s.extra_tags,
+        }
+        classes = da.full((s.height, s.width), s.nodata, dtype=s.dtype, chunks=bs)
+        ds = xr.Dataset({"classes": (("y", "x"), classes, attrs)}, coords={"y": y, "x": x})
+        if s.probabilities:
+            k = len(s.class_names)
+            probs = da.full((k, s.height, s.width), PROB_NODATA, dtype="uint8", chunks=(k, bs, bs))
+            ds["probabilities"] = (
+                ("class", "y", "x"),
+                probs,
+                {
+                    "class_names": list(s.class_names),
+                    "nodata": PROB_NODATA,
+                    "quantization": "round(p*255); 255 where the class map is nodata",
+                },
+            )
+            ds = ds.assign_coords({"class": np.arange(k)})
+        if s.georeferenced:
+            from affine import Affine
+
+            if s.crs_wkt:
+                ds = ds.rio.write_crs(s.crs_wkt)
+            ds = ds.rio.write_transform(Affine(*s.transform[:6]))
+        return ds
+
+    def _create(self) -> None:
+        ds = self._template()
+        bs = self.spec.block_size
+        k = len(self.spec.class_names)
+        encoding: dict[str, dict[str, Any]] = {
+            "classes": {"chunks": (bs, bs), "fill_value": self.spec.nodata},
+        }
+        if "probabilities" in ds:
+            encoding["probabilities"] = {"chunks": (k, bs, bs), "fill_value": PROB_NODATA}
+        if "spatial_ref" in ds.coords:
+            # plain xarray.open_zarr then returns spatial_ref as a coordinate, as rioxarray needs
+            for name in encoding:
+                ds[name].encoding["coordinates"] = "spatial_ref"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec
+                ds.to_zarr(
+                    self._tmp,
+                    mode="w-",
+                    compute=False,
+                    zarr_format=3,
+                    consolidated=True,
+                    encoding=encoding,
+                )
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot create the Zarr store {self._tmp}: {exc}") from None
+
+    def _write_block(self, row: int, col: int, classes: np.ndarray, q: np.ndarray | None) -> None:
+        h, w = classes.shape
+        try:
+            self._classes[row : row + h, col : col + w] = classes
+            if q is not None and self._probs is not None:
+                self._probs[:, row : row + h, col : col + w] = q
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write block row={row} col={col} to {self.path}: {exc}; check free disk "
+                "space"
+            ) from None
+
+    def _close_handles(self) -> None:
+        """Zarr arrays hold no open file handles."""
+
+    def _finalize(self) -> None:
+        """Every block is already on disk; nothing to flush."""
+
+    def _install(self) -> None:
+        if self.path.exists() and not self.overwrite:
+            raise OutputExistsError(
+                f"output {self.path} already exists: pass --overwrite to replace it"
+            )
+        _replace(self._tmp, self.path)
+
+
+def open_writer(
+    path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool = False
+) -> ClassMapWriter:
+    """Open the writer for ``path``'s format (use it as a context manager).
+
+    Parameters
+    ----------
+    path : path-like
+        ``.tif``/``.tiff`` (GeoTIFF, COG with ``spec.cog``) or ``.zarr``.
+    spec : OutputSpec
+        Geometry and legend.
+    overwrite : bool
+        Replace an existing output at commit.
+
+    Returns
+    -------
+    ClassMapWriter
+        Commits on a clean exit of the ``with`` block, aborts on an exception.
+    """
+    fmt = check_output(path, overwrite, probabilities=spec.probabilities)
+    if fmt == "zarr":
+        if spec.cog:
+            log.warning("--cog applies to GeoTIFF outputs only; ignored for %s", path)
+        return ZarrWriter(path, spec, overwrite)
+    return GeoTiffWriter(path, spec, overwrite)
