@@ -1,0 +1,220 @@
+"""geoseg finetune (new head, frozen encoder) and geoseg adapt (stats, adabn, tent, ST)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import write_geotiff  # noqa: E402
+from train_helpers import run_cli, scene, write_config, write_folder  # noqa: E402
+
+import cli  # noqa: E402
+from geoseg.checkpoint import load_checkpoint  # noqa: E402
+from geoseg.errors import ConfigError  # noqa: E402
+from geoseg.train import adapt as ad  # noqa: E402
+from geoseg.train.finetune import class_mapping  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A tiny model trained for one epoch on the toy source domain."""
+    tmp = tmp_path_factory.mktemp("src")
+    data = write_folder(tmp / "data", n=4)
+    cfg = write_config(tmp / "train.yaml", data, epochs=1)
+    r = CliRunner().invoke(
+        cli.cli, ["train", "--config", str(cfg), "--out", str(tmp / "run"), "--no-progress", "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    return tmp / "run" / "best", data
+
+
+@pytest.fixture(scope="module")
+def target_rasters(tmp_path_factory):
+    """Unlabelled rasters of a 'new region': brighter, different contrast."""
+    tmp = tmp_path_factory.mktemp("tgt")
+    paths = []
+    for i in range(2):
+        img, _ = scene(64, 64, 10 + i)
+        img = np.clip(img.astype(np.float32) * 0.6 + 70, 0, 255).astype(np.uint8)
+        paths.append(str(write_geotiff(tmp / f"t{i}.tif", img)))
+    return paths
+
+
+def _w(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_class_mapping():
+    assert class_mapping(["a", "b", "c"], ["c", "a"], {}) == {0: [2], 1: [0]}
+    assert class_mapping(["a", "b", "c"], ["ab", "c"], {"a": "ab", "b": "ab", "c": "c"}) == {
+        0: [0, 1],
+        1: [2],
+    }
+    with pytest.raises(ConfigError, match="'z' is not a class of the checkpoint"):
+        class_mapping(["a"], ["b"], {"z": "b"})
+
+
+def test_finetune_new_classes_and_frozen_encoder(source_model, tmp_path):
+    ckpt, data = source_model
+    cfg = write_config(
+        tmp_path / "ft.yaml",
+        data,
+        epochs=1,
+        classes=[
+            {"name": "Water", "colour": [0, 0, 255]},
+            {"name": "Land", "colour": [255, 255, 0]},
+        ],
+        ignore_colours=["#000000", "#FF0000"],
+    )
+    out = tmp_path / "ft"
+    r = CliRunner().invoke(
+        cli.cli,
+        [
+            "finetune",
+            "--model",
+            str(ckpt),
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--freeze-encoder",
+            "--class-map",
+            "Sea=Water",
+            "--class-map",
+            "Sand=Land",
+            "--class-map",
+            "Town=Land",
+            "--no-progress",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    model, meta = load_checkpoint(out / "last")
+    src_model, src_meta = load_checkpoint(ckpt)
+    assert meta.class_names == ["Water", "Land"] and meta.classes == 2
+    assert meta.mean == src_meta.mean  # the source normalization is kept
+    assert meta.extra["finetuned_from"] == str(ckpt)
+    old, new = _w(ckpt), _w(out / "last")
+    enc = [k for k in old if k.startswith("encoder.")]
+    assert enc and all(np.array_equal(old[k], new[k]) for k in enc)  # frozen, BN stats too
+    dec = [k for k in old if k.startswith("decoder.") and k in new]
+    assert any(not np.array_equal(old[k], new[k]) for k in dec)  # the decoder trained
+
+
+def test_finetune_band_mismatch(source_model, tmp_path):
+    from PIL import Image
+
+    ckpt, _ = source_model
+    data = tmp_path / "gray"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    img, ids = scene(32, 32, 0)
+    Image.fromarray(img[0]).save(data / "images" / "a.png")
+    Image.fromarray(np.array([[0, 0, 255], [255, 255, 0], [255, 0, 0]], np.uint8)[ids]).save(
+        data / "masks" / "a.png"
+    )
+    cfg = write_config(tmp_path / "c.yaml", data, val=[], train=[str(data)])
+    r = run_cli(
+        "finetune", "--model", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "o")
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "checkpoint expects 3 bands but the training data has 1" in r.stderr
+    assert not (tmp_path / "o" / "best").exists()
+
+
+def test_parse_methods_canonical_order():
+    assert ad.parse_methods("adabn,stats") == ("stats", "adabn")
+    with pytest.raises(ConfigError, match="combine stats, adabn, tent, self-training"):
+        ad.parse_methods("stats,magic")
+
+
+def test_pseudo_labels_are_class_balanced():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1, 1, 1], size=(1, 20, 20)).transpose(0, 3, 1, 2)
+    probs[0, :, :, :2] = np.array([0.3, 0.35, 0.35])[:, None, None]  # unsure pixels
+    labels = ad.pseudo_labels(probs, np.ones((1, 20, 20), bool), 0.5, 0.99)
+    pred = probs.argmax(1)
+    for k in range(3):
+        n_pred = (pred == k).sum()
+        n_lab = (labels == k).sum()
+        assert 0.4 * n_pred <= n_lab <= 0.6 * n_pred + 1
+    assert (labels[(labels != 255)] == pred[labels != 255]).all()
+
+
+def test_adapt_stats_and_adabn(source_model, target_rasters, tmp_path):
+    ckpt, _ = source_model
+    out = tmp_path / "a"
+    r = CliRunner().invoke(
+        cli.cli,
+        [
+            "adapt",
+            *target_rasters,
+            "--model",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--method",
+            "adabn,stats",
+            "--windows",
+            "6",
+            "--window",
+            "32",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    _, meta = load_checkpoint(out)
+    _, src = load_checkpoint(ckpt)
+    assert meta.extra["adapted"] == ["stats", "adabn"]
+    t = ad.sample_windows(target_rasters, 32, 6, 0)
+    mean, std = ad.target_stats(t, 255.0)
+    np.testing.assert_allclose(meta.mean, mean, rtol=1e-6)
+    assert meta.mean != src.mean
+    old, new = _w(ckpt), _w(out)
+    rm = [k for k in old if k.endswith("running_mean")]
+    assert rm and all(not np.array_equal(old[k], new[k]) for k in rm)
+    conv = [k for k in old if k.endswith("conv1.weight")]
+    assert all(np.array_equal(old[k], new[k]) for k in conv)  # adabn touches BN stats only
+
+
+def test_adapt_tent_lowers_entropy_and_self_training_runs(source_model, target_rasters):
+    import torch
+
+    ckpt, _ = source_model
+    model, meta = load_checkpoint(ckpt)
+    t = ad.sample_windows(target_rasters, 32, 8, 0)
+    x = ad._inputs(t, meta)
+    with torch.no_grad():
+        before = float(ad.entropy(model.eval()(x)))
+    cfg = ad.AdaptConfig(("tent",), tent_steps=15, tent_lr=1e-2, batch_size=8)
+    ad.adapt(model, meta, t, cfg)
+    with torch.no_grad():
+        model.train()  # tent's objective is on batch statistics
+        after = float(ad.entropy(model(x)))
+    assert after < before
+    model2, meta2 = load_checkpoint(ckpt)
+    w0 = {k: v.clone() for k, v in model2.state_dict().items()}
+    cfg = ad.AdaptConfig(("self-training",), rounds=1, steps=2, batch_size=4)
+    new_meta = ad.adapt(model2, meta2, t, cfg)
+    assert new_meta.extra["adapted"] == ["self-training"]
+    assert any(not torch.equal(w0[k], v) for k, v in model2.state_dict().items())
+
+
+def test_adapt_bad_inputs(source_model, tmp_path):
+    ckpt, _ = source_model
+    gray = write_geotiff(tmp_path / "g.tif", np.zeros((1, 40, 40), np.uint8))
+    r = run_cli("adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "has 1 bands but the checkpoint expects 3" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "o").exists()
+    r = run_cli(
+        "adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"), "--method", "bogus"
+    )
+    assert r.returncode == 2 and "combine stats, adabn" in r.stderr
