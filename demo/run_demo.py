@@ -46,10 +46,15 @@ def class_shares(classes: Path, model: Path) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Predict, then render the quicklook."""
-    OUT.mkdir(exist_ok=True)
-    classes, png = OUT / "classes.tif", OUT / "quicklook.png"
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the geoseg demo.")
+    parser.add_argument("--out", default=str(OUT), help="Output folder [demo-output].")
+    out = Path(parser.parse_args(argv).out)
+    out.mkdir(exist_ok=True)
+    classes, png = out / "classes.tif", out / "quicklook.png"
     geoseg(
         "predict",
         str(IMAGE),
