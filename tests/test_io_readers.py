@@ -61,15 +61,17 @@ def test_band_selection_order_and_info(tmp_path):
     np.testing.assert_array_equal(out, data[[3, 1]].astype(np.float32))
 
 
-def test_nodata_any_selected_band_marks_invalid(tmp_path):
+def test_nodata_only_where_every_selected_band_is_nodata(tmp_path):
+    # GDAL's dataset-mask rule: a dark pixel with one band at 0 is still data.
     data = ramp(3, 10, 10, "uint8")
-    data[1, 2, 3] = 0  # band 2 only
-    data[2, 5, 5] = 0  # band 3 only
+    data[1, 2, 3] = 0  # band 2 only: still data
+    data[:, 5, 5] = 0  # every band: nodata
+    data[:2, 7, 7] = 0  # bands 1 and 2 only
     path = write_geotiff(tmp_path / "nd.tif", data, nodata=0)
     _, valid = open_raster(path).read(0, 0, 10, 10)
-    assert not valid[2, 3] and not valid[5, 5] and valid.sum() == 98
+    assert valid[2, 3] and not valid[5, 5] and valid[7, 7] and valid.sum() == 99
     _, valid12 = open_raster(path, bands=[1, 2]).read(0, 0, 10, 10)
-    assert not valid12[2, 3] and valid12[5, 5]
+    assert valid12[2, 3] and not valid12[5, 5] and not valid12[7, 7]
 
 
 def test_gdal_dataset_mask_is_honoured(tmp_path):
@@ -168,7 +170,7 @@ def write_zarr(path, data, nodata=None, crs="EPSG:32618"):
 
 def test_zarr_input_round_trip(tmp_path):
     data = ramp(3, 30, 25, "uint16")
-    data[2, 4, 6] = 9999
+    data[:, 4, 6] = 9999
     path, transform = write_zarr(tmp_path / "in.zarr", data, nodata=9999)
     src = open_raster(path, bands=[3, 1])
     info = src.info

@@ -134,7 +134,7 @@ def test_non_georeferenced_input_warns_and_output_has_no_georeference(
 def test_band_selection_and_dtypes(tmp_path, make_raster, ckpt):
     for dtype in ("uint16", "int16", "float32"):
         src = make_raster(height=70, width=70, bands=5, dtype=dtype, name=f"{dtype}.tif")
-        out = tmp_path / f"{dtype}.tif"
+        out = tmp_path / f"{dtype}_classes.tif"
         cfg = PredictConfig(tile=64, overlap=16, device="cpu", bands=(4, 3, 2))
         predict_file(src, out, ckpt, cfg)
         assert read(out)[0].shape == (70, 70)

@@ -159,7 +159,11 @@ def reflect_pad(
 
 
 def nodata_valid(data: np.ndarray, nodatas: Sequence[float | None]) -> np.ndarray:
-    """Pixels where no band equals its nodata value (NaN nodata matches NaN).
+    """Pixels that are not nodata: at least one band differs from its nodata value.
+
+    This is GDAL's dataset-mask rule: a dark pixel with one band at the nodata value (a shadow
+    with blue = 0) is still data; only pixels where every band with a nodata value is nodata
+    are masked. NaN nodata matches NaN.
 
     Parameters
     ----------
@@ -173,16 +177,16 @@ def nodata_valid(data: np.ndarray, nodatas: Sequence[float | None]) -> np.ndarra
     ndarray
         ``(h, w)`` bool.
     """
-    valid = np.ones(data.shape[1:], dtype=bool)
+    nodata = None
     for band, nd in zip(data, nodatas, strict=True):
         if nd is None:
-            continue
+            return np.ones(data.shape[1:], dtype=bool)
         if np.isnan(nd):
-            if band.dtype.kind == "f":
-                valid &= ~np.isnan(band)
+            is_nd = np.isnan(band) if band.dtype.kind == "f" else np.zeros(band.shape, bool)
         else:
-            valid &= band != np.asarray(nd).astype(band.dtype)
-    return valid
+            is_nd = band == np.asarray(nd).astype(band.dtype)
+        nodata = is_nd if nodata is None else nodata & is_nd
+    return np.ones(data.shape[1:], dtype=bool) if nodata is None else ~nodata
 
 
 def finalize(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +205,7 @@ def finalize(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarra
         float32 data and the updated mask.
     """
     out = np.asarray(data, dtype=np.float32)
-    if out.dtype.kind == "f":
+    if np.asarray(data).dtype.kind == "f":
         finite = np.isfinite(out)
         if not finite.all():
             valid = valid & finite.all(axis=0)
