@@ -224,3 +224,19 @@ def test_real_cli_bad_config_value_exit_code(tiny, tmp_path):
     r = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--epochs", "x")
     assert r.returncode == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_nodata_is_ignored_and_kept_out_of_stats(tmp_path):
+    from geoseg.train.session import fresh_meta
+
+    img, ids = scene(40, 48, 0)
+    img = np.maximum(img, 1)
+    img[:, :, :10] = 0  # nodata strip
+    image = write_geotiff(tmp_path / "img.tif", img, nodata=0)
+    lab = write_geotiff(tmp_path / "lab.tif", ids[None].astype(np.uint8))
+    spec = SourceSpec.from_any({"kind": "raster", "path": str(image), "labels": str(lab)})
+    (s,) = load_raster_pair(spec, _cfg())
+    assert (s.mask[:, :10] == 255).all() and (s.mask[:, 10:] == ids[:, 10:]).all()
+    meta = fresh_meta(_cfg(), [s], {})
+    expect = img[:, :, 10:].reshape(3, -1).mean(1) / 255.0
+    np.testing.assert_allclose(meta.mean, expect, rtol=1e-6)

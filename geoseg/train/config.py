@@ -123,10 +123,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     num_threads: int | None = None
-    val_tile: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("chip_size", "chips_per_epoch", "epochs", "batch_size", "val_tile"):
+        for name in ("chip_size", "chips_per_epoch", "epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive")
         if self.lr <= 0:

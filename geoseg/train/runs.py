@@ -60,6 +60,11 @@ class RunDir:
                     f"run directory {self.path} exists; pass --overwrite to replace it or "
                     "--resume to continue it"
                 )
+            if not (self.path / "config.json").is_file():
+                raise OutputExistsError(
+                    f"{self.path} is not empty and not a geoseg run directory; choose another "
+                    "--out (--overwrite only replaces earlier runs)"
+                )
             shutil.rmtree(self.path)
         if not self.path.parent.is_dir():
             raise OutputError(f"directory {self.path.parent} does not exist; create it first")

@@ -32,7 +32,10 @@ class Result:
 def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> ModelMeta:
     """Metadata of a new model: classes from the config, normalization from the data."""
     scale = stats.default_scale(train[0].image.dtype)
-    mean, std = stats.band_stats([s.image for s in train], scale=scale)
+    valid = None
+    if any(s.valid is not None for s in train):
+        valid = [np.ones(s.mask.shape, bool) if s.valid is None else s.valid for s in train]
+    mean, std = stats.band_stats([s.image for s in train], scale=scale, nodata_valid=valid)
     return ModelMeta(
         arch=cfg.arch,
         encoder=cfg.encoder,

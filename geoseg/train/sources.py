@@ -32,11 +32,15 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 @dataclass
 class Sample:
-    """One labelled image: ``image`` (bands, H, W) raw values, ``mask`` (H, W) int64 ids."""
+    """One labelled image: ``image`` (bands, H, W) raw values, ``mask`` (H, W) int64 ids.
+
+    ``valid`` (H, W) marks pixels with image data (None: all); nodata is also ignore in ``mask``.
+    """
 
     name: str
     image: np.ndarray
     mask: np.ndarray
+    valid: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- label decoding
@@ -216,7 +220,7 @@ def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     mask = check_ids(labels, len(cfg.classes), cfg.ignore_index, spec.labels)
     if valid is not None:
         mask[~valid] = cfg.ignore_index
-    return [Sample(Path(spec.path).stem, image, mask)]
+    return [Sample(Path(spec.path).stem, image, mask, valid)]
 
 
 def _no_labels(kind: str, path: str) -> ConfigError:
@@ -282,7 +286,7 @@ def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
         )
     if valid is not None:
         mask[~valid] = cfg.ignore_index
-    return [Sample(Path(spec.path).stem, image, mask)]
+    return [Sample(Path(spec.path).stem, image, mask, valid)]
 
 
 def load_reader(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:

@@ -12,9 +12,7 @@ def default_scale(dtype: np.dtype) -> float:
 
 def band_stats(
     images: list[np.ndarray],
-    masks: list[np.ndarray] | None = None,
     scale: float = 255.0,
-    ignore_index: int = 255,
     nodata_valid: list[np.ndarray] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Per-band mean and standard deviation of ``images / scale`` over valid pixels.
@@ -23,13 +21,8 @@ def band_stats(
     ----------
     images : list of ndarray
         (bands, H, W) raw images.
-    masks : list of ndarray, optional
-        Unused for the statistics themselves (labels do not change the image distribution);
-        accepted so callers can pass samples uniformly.
     scale : float
         Divisor applied first, as in :func:`geoseg.engine.normalize`.
-    ignore_index : int
-        Unused; see ``masks``.
     nodata_valid : list of ndarray, optional
         (H, W) bool masks of pixels with data; others are excluded.
 
