@@ -279,6 +279,38 @@ def test_truncated_tiff(tmp_path):
     assert_one_line(e, "cut.tif", "truncated or corrupt")
 
 
+def test_corrupt_block_in_the_middle_names_file_and_window(tmp_path):
+    from rasterio.windows import Window
+
+    data = np.random.default_rng(0).integers(0, 255, (1, 256, 256), dtype=np.uint8)
+    path = tmp_path / "order.tif"
+    prof = dict(
+        driver="GTiff",
+        height=256,
+        width=256,
+        count=1,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        crs="EPSG:4326",
+        transform=from_origin(0, 1, 0.01, 0.01),
+    )
+    # corner tiles first, so a file cut in half still opens and passes the up-front probe
+    with rasterio.Env(GDAL_CACHEMAX=0), rasterio.open(path, "w", **prof) as dst:
+        dst.write(data[:, 192:, 192:], window=Window(192, 192, 64, 64))
+        dst.write(data[:, :64, :64], window=Window(0, 0, 64, 64))
+        dst.write(data)
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(blob[: len(blob) // 2])
+    src = open_raster(cut)
+    np.testing.assert_array_equal(src.read(0, 0, 64, 64)[0], data[:, :64, :64])
+    with pytest.raises(RasterReadError) as e:
+        src.read(128, 128, 64, 64)
+    assert_one_line(e, "cut.tif", "row=128 col=128 size=64x64", "IReadBlock", "truncated")
+
+
 def test_complex_dtype(tmp_path):
     data = (ramp(1, 8, 8, "float32") + 1j).astype(np.complex64)
     path = write_geotiff(tmp_path / "c.tif", data)

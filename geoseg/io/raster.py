@@ -294,7 +294,14 @@ def check_size(height: int, width: int, path: str) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (GDAL messages can span several)."""
+    """The first line of an exception's message (GDAL messages can span several).
+
+    rasterio wraps GDAL's own message ("IReadBlock failed at X offset ...") as the cause of a
+    generic "Read failed"; the cause is the informative one.
+    """
+    cause = exc.__cause__
+    if cause is not None and "see previous exception" in str(exc).lower():
+        exc = cause
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
