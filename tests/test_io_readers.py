@@ -379,3 +379,18 @@ def test_real_sentinel1_float32_nan(shared_data):
         raw = ref.read()
     np.testing.assert_array_equal(valid, ~np.isnan(raw).any(axis=0))
     assert np.isfinite(out).all()
+
+
+def test_zarr_single_band_2d_and_ambiguous_store(tmp_path):
+    import xarray as xr
+
+    img = ramp(1, 12, 9, "float32")[0]
+    xr.Dataset({"dem": (("y", "x"), img)}).to_zarr(tmp_path / "one.zarr", zarr_format=3)
+    src = open_raster(tmp_path / "one.zarr")
+    assert src.info.count == 1 and not src.info.georeferenced
+    np.testing.assert_array_equal(src.read(0, 0, 12, 9)[0][0], img)
+    two = xr.Dataset({"a": (("y", "x"), img), "b": (("y", "x"), img)})
+    two.to_zarr(tmp_path / "two.zarr", zarr_format=3)
+    with pytest.raises(RasterReadError) as e:
+        open_raster(tmp_path / "two.zarr")
+    assert_one_line(e, "holds 2 raster arrays (a, b)", "exactly one")
