@@ -221,3 +221,39 @@ def test_seeded_runs_repeat_and_seed_matters(tiny, tmp_path):
     a, b, c = (_weights(tmp_path / n / "last") for n in "abc")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "arch,options",
+    [
+        ("fpn", {}),
+        ("linknet", {}),
+        ("deeplabv3plus", {}),
+        ("unetplusplus", {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}),
+    ],
+)
+def test_any_smp_architecture_trains_one_step(arch, options):
+    import torch
+
+    from geoseg.checkpoint import build_model
+    from geoseg.train.losses import make_loss
+    from geoseg.train.session import fresh_meta
+    from geoseg.train.sources import Sample
+
+    cfg = build_train_config(
+        {
+            "arch": arch,
+            "encoder": "tu-resnet10t",
+            "model_options": options,
+            "classes": list(PALETTE),
+            "chip_size": 64,
+        }
+    )
+    img, ids = __import__("train_helpers").scene(64, 64, 0)
+    meta = fresh_meta(cfg, [Sample("a", img, ids)], {})
+    model = build_model(meta)
+    x = torch.from_numpy(((img / 255.0 - 0.5) / 0.2).astype(np.float32))[None].repeat(2, 1, 1, 1)
+    y = torch.from_numpy(ids)[None].repeat(2, 1, 1)
+    loss = make_loss(["ce", "lovasz"])(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and meta.arch == arch
