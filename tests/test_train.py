@@ -32,7 +32,13 @@ def test_config_layers_and_checks():
     a = build_train_config({"epochs": 3, "device": "cpu"})
     b = build_train_config({"epochs": 3, "device": "auto"})
     assert a.fingerprint() == b.fingerprint()
-    assert a.fingerprint() != build_train_config({"epochs": 4}).fingerprint()
+    assert a.fingerprint() == build_train_config({"epochs": 4}).fingerprint()
+    assert a.fingerprint() != build_train_config({"epochs": 3, "lr": 0.1}).fingerprint()
+    from geoseg.train.config import config_changes
+
+    assert config_changes(a.to_dict(), build_train_config({"epochs": 9, "lr": 0.1}).to_dict()) == [
+        "lr"
+    ]
 
 
 def test_rgb_to_ids_palette_and_unknown_colour():

@@ -212,7 +212,7 @@ def test_out_exists_and_resume_with_other_config(tiny, tmp_path, capsys):
         capsys, "train", "--config", str(cfg), "--out", str(run), "--resume", "--set", "lr=0.1"
     )
     assert code == 1
-    one_line_error(err, "--resume", "config differs")
+    one_line_error(err, "--resume", "config differs", "lr (0.003 -> 0.1)")
     assert (run / "last" / "model.safetensors").read_bytes() == before
 
 

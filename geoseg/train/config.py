@@ -12,8 +12,10 @@ from geoseg.errors import ConfigError
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
-# options that may differ between a run and its resumption
-RESUMABLE_CHANGES = ("device", "precision", "num_threads")
+# options that may differ between a run and its resumption (a changed ``epochs`` re-plans the
+# learning-rate schedule over the new total, so the result then differs from an uninterrupted
+# run of either length)
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "num_threads")
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,13 @@ class TrainConfig:
         for key in RESUMABLE_CHANGES:
             d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Options (present in both) that differ and must not change when resuming a run."""
+    return sorted(
+        k for k in old.keys() & new.keys() if k not in RESUMABLE_CHANGES and old[k] != new[k]
+    )
 
 
 def _as_colour(value: Any, what: str) -> tuple[int, int, int]:

@@ -53,7 +53,7 @@ class RunDir:
     def start(self, config: dict[str, Any], fingerprint: str, resume: bool, overwrite: bool):
         """Create (or check, when resuming) the run directory."""
         if resume:
-            return self._check_resume(fingerprint)
+            return self._check_resume(config, fingerprint)
         if self.path.exists() and any(self.path.iterdir()):
             if not overwrite:
                 raise OutputExistsError(
@@ -72,19 +72,27 @@ class RunDir:
         doc = {"fingerprint": fingerprint, "config": config}
         _atomic_text(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
 
-    def _check_resume(self, fingerprint: str) -> None:
+    def _check_resume(self, config: dict[str, Any], fingerprint: str) -> None:
+        from geoseg.train.config import config_changes
+
         cfg_file = self.path / "config.json"
         if not cfg_file.is_file() or not (self.last / STATE_FILE).is_file():
             raise CheckpointError(
                 f"{self.path} holds no resumable run (config.json and last/{STATE_FILE}); "
                 "drop --resume to start a new run"
             )
-        old = json.loads(cfg_file.read_text()).get("fingerprint")
-        if old != fingerprint:
+        doc = json.loads(cfg_file.read_text())
+        changed = config_changes(doc.get("config", {}), config)
+        if changed:
+            old = doc["config"]
+            what = ", ".join(f"{k} ({old[k]!r} -> {config[k]!r})" for k in changed)[:300]
             raise ConfigError(
-                f"--resume of {self.path}: the config differs from the run's (fingerprint "
-                f"{old} vs {fingerprint}); resume with the same config or start a new --out"
+                f"--resume of {self.path}: the config differs from the run's in {what}; resume "
+                "with the run's config or start a new --out"
             )
+        history = doc.get("resumed", []) + [{"epochs": config.get("epochs")}]
+        doc.update(config=config, fingerprint=fingerprint, resumed=history)
+        _atomic_text(cfg_file, json.dumps(doc, indent=2) + "\n")
 
     def save_last(self, model, meta, state: dict[str, Any]) -> None:
         """Write the latest checkpoint and the training state together, atomically."""
