@@ -20,7 +20,7 @@ class PredictConfig:
     """Options of ``geoseg predict`` (see ``configs/predict.yaml``)."""
 
     tile: int | None = None
-    overlap: int = 128
+    overlap: int | None = None
     blend: Literal["gaussian", "cosine", "mean", "crop"] = "gaussian"
     block_size: int = 2048
     batch_size: int | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
-from geoseg.engine import EngineSpec, resolve_device
+from geoseg.engine import EngineSpec, cached_engine, resolve_device
 from geoseg.errors import InputError
 from geoseg.predict import BatchResult, OutputBlock, StitchStats, class_dtype, make_plan, run_plan
 
@@ -66,6 +66,11 @@ def peak_rss_bytes() -> int:
     """Peak resident memory of this process (bytes)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
+
+
+def default_overlap(overlap: int | None, tile: int) -> int:
+    """The given overlap, or 128 px capped at a quarter of the tile."""
+    return overlap if overlap is not None else min(128, tile // 4)
 
 
 def auto_batch_size(device: str) -> int:
@@ -158,7 +163,7 @@ def predict_file(
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
-    check_output(output_path, overwrite, input_path=input_path)
+    check_output(output_path, overwrite, input_path=input_path, probabilities=cfg.probabilities)
     meta = read_meta(checkpoint)
     source = open_raster(input_path, cfg.bands)
     info = source.info
@@ -169,16 +174,20 @@ def predict_file(
         )
     device = resolve_device(cfg.device)
     batch_size = cfg.batch_size or auto_batch_size(device)
+    tile = cfg.tile or meta.tile_size
     plan = make_plan(
         info.height,
         info.width,
-        tile=cfg.tile or meta.tile_size,
-        overlap=cfg.overlap,
+        tile=tile,
+        overlap=default_overlap(cfg.overlap, tile),
         batch_size=batch_size,
         blend=cfg.blend,
         block_size=cfg.block_size,
     )
     spec = EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta)
+    # Load the model here first: a corrupt checkpoint or a bad precision fails before any
+    # task is scheduled (and in-process workers reuse this cached engine).
+    cached_engine(spec)
     dtype, nodata = class_dtype(meta.classes)
     out_spec = OutputSpec(
         height=info.height,

@@ -43,6 +43,9 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
+    # distributed logs cluster start/stop at INFO when imported; keep that for -vv (debug).
+    if not logging.getLogger("geoseg").isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if client is not None:
         yield client
         return
@@ -65,7 +68,7 @@ def dask_client(
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
     else:
         cluster = LocalCluster(
@@ -73,7 +76,7 @@ def dask_client(
             threads_per_worker=threads,
             processes=False,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
     with cluster, Client(cluster) as c:
         yield c

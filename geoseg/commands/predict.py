@@ -34,7 +34,12 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.argument("output", type=click.Path())
 @click.option("--model", "model", required=True, type=click.Path(), help="Checkpoint directory.")
 @click.option("--tile", type=int, default=None, help="Window side [default: model's tile size].")
-@click.option("--overlap", type=int, default=None, help="Overlap between windows [default: 128].")
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="Overlap between windows [default: 128, at most tile/4].",
+)
 @click.option(
     "--blend",
     type=click.Choice(["gaussian", "cosine", "mean", "crop"]),
