@@ -204,7 +204,7 @@ def stitch(
 
 def _final_band(stitcher: Stitcher, g: int) -> Band:
     band = stitcher.pop_band(g)
-    band.sums = normalize_sums(band.sums, band.weights)
+    band.sums = normalize_sums(band.sums, band.weights, inplace=True)
     return band
 
 

@@ -129,16 +129,29 @@ class Stitcher:
         return band
 
 
-def normalize_sums(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Blended probabilities ``sums / weights`` (float32); zero where the weight is zero."""
-    out = np.zeros_like(sums)
-    np.divide(sums, weights[None], out=out, where=weights[None] > 0)
+def normalize_sums(sums: np.ndarray, weights: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Blended probabilities ``sums / weights`` (float32); zero where the weight is zero.
+
+    With ``inplace`` the division overwrites ``sums`` (no second band-sized array).
+    """
+    out = sums if inplace else np.zeros_like(sums)
+    empty = weights <= 0
+    np.divide(sums, weights[None], out=out, where=~empty[None])
+    if inplace and empty.any():
+        out[:, empty] = 0
     return out
 
 
-def to_classes(probs: np.ndarray, weights: np.ndarray, nodata: int, dtype: str) -> np.ndarray:
-    """Reduce probabilities (classes, H, W) to class ids; ``nodata`` where nothing was weighted."""
-    classes = np.argmax(probs, axis=0).astype(dtype)
+def to_classes(
+    probs: np.ndarray, weights: np.ndarray, nodata: int, dtype: str, chunk_rows: int = 64
+) -> np.ndarray:
+    """Reduce probabilities (classes, H, W) to class ids; ``nodata`` where nothing was weighted.
+
+    ``argmax`` runs over chunks of rows so its int64 temporary stays small.
+    """
+    classes = np.empty(probs.shape[1:], dtype)
+    for r in range(0, probs.shape[1], chunk_rows):
+        classes[r : r + chunk_rows] = np.argmax(probs[:, r : r + chunk_rows], axis=0)
     classes[weights <= 0] = nodata
     return classes
 
