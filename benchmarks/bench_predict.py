@@ -35,7 +35,8 @@ DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
 
 
 def default_model(workdir: Path) -> Path:
-    bundled = sorted((REPO / "models").glob("*.geoseg")) if (REPO / "models").is_dir() else []
+    models = REPO / "models"
+    bundled = sorted(p.parent for p in models.glob("*/geoseg.json")) if models.is_dir() else []
     if bundled:
         return bundled[0]
     out = workdir / "unet-resnet18.geoseg"

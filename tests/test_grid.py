@@ -68,7 +68,7 @@ def test_grid_is_deterministic(grid):
 
 
 @settings(max_examples=100, deadline=None)
-@given(grids())
+@given(grids().filter(lambda g: len(g) <= 2000))
 def test_crop_blending_owns_each_pixel_exactly_once(grid):
     total = np.zeros((grid.height, grid.width), np.float32)
     for i, w in enumerate(grid):
