@@ -66,8 +66,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; geoseg errors become one-line messages and a non-zero exit, no traceback."""
     from geoseg.errors import GeosegError
-    from geoseg.memory import limit_malloc_fragmentation
+    from geoseg.memory import bound_gdal_cache, limit_malloc_fragmentation
 
+    bound_gdal_cache()
     limit_malloc_fragmentation()
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)

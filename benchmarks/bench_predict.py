@@ -171,8 +171,8 @@ from monai.inferers import sliding_window_inference
 from geoseg.engine import Engine, normalize
 src, model, tile, overlap, bs, out = sys.argv[1:7]
 tile, overlap, bs = int(tile), int(overlap), int(bs)
+t0 = time.perf_counter()  # like geoseg's summary: model loading, reading and inference
 engine = Engine.from_checkpoint(model, device="cpu")
-t0 = time.perf_counter()
 with rasterio.open(src) as ds:
     img = ds.read().astype(np.float32)
 x = torch.from_numpy(normalize(img, engine.meta))[None]
@@ -271,7 +271,10 @@ def main() -> None:
         )
 
     if "rss" not in skip:
-        print("2. Peak RSS of `geoseg predict` (fresh process each, default settings)")
+        print(
+            "2. Peak RSS of `geoseg predict` (fresh process each, default settings: the "
+            "model's tile size, overlap, batch size)"
+        )
         print("| raster | windows run | seconds | Mpx/s | peak RSS (GiB) | ratio to smallest |")
         print("|---|---|---|---|---|---|")
         base = None

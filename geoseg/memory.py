@@ -1,24 +1,32 @@
-"""Keep the C heap from growing with the raster (glibc only; a no-op elsewhere).
+"""Keep the process's memory bounded: glibc arenas and GDAL's block cache.
 
-Numpy arrays of a few MB freed and reallocated from several threads fragment glibc's per-thread
-arenas, and glibc's adaptive mmap threshold moves such arrays onto the heap: the process's
-resident memory then grows with the number of windows processed although Python holds a
-constant amount. Fixing the mmap threshold (large arrays always go back to the OS when freed)
-and capping the number of arenas keeps peak RSS flat.
+Numpy arrays of a few MB freed and reallocated from several threads fragment glibc's
+per-thread arenas, so resident memory creeps up although Python holds a constant amount;
+capping the number of arenas keeps peak RSS flat. (Fixing glibc's mmap threshold would flatten
+it further but makes every large allocation page-fault afresh: measured 50% slower, so no.)
+GDAL caches decompressed blocks up to 5% of RAM by default, which on a large input is the
+biggest consumer of all; 64 MB holds a row of windows' worth of blocks for rasters up to
+~16K px wide, which is what the overlapping reads reuse.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
-M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
+GDAL_CACHE_MB = "64"
 
 
-def limit_malloc_fragmentation(mmap_threshold: int = 1 << 20, arena_max: int = 2) -> bool:
-    """Apply ``mallopt`` settings; return whether they were applied (glibc only)."""
+def bound_gdal_cache() -> None:
+    """Cap GDAL's block cache (``GDAL_CACHEMAX``) unless the user set it."""
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+
+
+def limit_malloc_fragmentation(arena_max: int = 2) -> bool:
+    """Cap glibc's malloc arenas; return whether it was applied (glibc only)."""
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
@@ -26,8 +34,6 @@ def limit_malloc_fragmentation(mmap_threshold: int = 1 << 20, arena_max: int = 2
         return False
     try:
         libc = ctypes.CDLL(name)
-        ok = libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
-        ok &= libc.mallopt(M_ARENA_MAX, arena_max) == 1
+        return libc.mallopt(M_ARENA_MAX, arena_max) == 1
     except (OSError, AttributeError):
         return False
-    return bool(ok)
