@@ -22,6 +22,7 @@ from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, resolve_device
 from geoseg.errors import InputError
+from geoseg.memory import trim_heap
 from geoseg.predict import BatchResult, OutputBlock, StitchStats, class_dtype, make_plan, run_plan
 
 log = logging.getLogger("geoseg.pipeline")
@@ -226,6 +227,7 @@ def predict_file(
                     probabilities=cfg.probabilities,
                     stats=stats,
                     on_batch=on_batch,
+                    on_band=trim_heap,
                 ):
                     bg.put(block)
             finally:

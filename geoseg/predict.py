@@ -291,11 +291,13 @@ def run_plan(
     stats: StitchStats | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     start_row: int = 0,
+    on_band: Callable[[], None] | None = None,
 ) -> Iterator[OutputBlock]:
     """Stitch ordered batch results and yield finished output blocks (row-major).
 
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
-    results must then start at ``plan.resume_point(start_row)[0]``.
+    results must then start at ``plan.resume_point(start_row)[0]``. ``on_band`` is called after
+    each band has been consumed and released (the pipeline returns memory to the OS there).
     """
     grid = plan.grid
     asm = BlockAssembler(
@@ -311,6 +313,9 @@ def run_plan(
     first_band = plan.resume_point(start_row)[1] if start_row else 0
     for band in stitch(plan, results, num_classes, stats, on_batch, first_band):
         yield from asm.add(band)
+        del band
+        if on_band is not None:
+            on_band()
 
 
 def class_dtype(num_classes: int) -> tuple[str, int]:
