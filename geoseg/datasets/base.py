@@ -1,0 +1,136 @@
+"""Labelled datasets: paired image and label files, decoded lazily one sample at a time.
+
+A sample is a dict ``{"image": (bands, H, W) raw values, "mask": (H, W) int64 class ids with
+``ignore_index`` for ignored pixels, "name", "image_path", "mask_path"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import DatasetError
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Class names, display colours and the ignore id of a dataset."""
+
+    names: tuple[str, ...]
+    colours: tuple[tuple[int, int, int], ...]
+    ignore_index: int = IGNORE_INDEX
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image file and its label file."""
+
+    name: str
+    image: Path
+    mask: Path
+
+
+class LabelledDataset:
+    """A list of image/label pairs and the function that decodes a label file.
+
+    Parameters
+    ----------
+    pairs : sequence of Pair
+        The samples, in a fixed order.
+    classes : ClassSet
+        The class set the decoded masks refer to.
+    decode_mask : callable
+        ``decode_mask(path) -> (H, W) int64`` class ids with ``classes.ignore_index``.
+    read_image : callable
+        ``read_image(path) -> (bands, H, W)`` raw values.
+    kind : str
+        Layout name, for messages.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        classes: ClassSet,
+        decode_mask: Callable[[Path], np.ndarray],
+        read_image: Callable[[Path], np.ndarray],
+        kind: str,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.classes = classes
+        self.decode_mask = decode_mask
+        self.read_image = read_image
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        p = self.pairs[i]
+        return {
+            "name": p.name,
+            "image": self.read_image(p.image),
+            "mask": self.decode_mask(p.mask),
+            "image_path": p.image,
+            "mask_path": p.mask,
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def pair_by_stem(
+    images: dict[str, Path], masks: dict[str, Path], where: str
+) -> list[tuple[str, Path, Path]]:
+    """Pair files by key; an image without a mask (or the reverse) is a :class:`DatasetError`."""
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_images:
+        shown = ", ".join(str(images[k].name) for k in lonely_images[:3])
+        raise DatasetError(
+            f"{where}: {len(lonely_images)} image(s) without an annotation ({shown}); add the "
+            "labels or remove the images"
+        )
+    if lonely_masks:
+        shown = ", ".join(str(masks[k].name) for k in lonely_masks[:3])
+        raise DatasetError(
+            f"{where}: {len(lonely_masks)} annotation(s) without an image ({shown}); add the "
+            "images or remove the labels"
+        )
+    if not images:
+        raise DatasetError(f"{where}: no image/annotation pairs found; check the path and layout")
+    return [(k, images[k], masks[k]) for k in sorted(images)]
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """Read a JPEG/PNG/GeoTIFF as (bands, H, W) in its own dtype."""
+    from geoseg.train.sources import read_picture as _read
+
+    return _read(Path(path))
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """Read a single-band label image as (H, W) int64 (palette PNGs keep their indices)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from geoseg.errors import RasterReadError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RasterReadError(f"cannot read label {path} ({exc}); check the file") from None
+    if arr.ndim != 2:
+        raise DatasetError(
+            f"label {path} has {arr.shape[-1]} channels; expected a single-band id image"
+        )
+    return arr.astype(np.int64)

@@ -1,0 +1,100 @@
+"""Image folder + mask folder pairs, masks as class ids or as RGB colours through a palette.
+
+The YAML config (``configs/dubai.yaml``, ``configs/camvid.yaml``) names the classes and how the
+masks encode them::
+
+    label_mode: rgb            # rgb (colours) or ids (single-band class ids)
+    images: images             # sub-folder names under each root (default images / masks)
+    masks: masks
+    classes:
+      - {name: Building, colour: "#3C1098"}
+    ignore_colours: ["#9B9B9B", "#000000"]   # rgb mode: these colours are ignored
+    ignore_ids: [11]                         # ids mode: these ids are ignored
+    ignore_index: 255
+
+``PATH`` may be one root holding both folders, or a glob of such roots (``"Tile [1-6]"``).
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, pair_by_stem, read_picture
+from geoseg.errors import ConfigError, DatasetError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def parse_colour(value: Any) -> tuple[int, int, int]:
+    """``"#RRGGBB"`` or ``[r, g, b]`` -> an RGB tuple."""
+    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return tuple(int(v) for v in value)  # type: ignore[return-value]
+    raise ConfigError(f"colour {value!r} is not '#RRGGBB' or [r, g, b]")
+
+
+def class_set(config: dict[str, Any]) -> ClassSet:
+    """Build the class set from a dataset config mapping."""
+    classes = config.get("classes")
+    if not classes:
+        raise ConfigError("the dataset config has no 'classes' list of {name, colour}")
+    names = tuple(str(c["name"]) for c in classes)
+    colours = tuple(parse_colour(c["colour"]) for c in classes)
+    return ClassSet(names, colours, int(config.get("ignore_index", 255)))
+
+
+def mask_decoder(config: dict[str, Any], classes: ClassSet):
+    """Return ``decode(path) -> (H, W) int64`` for the config's label mode."""
+    from geoseg.train.sources import check_ids, rgb_to_ids
+
+    mode = config.get("label_mode", "rgb")
+    if mode == "rgb":
+        ignore = [parse_colour(c) for c in config.get("ignore_colours", [])]
+
+        def decode(path: Path) -> np.ndarray:
+            rgb = read_picture(path)
+            rgb = np.moveaxis(rgb[:3], 0, -1) if rgb.shape[0] >= 3 else None
+            if rgb is None:
+                raise DatasetError(f"mask {path} is not an RGB image; set label_mode: ids")
+            return rgb_to_ids(rgb, list(classes.colours), ignore, classes.ignore_index, str(path))
+
+        return decode
+    if mode == "ids":
+        ignore_ids = [int(v) for v in config.get("ignore_ids", [])]
+
+        def decode(path: Path) -> np.ndarray:
+            ids = read_picture(path)[0].astype(np.int64)
+            for v in ignore_ids:
+                ids[ids == v] = classes.ignore_index
+            return check_ids(ids, len(classes), classes.ignore_index, str(path))
+
+        return decode
+    raise ConfigError(f"label_mode {mode!r} is unknown; use rgb or ids")
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+
+
+def open_folder(path: str | Path, config: dict[str, Any]) -> LabelledDataset:
+    """Open image/mask folder pairs described by ``config``."""
+    classes = class_set(config)
+    img_name, mask_name = config.get("images", "images"), config.get("masks", "masks")
+    roots = sorted(Path(p) for p in glob.glob(str(path))) or [Path(path)]
+    pairs: list[Pair] = []
+    for root in roots:
+        img_dir, mask_dir = root / img_name, root / mask_name
+        if not img_dir.is_dir() or not mask_dir.is_dir():
+            raise DatasetError(
+                f"{root} has no {img_name}/ and {mask_name}/ folders; point folder: at a "
+                "folder holding both (or set images:/masks: in the config)"
+            )
+        prefix = f"{root.name}/" if len(roots) > 1 else ""
+        for key, img, mask in pair_by_stem(_files(img_dir), _files(mask_dir), f"folder:{root}"):
+            pairs.append(Pair(prefix + key, img, mask))
+    return LabelledDataset(pairs, classes, mask_decoder(config, classes), read_picture, "folder")
