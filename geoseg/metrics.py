@@ -52,6 +52,7 @@ def confusion_matrix(
     ignore_index: int | None = 255,
     valid: np.ndarray | None = None,
     pred_nodata: int | None = None,
+    miss_value: int | None = None,
 ) -> np.ndarray:
     """Count (ground truth, prediction) pairs.
 
@@ -67,11 +68,15 @@ def confusion_matrix(
         Bool mask; False pixels are left out (nodata of either raster).
     pred_nodata : int, optional
         Prediction value meaning "no prediction": such pixels are left out.
+    miss_value : int, optional
+        Prediction value that is no class but counts as a miss of the true class (a predicted
+        void id, as cityscapesScripts scores it); counted in an extra last column.
 
     Returns
     -------
     ndarray
-        int64 ``(K, K)``, rows = ground truth, columns = prediction.
+        int64 ``(K, K)`` (``(K, K + 1)`` with ``miss_value``), rows = ground truth,
+        columns = prediction.
 
     Raises
     ------
@@ -90,10 +95,12 @@ def confusion_matrix(
     t = target[keep].astype(np.int64, copy=False)
     p = pred[keep].astype(np.int64, copy=False)
     _check_labels(t, num_classes, "label")
-    _check_labels(p, num_classes, "prediction")
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    cols = num_classes
+    if miss_value is not None:
+        p = np.where(p == miss_value, num_classes, p)
+        cols += 1
+    _check_labels(p, cols, "prediction")
+    return np.bincount(t * cols + p, minlength=num_classes * cols).reshape(num_classes, cols)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -167,15 +174,20 @@ class EvalResult:
 
 
 def summarize(cm: np.ndarray, class_names: Sequence[str] | None = None) -> EvalResult:
-    """Compute every metric from a (K, K) confusion matrix."""
+    """Compute every metric from a (K, K) confusion matrix.
+
+    A (K, K + 1) matrix (see ``miss_value`` of :func:`confusion_matrix`) counts its last
+    column as misses: false negatives of the true class, false positives of no class.
+    """
     cm = np.asarray(cm, dtype=np.int64)
     k = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
     if len(names) != k:
         raise LabelError(f"{len(names)} class names for a {k}-class confusion matrix")
-    tp = np.diag(cm).astype(np.float64)
+    square = cm[:, :k]
+    tp = np.diag(square).astype(np.float64)
     gt = cm.sum(1).astype(np.float64)
-    pr = cm.sum(0).astype(np.float64)
+    pr = square.sum(0).astype(np.float64)
     union = gt + pr - tp
     iou = _ratio(tp, union)
     acc = _ratio(tp, gt)

@@ -1,0 +1,218 @@
+"""``geoseg evaluate``: streaming mIoU, per-class IoU and confusion matrix."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, quiet_opt, verbose_opt
+
+
+@click.command()
+@click.argument("pred", required=False, type=click.Path())
+@click.argument("label", required=False, type=click.Path())
+@click.option("--dataset", default=None, help="KIND:PATH (ade20k, cityscapes, folder, rasters).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(),
+    default=None,
+    help="Dataset config (classes, palette, ignore) for folder: and rasters:.",
+)
+@click.option("--split", default=None, help="Dataset split (ADE20K validation, Cityscapes val).")
+@click.option("--model", type=click.Path(), default=None, help="Run this checkpoint on --dataset.")
+@click.option(
+    "--pred-dir",
+    type=click.Path(),
+    default=None,
+    help="Folder of predictions for --dataset, named after the images.",
+)
+@click.option(
+    "--pred-ids",
+    type=click.Choice(["trainIds", "labelIds"]),
+    default="trainIds",
+    show_default=True,
+    help="Cityscapes predictions as trainIds or labelIds.",
+)
+@click.option("--num-classes", type=int, default=None, help="Classes of a raster pair.")
+@click.option("--ignore-index", type=int, default=255, show_default=True)
+@click.option("--align", is_flag=True, help="Resample the label onto the prediction grid.")
+@click.option("--block-size", type=int, default=2048, show_default=True)
+@click.option("--workers", type=int, default=None, help="Local cluster of N processes.")
+@click.option("--tile", type=int, default=None, help="Window side for --model.")
+@click.option("--overlap", type=int, default=None, help="Window overlap for --model.")
+@click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "cosine", "mean", "crop"]),
+    default="gaussian",
+    show_default=True,
+)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@device_opt
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write all metrics.")
+@click.option("--csv", "csv_out", type=click.Path(), default=None, help="Per-class table.")
+@click.option("--plot", type=click.Path(), default=None, help="Confusion matrix + IoU PNG.")
+@click.option("--error-map", type=click.Path(), default=None, help="Correct/wrong/ignored map.")
+@overwrite_opt
+@progress_opt
+@quiet_opt
+@verbose_opt
+def evaluate(
+    pred,
+    label,
+    dataset,
+    config_file,
+    split,
+    model,
+    pred_dir,
+    pred_ids,
+    num_classes,
+    ignore_index,
+    align,
+    block_size,
+    workers,
+    tile,
+    overlap,
+    blend,
+    batch_size,
+    device,
+    json_out,
+    csv_out,
+    plot,
+    error_map,
+    overwrite,
+    progress,
+    quiet,
+):
+    """Score PRED against LABEL (rasters), or a model / prediction folder on --dataset."""
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.evaluate_report import check_outputs, report
+    from geoseg.metrics import summarize
+
+    check_outputs([json_out, csv_out, plot], overwrite)
+    bar = ProgressBar("evaluate", unit="items", enabled=progress and not quiet)
+    if dataset:
+        if pred or label:
+            raise click.UsageError("give either PRED LABEL or --dataset, not both")
+        cm, names, notes = _dataset(
+            dataset,
+            config_file,
+            split,
+            model,
+            pred_dir,
+            pred_ids,
+            tile,
+            overlap,
+            blend,
+            batch_size,
+            device,
+            bar,
+        )
+    else:
+        if not (pred and label):
+            raise click.UsageError("give PRED and LABEL rasters, or --dataset KIND:PATH")
+        cm, names, notes = _pair(
+            pred,
+            label,
+            num_classes,
+            ignore_index,
+            align,
+            block_size,
+            workers,
+            error_map,
+            overwrite,
+            bar,
+        )
+    result = summarize(cm, names)
+    report(result, notes, json_out=json_out, csv_out=csv_out, plot=plot)
+
+
+def _pair(
+    pred, label, num_classes, ignore_index, align, block_size, workers, error_map, overwrite, bar
+):
+    from geoseg.evaluate import PairSpec, class_names_from_raster, evaluate_pair
+
+    names = class_names_from_raster(pred)
+    if num_classes is None:
+        if names is None:
+            raise click.BadParameter(
+                f"{pred} carries no class names; give the class count, e.g. --num-classes 6",
+                param_hint="--num-classes",
+            )
+        num_classes = len(names)
+    if names is None or len(names) != num_classes:
+        names = [f"class_{i}" for i in range(num_classes)]
+    spec = PairSpec(pred, label, num_classes, ignore_index, align)
+    cm, notes = evaluate_pair(
+        spec,
+        block_size=block_size,
+        workers=workers,
+        error_map=error_map,
+        overwrite=overwrite,
+        progress=bar,
+    )
+    return cm, names, notes
+
+
+def _dataset(
+    spec,
+    config_file,
+    split,
+    model,
+    pred_dir,
+    pred_ids,
+    tile,
+    overlap,
+    blend,
+    batch_size,
+    device,
+    bar,
+):
+    from pathlib import Path
+
+    from geoseg.datasets import open_dataset
+    from geoseg.evaluate import evaluate_dataset, find_prediction
+
+    ds = open_dataset(spec, config_file, split)
+    k = len(ds.classes)
+    notes = [f"{len(ds)} samples from {spec}; ignore index {ds.classes.ignore_index}"]
+    miss = None
+    if model:
+        from geoseg.engine import Engine
+        from geoseg.errors import InputError
+        from geoseg.predict import predict_array
+
+        engine = Engine.from_checkpoint(model, device=device or "auto")
+        if engine.meta.classes != k:
+            raise InputError(
+                f"the model predicts {engine.meta.classes} classes but {spec} has {k}; "
+                "evaluate a model trained on this class set"
+            )
+        t = tile or engine.meta.tile_size
+        ov = overlap if overlap is not None else min(128, t // 4)
+
+        def predict(sample):
+            return predict_array(
+                engine, sample["image"], tile=t, overlap=ov, blend=blend, batch_size=batch_size
+            )
+
+        notes.append(f"model {model}, tile {t}, overlap {ov}, blend {blend}")
+    elif pred_dir:
+        from geoseg.datasets.base import read_label_png
+
+        cityscapes_label_ids = spec.startswith("cityscapes:") and pred_ids == "labelIds"
+        if cityscapes_label_ids:
+            from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
+
+            miss = MISS
+
+        def predict(sample):
+            ids = read_label_png(find_prediction(Path(pred_dir), sample["name"]))
+            if cityscapes_label_ids:
+                return label_ids_to_train_ids(ids, prediction=True)
+            return ids
+
+        notes.append(f"predictions from {pred_dir}" + (" (labelIds)" if miss is not None else ""))
+    else:
+        raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
+    cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
+    return cm, list(ds.classes.names), notes

@@ -1,0 +1,295 @@
+"""Streaming evaluation: confusion matrices over raster pairs and labelled datasets.
+
+Raster pairs are compared block by block on Dask; datasets are scored with a model through the
+tiled predict engine, or against a folder of predictions.
+
+Integer confusion matrices add up exactly, so the result is the same for any block size and
+any number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import AlignmentError, InputError, RasterReadError
+from geoseg.metrics import confusion_matrix
+from tilers.grid import Window, blocks
+
+log = logging.getLogger("geoseg.evaluate")
+
+# error-map values
+CORRECT, WRONG, IGNORED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A prediction raster and a label raster to compare (picklable task argument)."""
+
+    pred: str
+    label: str
+    num_classes: int
+    ignore_index: int | None = 255
+    align: bool = False
+
+
+@dataclass
+class EvalRun:
+    """A summed confusion matrix and what was done to get it."""
+
+    confusion: np.ndarray
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    pixels: int = 0
+
+
+def _open(path: str):
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterReadError(f"cannot open {path} ({exc}); check the path") from None
+
+
+def grid_differences(pred, label) -> list[str]:
+    """What differs between two open rasters' grids (CRS, transform, shape)."""
+    diffs = []
+    if (pred.height, pred.width) != (label.height, label.width):
+        diffs.append(f"shape {pred.width}x{pred.height} vs {label.width}x{label.height}")
+    if pred.crs != label.crs:
+        diffs.append(f"CRS {pred.crs} vs {label.crs}")
+    if not pred.transform.almost_equals(label.transform):
+        diffs.append(f"transform {tuple(pred.transform)[:6]} vs {tuple(label.transform)[:6]}")
+    return diffs
+
+
+def check_pair(spec: PairSpec) -> list[str]:
+    """Refuse mismatched grids unless ``align``; return notes about what was done."""
+    with _open(spec.pred) as p, _open(spec.label) as lab:
+        diffs = grid_differences(p, lab)
+        if diffs and not spec.align:
+            raise AlignmentError(
+                f"{spec.pred} and {spec.label} are not on the same grid ({'; '.join(diffs)}); "
+                "pass --align to resample the label onto the prediction grid (nearest)"
+            )
+        if diffs and (p.crs is None or lab.crs is None):
+            raise AlignmentError(
+                f"cannot align {spec.label} to {spec.pred}: both need a CRS ({'; '.join(diffs)})"
+            )
+        if diffs:
+            return [f"label resampled onto the prediction grid (nearest): {'; '.join(diffs)}"]
+    return []
+
+
+def _read_label(lab, pred, window: Window, align: bool) -> tuple[np.ndarray, np.ndarray]:
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window as RWindow
+
+    w = RWindow(window.col, window.row, window.width, window.height)
+    if not align:
+        data = lab.read(1, window=w)
+        valid = lab.read_masks(1, window=w) > 0
+        return data, valid
+    with WarpedVRT(
+        lab,
+        crs=pred.crs,
+        transform=pred.transform,
+        width=pred.width,
+        height=pred.height,
+        resampling=Resampling.nearest,
+        nodata=lab.nodata if lab.nodata is not None else 255,
+    ) as vrt:
+        return vrt.read(1, window=w), vrt.read_masks(1, window=w) > 0
+
+
+def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
+    """Dask task: confusion matrix (and optionally the error map) of one block."""
+    from rasterio.windows import Window as RWindow
+
+    with _open(spec.pred) as pred, _open(spec.label) as lab:
+        w = RWindow(window.col, window.row, window.width, window.height)
+        p = pred.read(1, window=w)
+        valid = pred.read_masks(1, window=w) > 0
+        t, lvalid = _read_label(lab, pred, window, spec.align)
+    valid &= lvalid
+    if spec.ignore_index is not None:
+        keep = valid & (t != spec.ignore_index)
+    else:
+        keep = valid
+    try:
+        cm = confusion_matrix(p, t, spec.num_classes, spec.ignore_index, valid=valid)
+    except InputError as exc:
+        raise type(exc)(f"{spec.label} / {spec.pred}: {exc}") from None
+    if not with_errors:
+        return cm, None
+    err = np.where(keep, np.where(p == t, CORRECT, WRONG), IGNORED).astype(np.uint8)
+    return cm, err
+
+
+def iter_ordered(client: Any, func: Callable, items: list, in_flight: int) -> Iterator[Any]:
+    """Submit ``func(item)`` with at most ``in_flight`` pending; yield results in order."""
+    from collections import deque
+
+    pending: deque = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(client.submit(func, item, pure=False))
+        if len(pending) >= in_flight:
+            break
+    while pending:
+        fut = pending.popleft()
+        res = fut.result()
+        fut.release()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(client.submit(func, nxt, pure=False))
+        yield res
+
+
+def evaluate_pair(
+    spec: PairSpec,
+    *,
+    block_size: int = 2048,
+    workers: int | None = None,
+    client: Any = None,
+    error_map: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Confusion matrix of a prediction raster against a label raster, block-parallel.
+
+    Only ``in_flight`` blocks exist in memory at any time, so memory does not grow with the
+    raster. With ``error_map`` a georeferenced GeoTIFF marks correct (0), wrong (1) and ignored
+    (2) pixels.
+    """
+    from geoseg.scheduling import dask_client, total_threads
+
+    notes = check_pair(spec)
+    with _open(spec.pred) as pred:
+        height, width = pred.height, pred.width
+        crs = pred.crs.to_wkt() if pred.crs else None
+        transform = tuple(pred.transform)[:6]
+    bl = blocks(height, width, block_size)
+    cm = np.zeros((spec.num_classes, spec.num_classes), np.int64)
+    writer_ctx = _error_writer(error_map, height, width, crs, transform, overwrite)
+    with dask_client(workers, client=client, threads=2) as c, writer_ctx as writer:
+        in_flight = 2 * total_threads(c)
+
+        def task(win: Window):
+            return pair_block(spec, win, writer is not None)
+
+        for i, (win, (bcm, err)) in enumerate(
+            zip(bl, iter_ordered(c, task, bl, in_flight), strict=True)
+        ):
+            cm += bcm
+            if writer is not None:
+                writer.write(win.row, win.col, err)
+            if progress is not None:
+                progress(i + 1, len(bl))
+    return cm, notes
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _error_writer(path, height, width, crs, transform, overwrite):
+    if not path:
+        return _NullContext()
+    from geoseg.io.writers import OutputSpec, check_output, open_writer
+
+    check_output(path, overwrite)
+    spec = OutputSpec(
+        height=height,
+        width=width,
+        crs_wkt=crs,
+        transform=transform,
+        georeferenced=crs is not None,
+        class_names=["correct", "wrong", "ignored"],
+        colours=[(26, 150, 65), (215, 25, 28), (200, 200, 200)],
+    )
+    return open_writer(path, spec, overwrite=overwrite)
+
+
+def class_names_from_raster(path: str) -> list[str] | None:
+    """Class names stored by geoseg in a class-map GeoTIFF (``CLASS_NAMES`` tag), if any."""
+    with _open(path) as src:
+        raw = src.tags(1).get("CLASS_NAMES") or src.tags().get("CLASS_NAMES")
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw)
+    except json.JSONDecodeError:
+        names = raw.split(",")
+    return [str(n) for n in names]
+
+
+def find_prediction(pred_dir: Path, name: str) -> Path:
+    """The prediction file of sample ``name`` in ``pred_dir`` (by name or base name)."""
+    base = name.split("/")[-1]
+    for stem in (name, base):
+        for ext in (".png", ".tif", ".tiff"):
+            p = pred_dir / f"{stem}{ext}"
+            if p.is_file():
+                return p
+    hits = sorted(pred_dir.rglob(f"{base}*"))
+    if len(hits) == 1:
+        return hits[0]
+    from geoseg.errors import DatasetError
+
+    raise DatasetError(
+        f"no prediction for {name} in {pred_dir} (looked for {base}.png/.tif); name prediction "
+        "files after their images"
+    )
+
+
+def evaluate_dataset(
+    dataset,
+    predict: Callable[[dict], np.ndarray],
+    *,
+    pred_nodata: int | None = 255,
+    miss_value: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Sum the confusion matrices of ``predict(sample)`` against each sample's mask."""
+    k = len(dataset.classes)
+    cm = None
+    for i, sample in enumerate(dataset):
+        pred = predict(sample)
+        if pred.shape != sample["mask"].shape:
+            raise AlignmentError(
+                f"{sample['name']}: prediction {pred.shape} and label {sample['mask'].shape} "
+                "differ in size"
+            )
+        part = confusion_matrix(
+            pred,
+            sample["mask"],
+            k,
+            dataset.classes.ignore_index,
+            pred_nodata=pred_nodata,
+            miss_value=miss_value,
+        )
+        cm = part if cm is None else cm + part
+        if progress is not None:
+            progress(i + 1, len(dataset))
+    if cm is None:
+        from geoseg.errors import DatasetError
+
+        raise DatasetError("the dataset is empty")
+    return cm
