@@ -9,6 +9,7 @@ any number of workers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -186,9 +187,7 @@ def evaluate_pair(
     writer_ctx = _error_writer(error_map, height, width, crs, transform, overwrite)
     with dask_client(workers, client=client, threads=2) as c, writer_ctx as writer:
         in_flight = 2 * total_threads(c)
-
-        def task(win: Window):
-            return pair_block(spec, win, writer is not None)
+        task = functools.partial(pair_block, spec, with_errors=writer is not None)
 
         for i, (win, (bcm, err)) in enumerate(
             zip(bl, iter_ordered(c, task, bl, in_flight), strict=True)

@@ -43,9 +43,10 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
-    # distributed logs cluster start/stop at INFO when imported; keep that for -vv (debug).
+    # distributed logs cluster start/stop at INFO and task failures (which geoseg re-raises
+    # as one-line errors) at ERROR; show them with -vv (debug) only.
     if not logging.getLogger("geoseg").isEnabledFor(logging.DEBUG):
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if client is not None:
         yield client
         return

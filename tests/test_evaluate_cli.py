@@ -1,0 +1,177 @@
+"""`geoseg evaluate` end to end: raster pairs, datasets, outputs and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import write_geotiff
+from PIL import Image
+
+from geoseg.evaluate import PairSpec, evaluate_pair
+from geoseg.metrics import confusion_matrix
+
+
+def geoseg(*args):
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, (300, 250)).astype(np.uint8)
+    label[:10] = 255  # ignore
+    pred = np.where(rng.random(label.shape) < 0.7, label, rng.integers(0, 4, label.shape))
+    pred = np.where(label == 255, 0, pred).astype(np.uint8)
+    pred[-5:, :] = 255  # nodata in the prediction
+    p = write_geotiff(tmp_path / "pred.tif", pred, nodata=255)
+    lab = write_geotiff(tmp_path / "label.tif", label)
+    return p, lab, pred, label
+
+
+def test_block_size_and_workers_do_not_change_the_matrix(pair):
+    p, lab, pred, label = pair
+    keep = pred != 255
+    ref = confusion_matrix(pred, label, 4, 255, valid=keep)
+    for block in (64, 100, 4096):
+        cm, _ = evaluate_pair(PairSpec(str(p), str(lab), 4), block_size=block)
+        assert np.array_equal(cm, ref)
+    cm2, _ = evaluate_pair(PairSpec(str(p), str(lab), 4), block_size=64, workers=2)
+    assert np.array_equal(cm2, ref)
+
+
+def test_cli_pair_outputs_and_error_map(pair, tmp_path):
+    p, lab, pred, label = pair
+    out = tmp_path / "r"
+    proc = geoseg(
+        "evaluate",
+        p,
+        lab,
+        "--num-classes",
+        "4",
+        "--json",
+        f"{out}.json",
+        "--csv",
+        f"{out}.csv",
+        "--plot",
+        f"{out}.png",
+        "--error-map",
+        f"{out}_err.tif",
+        "--block-size",
+        "128",
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("mIoU (macro)")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    keep = pred != 255
+    cm = confusion_matrix(pred, label, 4, 255, valid=keep)
+    assert doc["confusion_matrix"] == cm.tolist()
+    assert "conventions" in doc and doc["summary"]["pixels"] == int(cm.sum())
+    assert "iou" in (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    with rasterio.open(tmp_path / "r_err.tif") as err, rasterio.open(p) as src:
+        e = err.read(1)
+        assert err.crs == src.crs and err.transform == src.transform
+    assert (e[:10] == 2).all()  # ignored label rows
+    wrong = (pred != label) & keep & (label != 255)
+    assert np.array_equal(e == 1, wrong)
+
+
+def test_grid_mismatch_needs_align(tmp_path, pair):
+    p, lab, pred, label = pair
+    from rasterio.transform import from_origin
+
+    shifted = write_geotiff(
+        tmp_path / "shifted.tif", label, transform=from_origin(500000.0 - 50, 4200000.0, 10.0, 10.0)
+    )
+    proc = geoseg("evaluate", p, shifted, "--num-classes", "4")
+    assert proc.returncode != 0 and "--align" in proc.stderr and "Traceback" not in proc.stderr
+    assert "transform" in proc.stderr
+    proc = geoseg("evaluate", p, shifted, "--num-classes", "4", "--align")
+    assert proc.returncode == 0, proc.stderr
+    assert "resampled" in proc.stderr
+
+
+def test_bad_inputs(tmp_path, pair, shared_data):
+    p, lab, pred, label = pair
+    bad_label = write_geotiff(tmp_path / "bad.tif", np.full((300, 250), 9, np.uint8))
+    proc = geoseg("evaluate", p, bad_label, "--num-classes", "4")
+    assert proc.returncode != 0 and "9 (" in proc.stderr and "Traceback" not in proc.stderr
+    proc = geoseg("evaluate", "--dataset", f"nosuch:{tmp_path}", "--pred-dir", tmp_path)
+    assert proc.returncode != 0 and "ade20k" in proc.stderr
+    proc = geoseg("evaluate", p, tmp_path / "missing.tif", "--num-classes", "4")
+    assert proc.returncode != 0 and "missing.tif" in proc.stderr
+    # folder datasets: empty, image without mask, unknown colour
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"folder:{root}",
+        "--config",
+        "configs/dubai.yaml",
+        "--pred-dir",
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "no image" in proc.stderr
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.png")
+    proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"folder:{root}",
+        "--config",
+        "configs/dubai.yaml",
+        "--pred-dir",
+        tmp_path,
+    )
+    assert (
+        proc.returncode != 0 and "without an annotation" in proc.stderr and "a.png" in proc.stderr
+    )
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(root / "masks" / "a.png")
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pd / "a.png")
+    proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"folder:{root}",
+        "--config",
+        "configs/dubai.yaml",
+        "--pred-dir",
+        pd,
+    )
+    assert proc.returncode != 0 and "#070707" in proc.stderr and "palette" in proc.stderr
+
+
+def test_model_on_dubai_parts(shared_data, tmp_path):
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "models" / "dubai-demo"
+    if not model.is_dir():
+        pytest.skip("bundled demo model absent")
+    proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"folder:{shared_data}/dubai-aerial/Tile 7",
+        "--config",
+        "configs/dubai.yaml",
+        "--model",
+        model,
+        "--json",
+        tmp_path / "m.json",
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["summary"]["pixels"] > 1_000_000 and 0 < doc["summary"]["miou"] <= 1
