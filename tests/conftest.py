@@ -38,8 +38,14 @@ def write_geotiff(
     if transform is None and crs is not None:
         transform = from_origin(500000.0, 4200000.0, 10.0, 10.0)
     prof = dict(
-        driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
-        dtype=data.dtype, nodata=nodata, crs=crs, transform=transform,
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        nodata=nodata,
+        crs=crs,
+        transform=transform,
     )
     prof.update(profile)
     if prof["transform"] is None:

@@ -98,8 +98,12 @@ def test_axis_starts_examples():
 
 @pytest.mark.parametrize(
     "tile,overlap,match",
-    [(512, 512, "smaller than --tile"), (512, 600, "smaller"), (512, -1, "negative"),
-     (0, 0, "positive")],
+    [
+        (512, 512, "smaller than --tile"),
+        (512, 600, "smaller"),
+        (512, -1, "negative"),
+        (0, 0, "positive"),
+    ],
 )
 def test_bad_tiling_is_a_config_error(tile, overlap, match):
     with pytest.raises(ConfigError, match=match):
