@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet '.[bench]'
 	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_evaluate.py
 
 clean:
 	rm -rf $(VENV) demo-output
