@@ -30,9 +30,27 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
 
 
 @click.command()
-@click.argument("input", type=click.Path(dir_okay=True))
-@click.argument("output", type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=True))
 @click.option("--model", "model", required=True, type=click.Path(), help="Checkpoint directory.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Batch mode: every PATH is an input (globs allowed); outputs go here.",
+)
+@click.option(
+    "--name",
+    "name_pattern",
+    default="{stem}_classes.tif",
+    show_default=True,
+    help="Batch output name ({stem}, {name}, {parent}); .tif or .zarr.",
+)
+@click.option(
+    "--from-list",
+    type=click.Path(),
+    default=None,
+    help="Batch mode: a text file with one input path per line.",
+)
 @click.option("--tile", type=int, default=None, help="Window side [default: model's tile size].")
 @click.option(
     "--overlap",
@@ -66,14 +84,93 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
 @progress_opt
 @quiet_opt
 @verbose_opt
-def predict(input, output, model, config_file, overwrite, progress, quiet, **flags):
-    """Segment INPUT into the class map OUTPUT (.tif, .tiff or .zarr)."""
-    from geoseg.commands.progress import ProgressBar
+def predict(
+    paths,
+    model,
+    output_dir,
+    name_pattern,
+    from_list,
+    config_file,
+    overwrite,
+    progress,
+    quiet,
+    **flags,
+):
+    """Segment INPUT into the class map OUTPUT (.tif, .tiff or .zarr).
+
+    Usage: ``geoseg predict INPUT OUTPUT --model CKPT``, or for many rasters
+    ``geoseg predict IN1 IN2 'scenes/*.tif' --output-dir DIR --model CKPT``.
+    """
     from geoseg.config import PredictConfig, build_config, load_yaml
-    from geoseg.pipeline import predict_file
 
     file_opts = load_yaml(config_file) if config_file else None
     cfg = build_config(PredictConfig, file_opts, flags)
+    if output_dir or from_list:
+        _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet)
+        return
+    if len(paths) != 2:
+        raise click.UsageError(
+            f"expected INPUT OUTPUT, got {len(paths)} path(s); for many inputs add --output-dir"
+        )
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.pipeline import predict_file
+
     bar = ProgressBar("predict", enabled=progress and not quiet)
-    summary = predict_file(input, output, model, cfg, overwrite=overwrite, progress=bar)
+    if not (cfg.workers or cfg.scheduler):
+        summary = predict_file(paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar)
+    else:
+        with _cluster(cfg) as client:
+            summary = predict_file(
+                paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar, client=client
+            )
     click.echo(summary.line())
+
+
+def _cluster(cfg):
+    """A client for --workers/--scheduler (the in-process default otherwise); prints the link."""
+    import contextlib
+
+    from geoseg.scheduling import dashboard_link, dask_client
+
+    @contextlib.contextmanager
+    def ctx():
+        with dask_client(cfg.workers, cfg.scheduler) as client:
+            link = dashboard_link(client)
+            if link and (cfg.workers or cfg.scheduler):
+                click.echo(f"Dask dashboard: {link}", err=True)
+            yield client
+
+    return ctx()
+
+
+def _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet):
+    from geoseg.batch import expand_inputs, plan_outputs, run_batch
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.pipeline import predict_file
+
+    if output_dir is None:
+        raise click.UsageError("--from-list needs --output-dir DIR")
+    items = plan_outputs(expand_inputs(paths, from_list), output_dir, name_pattern)
+    with _cluster(cfg) as client:
+
+        def run_one(item):
+            bar = ProgressBar(f"{item.input}", enabled=progress and not quiet)
+            return predict_file(
+                item.input,
+                item.output,
+                model,
+                cfg,
+                overwrite=overwrite,
+                progress=bar,
+                client=client,
+            )
+
+        def done(item):
+            line = item.summary.line() if item.error is None else f"FAILED: {item.error}"
+            click.echo(f"{item.input}: {line}")
+
+        items = run_batch(items, run_one, done)
+    failed = [it for it in items if it.error]
+    click.echo(f"{len(items) - len(failed)} of {len(items)} rasters done, {len(failed)} failed")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,167 @@
+"""Batch jobs and a real dask.distributed cluster (scheduler + worker processes on loopback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import make_checkpoint
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def geoseg(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("cl") / "m.geoseg")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes; always torn down."""
+    port = free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    ]
+    try:
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        addr,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{i}",
+                        "--local-directory",
+                        str(tmp_path / f"w{i}"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=env,
+                )
+            )
+        from distributed import Client
+
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        yield addr, procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def test_batch_with_a_corrupt_raster_reports_it_and_finishes_the_rest(tmp_path, make_raster, ckpt):
+    a = make_raster(height=90, width=80, name="a.tif", seed=1)
+    b = make_raster(height=70, width=100, name="b.tif", seed=2)
+    bad = tmp_path / "c.tif"
+    bad.write_bytes(a.read_bytes()[:300])
+    out = tmp_path / "out"
+    out.mkdir()
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{b}\n")
+    proc = geoseg(
+        "predict",
+        a,
+        bad,
+        "--from-list",
+        lst,
+        "--output-dir",
+        out,
+        "--model",
+        ckpt,
+        "--tile",
+        "64",
+        "--no-progress",
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "c.tif: FAILED" in proc.stdout and "2 of 3 rasters done, 1 failed" in proc.stdout
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".tif") == [
+        "a_classes.tif",
+        "b_classes.tif",
+    ]
+    single = tmp_path / "single.tif"
+    assert geoseg("predict", a, single, "--model", ckpt, "--tile", "64").returncode == 0
+    assert np.array_equal(read(single), read(out / "a_classes.tif"))
+
+
+def test_existing_scheduler_survives_a_killed_worker(tmp_path, make_raster, ckpt, cluster):
+    addr, procs = cluster
+    src = make_raster(height=640, width=512, name="big.tif")
+    ref = tmp_path / "ref.tif"
+    assert (
+        geoseg("predict", src, ref, "--model", ckpt, "--tile", "64", "--batch-size", "2").returncode
+        == 0
+    )
+    out = tmp_path / "out.tif"
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import cli; cli.main()",
+            "predict",
+            str(src),
+            str(out),
+            "--model",
+            str(ckpt),
+            "--tile",
+            "64",
+            "--batch-size",
+            "2",
+            "--scheduler",
+            addr,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(6)
+    still_running = job.poll() is None
+    os.killpg(procs[1].pid, signal.SIGKILL)  # one worker dies mid-job
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr
+    assert still_running, "the job ended before the worker was killed; make the raster bigger"
+    assert np.array_equal(read(out), read(ref))
