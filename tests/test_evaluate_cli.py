@@ -175,3 +175,58 @@ def test_model_on_dubai_parts(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["summary"]["pixels"] > 1_000_000 and 0 < doc["summary"]["miou"] <= 1
+
+
+def test_model_on_a_list_of_raster_pairs(tmp_path, make_raster):
+    from helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "m.geoseg")
+    lines = []
+    for i in range(2):
+        img = make_raster(height=70, width=90, name=f"s{i}_image.tif", seed=i)
+        lab = write_geotiff(
+            tmp_path / f"s{i}_label.tif",
+            np.random.default_rng(i).integers(0, 4, (70, 90)).astype(np.uint8),
+        )
+        lines.append(f"{img.name} {lab.name}")
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("num_classes: 4\n")
+    proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"rasters:{tmp_path / 'pairs.txt'}",
+        "--config",
+        cfg,
+        "--model",
+        ckpt,
+        "--tile",
+        "64",
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["pixels"] == 2 * 70 * 90
+    glob_proc = geoseg(
+        "evaluate",
+        "--dataset",
+        f"rasters:{tmp_path}/*_image.tif",
+        "--config",
+        cfg,
+        "--model",
+        ckpt,
+        "--tile",
+        "64",
+    )
+    assert glob_proc.returncode == 0, glob_proc.stderr
+    cfg.write_text("num_classes: 5\n")
+    bad = geoseg(
+        "evaluate",
+        "--dataset",
+        f"rasters:{tmp_path / 'pairs.txt'}",
+        "--config",
+        cfg,
+        "--model",
+        ckpt,
+    )
+    assert bad.returncode != 0 and "4 classes" in bad.stderr and "has 5" in bad.stderr
