@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted; no output was left behind.", err=True)
+        click.echo(
+            "Interrupted; no output was written (a GeoTIFF prediction continues with --resume).",
+            err=True,
+        )
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -21,9 +21,10 @@ from typing import Any
 from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, resolve_device
-from geoseg.errors import InputError
+from geoseg.errors import ConfigError, InputError
 from geoseg.memory import trim_heap
 from geoseg.predict import BatchResult, OutputBlock, StitchStats, class_dtype, make_plan, run_plan
+from geoseg.resume import Lock, discard, partial_dir, resume_row, write_progress
 
 log = logging.getLogger("geoseg.pipeline")
 
@@ -90,10 +91,22 @@ def check_bands(meta: ModelMeta, count: int, path: str) -> None:
 
 
 class BackgroundWriter:
-    """Write finished blocks on one thread so that writes overlap reads and compute."""
+    """Write finished blocks on one thread so that writes overlap reads and compute.
 
-    def __init__(self, writer: Any, maxsize: int = 4) -> None:
+    After the last block of a block row is written, the writer is flushed and
+    ``on_row_done(rows_done)`` records the durable progress.
+    """
+
+    def __init__(
+        self,
+        writer: Any,
+        maxsize: int = 4,
+        width: int | None = None,
+        on_row_done: Callable[[int], None] | None = None,
+    ) -> None:
         self._writer = writer
+        self._width = width
+        self._on_row_done = on_row_done
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="geoseg-writer", daemon=True)
@@ -107,7 +120,11 @@ class BackgroundWriter:
             if self._error is not None:
                 continue
             try:
-                self._writer.write(block.window.row, block.window.col, block.classes, block.probs)
+                w = block.window
+                self._writer.write(w.row, w.col, block.classes, block.probs)
+                if self._on_row_done is not None and w.col_stop == self._width:
+                    self._writer.flush()
+                    self._on_row_done(w.row_stop)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 self._error = exc
 
@@ -134,6 +151,7 @@ def predict_file(
     overwrite: bool = False,
     progress: Progress | None = None,
     client: Any = None,
+    resume: bool = False,
 ) -> Summary:
     """Segment one raster into a georeferenced class map.
 
@@ -153,13 +171,15 @@ def predict_file(
         ``progress(windows_done, windows_total)`` after each batch.
     client : distributed.Client, optional
         Run on this client instead of creating one.
+    resume : bool
+        Continue a killed run of the same job from its last durable block row (GeoTIFF).
 
     Returns
     -------
     Summary
     """
     from geoseg.io.raster import open_raster
-    from geoseg.io.writers import OutputSpec, check_output, open_writer
+    from geoseg.io.writers import OutputSpec, check_output, open_writer, output_format
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
@@ -212,26 +232,80 @@ def predict_file(
             progress(stats.windows, total)
 
     resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
-    with dask_client(cfg.workers, cfg.scheduler, client=client) as dclient:
-        in_flight = cfg.prefetch * total_threads(dclient)
-        with open_writer(output_path, out_spec, overwrite=overwrite) as writer:
-            bg = BackgroundWriter(writer)
-            try:
-                results = ordered_results(dclient, source, plan, spec, in_flight, resources)
-                for block in run_plan(
-                    plan,
-                    results,
-                    meta.classes,
-                    nodata=nodata,
-                    dtype=dtype,
-                    probabilities=cfg.probabilities,
-                    stats=stats,
-                    on_batch=on_batch,
-                    on_band=trim_heap,
-                ):
-                    bg.put(block)
-            finally:
-                bg.close()
+    identity = {
+        "input": str(Path(input_path).resolve()),
+        "checkpoint": spec.checkpoint,
+        "plan": [
+            info.height,
+            info.width,
+            *plan.grid.tile,
+            *plan.grid.overlap,
+            batch_size,
+            plan.blend,
+            plan.block_size,
+        ],
+        "engine": [device, cfg.precision, cfg.tta, cfg.bands],
+        "output": [cfg.cog, cfg.probabilities],
+    }
+    durable = output_format(output_path) == "gtiff"
+    if resume and not durable:
+        raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
+    pdir = partial_dir(output_path)
+    lock = Lock.acquire(pdir) if durable else None
+    try:
+        start_row = 0
+        if resume:
+            start_row = resume_row(pdir, identity, str(output_path))
+            if start_row >= info.height:
+                start_row = 0  # killed while committing: redo the (cheap) last steps
+            log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
+        elif durable:
+            for leftover in pdir.iterdir():
+                if leftover.name != "lock":
+                    leftover.unlink()
+        first_batch = plan.resume_point(start_row)[0] if start_row else 0
+
+        def on_row_done(rows_done: int) -> None:
+            write_progress(pdir, identity, rows_done)
+
+        with dask_client(cfg.workers, cfg.scheduler, client=client) as dclient:
+            in_flight = cfg.prefetch * total_threads(dclient)
+            with open_writer(
+                output_path,
+                out_spec,
+                overwrite=overwrite,
+                partial_dir=pdir if durable else None,
+                resume=resume and start_row > 0,
+            ) as writer:
+                bg = BackgroundWriter(
+                    writer, width=info.width, on_row_done=on_row_done if durable else None
+                )
+                try:
+                    results = ordered_results(
+                        dclient, source, plan, spec, in_flight, resources, first_batch
+                    )
+                    for block in run_plan(
+                        plan,
+                        results,
+                        meta.classes,
+                        nodata=nodata,
+                        dtype=dtype,
+                        probabilities=cfg.probabilities,
+                        stats=stats,
+                        on_batch=on_batch,
+                        start_row=start_row,
+                        on_band=trim_heap,
+                    ):
+                        bg.put(block)
+                finally:
+                    bg.close()
+    finally:
+        if lock is not None:
+            lock.release()
+            if not (pdir / "progress.json").exists():
+                discard(pdir)  # nothing durable to resume from
+    if durable:
+        discard(pdir)
     source.close()
     return Summary(
         input=str(input_path),

@@ -102,6 +102,7 @@ def ordered_results(
     spec: EngineSpec,
     in_flight: int,
     resources: dict[str, float] | None = None,
+    first_batch: int = 0,
 ) -> Iterator[BatchResult]:
     """Submit the plan's batches, at most ``in_flight`` at a time, and yield results in order.
 
@@ -109,7 +110,7 @@ def ordered_results(
     at once, however large the raster.
     """
     pending: deque = deque()
-    batches = iter(plan.batches)
+    batches = iter(plan.batches[first_batch:])
 
     def submit_next() -> bool:
         b = next(batches, None)

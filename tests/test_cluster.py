@@ -165,3 +165,19 @@ def test_existing_scheduler_survives_a_killed_worker(tmp_path, make_raster, ckpt
     assert job.returncode == 0, stderr
     assert still_running, "the job ended before the worker was killed; make the raster bigger"
     assert np.array_equal(read(out), read(ref))
+
+
+def test_batch_resume_skips_finished_rasters(tmp_path, make_raster, ckpt):
+    a = make_raster(height=64, width=64, name="a.tif", seed=1)
+    b = make_raster(height=64, width=64, name="b.tif", seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    first = geoseg("predict", a, "--output-dir", out, "--model", ckpt, "--tile", "64")
+    assert first.returncode == 0, first.stderr
+    before = (out / "a_classes.tif").stat().st_mtime_ns
+    again = geoseg(
+        "predict", a, b, "--output-dir", out, "--model", ckpt, "--tile", "64", "--resume"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "a.tif: already done" in again.stdout and (out / "b_classes.tif").exists()
+    assert (out / "a_classes.tif").stat().st_mtime_ns == before

@@ -80,6 +80,7 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--probabilities", is_flag=True, default=None, help="Also store probabilities.")
 @click.option("--cog", is_flag=True, default=None, help="Write a Cloud-Optimized GeoTIFF.")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
+@click.option("--resume", is_flag=True, help="Continue a killed run (GeoTIFF outputs).")
 @overwrite_opt
 @progress_opt
 @quiet_opt
@@ -91,6 +92,7 @@ def predict(
     name_pattern,
     from_list,
     config_file,
+    resume,
     overwrite,
     progress,
     quiet,
@@ -106,7 +108,18 @@ def predict(
     file_opts = load_yaml(config_file) if config_file else None
     cfg = build_config(PredictConfig, file_opts, flags)
     if output_dir or from_list:
-        _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet)
+        _batch(
+            paths,
+            from_list,
+            output_dir,
+            name_pattern,
+            model,
+            cfg,
+            overwrite,
+            progress,
+            quiet,
+            resume,
+        )
         return
     if len(paths) != 2:
         raise click.UsageError(
@@ -117,11 +130,20 @@ def predict(
 
     bar = ProgressBar("predict", enabled=progress and not quiet)
     if not (cfg.workers or cfg.scheduler):
-        summary = predict_file(paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar)
+        summary = predict_file(
+            paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar, resume=resume
+        )
     else:
         with _cluster(cfg) as client:
             summary = predict_file(
-                paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar, client=client
+                paths[0],
+                paths[1],
+                model,
+                cfg,
+                overwrite=overwrite,
+                progress=bar,
+                client=client,
+                resume=resume,
             )
     click.echo(summary.line())
 
@@ -143,10 +165,15 @@ def _cluster(cfg):
     return ctx()
 
 
-def _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet):
+def _batch(
+    paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet, resume
+):
+    from pathlib import Path
+
     from geoseg.batch import expand_inputs, plan_outputs, run_batch
     from geoseg.commands.progress import ProgressBar
     from geoseg.pipeline import predict_file
+    from geoseg.resume import partial_dir
 
     if output_dir is None:
         raise click.UsageError("--from-list needs --output-dir DIR")
@@ -154,7 +181,10 @@ def _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, pr
     with _cluster(cfg) as client:
 
         def run_one(item):
+            if resume and Path(item.output).exists():
+                return None  # finished before the job was killed (outputs appear atomically)
             bar = ProgressBar(f"{item.input}", enabled=progress and not quiet)
+            partial = (partial_dir(item.output) / "progress.json").exists()
             return predict_file(
                 item.input,
                 item.output,
@@ -163,10 +193,16 @@ def _batch(paths, from_list, output_dir, name_pattern, model, cfg, overwrite, pr
                 overwrite=overwrite,
                 progress=bar,
                 client=client,
+                resume=resume and partial,
             )
 
         def done(item):
-            line = item.summary.line() if item.error is None else f"FAILED: {item.error}"
+            if item.error is not None:
+                line = f"FAILED: {item.error}"
+            elif item.summary is None:
+                line = f"already done ({item.output})"
+            else:
+                line = item.summary.line()
             click.echo(f"{item.input}: {line}")
 
         items = run_batch(items, run_one, done)

@@ -301,6 +301,9 @@ class ClassMapWriter:
             raise
         self._done = True
 
+    def flush(self) -> None:
+        """Make the blocks written so far durable (a no-op where writes already are)."""
+
     def abort(self) -> None:
         """Drop everything written so far; the target is left as it was."""
         self._done = True
@@ -377,20 +380,68 @@ def _replace(src: Path, dst: Path) -> None:
 
 
 class GeoTiffWriter(ClassMapWriter):
-    """Tiled, compressed GeoTIFF (optionally COG) with palette, nodata and category names."""
+    """Tiled, compressed GeoTIFF (optionally COG) with palette, nodata and category names.
 
-    def __init__(self, path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool) -> None:
+    With ``partial_dir`` the temporary files live there under fixed names and survive a
+    failure (``abort`` keeps them), so a killed job can be resumed: ``resume=True`` reopens
+    them for update, and :meth:`flush` makes the blocks written so far durable.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        spec: OutputSpec,
+        overwrite: bool,
+        partial_dir: Path | None = None,
+        resume: bool = False,
+    ) -> None:
         super().__init__(path, spec, overwrite)
         from geoseg.io.gdal_meta import best_compression
 
         self._compress = best_compression()
-        self._main_tmp = self._temp(".tif")
-        self._prob_tmp = self._temp(".tif") if spec.probabilities else None
+        self._partial = partial_dir
+        if partial_dir is None:
+            self._main_tmp = self._temp(".tif")
+            self._prob_tmp = self._temp(".tif") if spec.probabilities else None
+        else:
+            self._main_tmp = partial_dir / "classes.tif"
+            self._prob_tmp = partial_dir / "probabilities.tif" if spec.probabilities else None
+        if resume:
+            self._dst = self._reopen(self._main_tmp)
+            self._prob = self._reopen(self._prob_tmp) if self._prob_tmp is not None else None
+            return
         self._dst = self._open(self._main_tmp, 1, spec.dtype, spec.nodata)
         self._prob = None
         if self._prob_tmp is not None:
             self._prob = self._open(self._prob_tmp, len(spec.class_names), "uint8", PROB_NODATA)
         self._describe()
+
+    def _reopen(self, path: Path) -> Any:
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        try:
+            return rasterio.open(path, "r+")
+        except RasterioError as exc:
+            raise OutputError(
+                f"cannot resume {self.path}: its partial file {path} is unreadable ({exc}); "
+                "run again without --resume"
+            ) from None
+
+    def flush(self) -> None:
+        """Make every block written so far durable (close and reopen the files)."""
+        self._close_handles()
+        self._dst = self._reopen(self._main_tmp)
+        if self._prob_tmp is not None:
+            self._prob = self._reopen(self._prob_tmp)
+
+    def abort(self) -> None:
+        """Drop the output; with a partial directory, keep its files for ``--resume``."""
+        if self._partial is None:
+            super().abort()
+            return
+        self._done = True
+        self._close_handles()
 
     def _profile(self, count: int, dtype: str, nodata: int) -> dict[str, Any]:
         s = self.spec
@@ -621,7 +672,11 @@ class ZarrWriter(ClassMapWriter):
 
 
 def open_writer(
-    path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool = False
+    path: str | os.PathLike[str],
+    spec: OutputSpec,
+    overwrite: bool = False,
+    partial_dir: Path | None = None,
+    resume: bool = False,
 ) -> ClassMapWriter:
     """Open the writer for ``path``'s format (use it as a context manager).
 
@@ -633,6 +688,10 @@ def open_writer(
         Geometry and legend.
     overwrite : bool
         Replace an existing output at commit.
+    partial_dir : Path, optional
+        GeoTIFF only: keep temporary files here (resumable, see :class:`GeoTiffWriter`).
+    resume : bool
+        Reopen the partial files in ``partial_dir`` instead of creating them.
 
     Returns
     -------
@@ -643,5 +702,7 @@ def open_writer(
     if fmt == "zarr":
         if spec.cog:
             log.warning("--cog applies to GeoTIFF outputs only; ignored for %s", path)
+        if resume:
+            raise OutputError(f"--resume supports GeoTIFF outputs only, not {path}")
         return ZarrWriter(path, spec, overwrite)
-    return GeoTiffWriter(path, spec, overwrite)
+    return GeoTiffWriter(path, spec, overwrite, partial_dir, resume)
