@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -64,10 +65,13 @@ def dask_client(
             yield c
         return
     if workers:
+        # torch's intra-op threads: share the cores among the worker processes
+        torch_threads = str(max(1, (os.cpu_count() or 1) // workers))
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
+            env={"OMP_NUM_THREADS": torch_threads, "MKL_NUM_THREADS": torch_threads},
             dashboard_address=":0",
             silence_logs=logging.CRITICAL,
         )

@@ -1,0 +1,90 @@
+"""Scaling of `geoseg predict` with the number of Dask worker processes.
+
+Two workloads, each run with `--workers 1, 2, 4` (a local cluster of worker processes; torch
+threads are shared out as cores // workers): a batch of 8 rasters of 1024^2 and one raster of
+4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints Mpx/s (wall time of
+the whole command, cluster start included) and the scaling efficiency (speed-up / workers).
+Usage::
+
+    python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import REPO, _tiles_source, make_mosaic  # noqa: E402
+
+
+def run(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {proc.stderr[-1500:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "dubai-demo")
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    images = _tiles_source()
+    batch = []
+    for i in range(8):
+        p = args.workdir / f"batch_{i}.tif"
+        if not p.exists():
+            big = make_mosaic(args.workdir / f"seed_{i}.tif", 1024, images[i:] if images else None)
+            big.rename(p)
+        batch.append(p)
+    large = make_mosaic(args.workdir / "mosaic_4096.tif", 4096, images)
+    print(f"model {args.model}; {os.cpu_count()} CPU cores\n")
+    print("| workload | workers | seconds | Mpx/s | speed-up | efficiency |")
+    print("|---|---|---|---|---|---|")
+    for name, mpx, make_args in (
+        (
+            "8 x 1024^2 batch",
+            8 * 1024**2 / 1e6,
+            lambda n, out: [*map(str, batch), "--output-dir", str(out)],
+        ),
+        ("1 x 4096^2 raster", 4096**2 / 1e6, lambda n, out: [str(large), str(out / "large.tif")]),
+    ):
+        base = None
+        for n in (int(w) for w in args.workers.split(",")):
+            out = args.workdir / f"scaling_{n}"
+            out.mkdir(exist_ok=True)
+            secs = run(
+                [
+                    "predict",
+                    *make_args(n, out),
+                    "--model",
+                    str(args.model),
+                    "--workers",
+                    str(n),
+                    "--overwrite",
+                    "--no-progress",
+                ]
+            )
+            base = base or secs
+            print(
+                f"| {name} | {n} | {secs:.1f} | {mpx / secs:.2f} | {base / secs:.2f} | "
+                f"{base / secs / n:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
