@@ -99,8 +99,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type, *layers: dict[str, Any] | None) -> Any:
-    """Merge option layers (later wins; ``None`` values are ignored) into a checked ``cls``."""
+def merge_layers(cls: type, layers: tuple, what: str = "option") -> dict[str, Any]:
+    """Merge option mappings (later wins; ``None`` values are ignored); refuse unknown keys."""
     known = {f.name for f in dataclasses.fields(cls)}
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -108,8 +108,14 @@ def build_config(cls: type, *layers: dict[str, Any] | None) -> Any:
             key = key.replace("-", "_")
             if key not in known:
                 raise ConfigError(
-                    f"unknown option {key!r}; valid options: {', '.join(sorted(known))}"
+                    f"unknown {what} {key!r}; valid options: {', '.join(sorted(known))}"
                 )
             if value is not None:
-                merged[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**merged)
+                merged[key] = value
+    return merged
+
+
+def build_config(cls: type, *layers: dict[str, Any] | None) -> Any:
+    """Merge option layers (later wins; ``None`` values are ignored) into a checked ``cls``."""
+    merged = merge_layers(cls, layers)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})

@@ -234,17 +234,9 @@ def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
     -------
     TrainConfig
     """
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in (layer or {}).items():
-            key = key.replace("-", "_")
-            if key not in known:
-                raise ConfigError(
-                    f"unknown training option {key!r}; valid options: {', '.join(sorted(known))}"
-                )
-            if value is not None:
-                merged[key] = value
+    from geoseg.config import merge_layers
+
+    merged = merge_layers(TrainConfig, layers, "training option")
     try:
         for key, conv in CONVERTERS.items():
             if key in merged:
