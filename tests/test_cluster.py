@@ -181,3 +181,22 @@ def test_batch_resume_skips_finished_rasters(tmp_path, make_raster, ckpt):
     assert again.returncode == 0, again.stderr
     assert "a.tif: already done" in again.stdout and (out / "b_classes.tif").exists()
     assert (out / "a_classes.tif").stat().st_mtime_ns == before
+
+
+def test_each_worker_loads_the_model_once(tmp_path, make_raster, ckpt, cluster):
+    from distributed import Client
+
+    from geoseg.config import PredictConfig
+    from geoseg.pipeline import predict_file
+
+    addr, _ = cluster
+    src = make_raster(height=256, width=256, name="m.tif")
+    cfg = PredictConfig(tile=64, batch_size=1, scheduler=addr, device="cpu")
+    with Client(addr) as client:
+        for i in range(2):
+            s = predict_file(src, tmp_path / f"o{i}.tif", ckpt, cfg, client=client)
+            assert s.evaluations == s.windows
+        loads = client.run(lambda: __import__("geoseg.engine").engine.cached_engine.cache_info())
+    assert len(loads) == 2
+    assert all(info.misses <= 1 for info in loads.values()), loads  # once per process
+    assert sum(info.hits for info in loads.values()) > 0
