@@ -173,7 +173,7 @@ class Engine:
         if ph or pw:
             if (h, w) not in self._warned_pad:
                 self._warned_pad.add((h, w))
-                log.warning(
+                log.debug(
                     "tile %dx%d is not a multiple of the model stride %d; padding to %dx%d "
                     "internally (reflect) and cropping back",
                     h,

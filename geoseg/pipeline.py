@@ -208,7 +208,14 @@ def predict_file(
     spec = EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta)
     # Load the model here first: a corrupt checkpoint or a bad precision fails before any
     # task is scheduled (and in-process workers reuse this cached engine).
-    cached_engine(spec)
+    stride = cached_engine(spec).stride
+    if any(t % stride for t in plan.grid.tile):
+        log.warning(
+            "tile %s is not a multiple of the model's stride %d: each window is padded "
+            "(reflect) to the next multiple inside the engine and cropped back",
+            "x".join(map(str, plan.grid.tile)),
+            stride,
+        )
     dtype, nodata = class_dtype(meta.classes)
     out_spec = OutputSpec(
         height=info.height,
