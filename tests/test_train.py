@@ -14,11 +14,11 @@ from train_helpers import PALETTE, write_config, write_folder  # noqa: E402
 
 import cli  # noqa: E402
 from geoseg.errors import ConfigError, LabelError  # noqa: E402
+from geoseg.labels import check_ids, rgb_to_ids  # noqa: E402
 from geoseg.train import chips, stats  # noqa: E402
 from geoseg.train.augment import dihedral, photometric  # noqa: E402
 from geoseg.train.config import build_train_config  # noqa: E402
 from geoseg.train.loop import lr_at  # noqa: E402
-from geoseg.train.sources import check_ids, rgb_to_ids  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- pure parts

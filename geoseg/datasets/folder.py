@@ -50,7 +50,7 @@ def class_set(config: dict[str, Any]) -> ClassSet:
 
 def mask_decoder(config: dict[str, Any], classes: ClassSet):
     """Return ``decode(path) -> (H, W) int64`` for the config's label mode."""
-    from geoseg.train.sources import check_ids, rgb_to_ids
+    from geoseg.labels import check_ids, rgb_to_ids
 
     mode = config.get("label_mode", "rgb")
     if mode == "rgb":

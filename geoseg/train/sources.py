@@ -25,6 +25,7 @@ from geoseg.errors import (
     LabelError,
     RasterReadError,
 )
+from geoseg.labels import check_ids, rgb_to_ids
 from geoseg.train.config import SourceSpec, TrainConfig
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -41,58 +42,6 @@ class Sample:
     image: np.ndarray
     mask: np.ndarray
     valid: np.ndarray | None = None
-
-
-# --------------------------------------------------------------------------- label decoding
-def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Pack an (..., 3) uint8 array into int32 ``r << 16 | g << 8 | b``."""
-    rgb = rgb.astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def rgb_to_ids(
-    rgb: np.ndarray,
-    colours: list[tuple[int, int, int]],
-    ignore_colours: list[tuple[int, int, int]] = (),
-    ignore_index: int = 255,
-    where: str = "mask",
-) -> np.ndarray:
-    """Map an (H, W, 3) colour mask to class ids through a palette.
-
-    Raises
-    ------
-    LabelError
-        If a colour is neither a class colour nor an ignore colour.
-    """
-    keys = [pack_rgb(np.array(c, np.uint8)) for c in colours]
-    keys += [pack_rgb(np.array(c, np.uint8)) for c in ignore_colours]
-    values = list(range(len(colours))) + [ignore_index] * len(ignore_colours)
-    order = np.argsort(keys)
-    sorted_keys = np.asarray(keys)[order]
-    sorted_vals = np.asarray(values, np.int64)[order]
-    packed = pack_rgb(rgb)
-    pos = np.clip(np.searchsorted(sorted_keys, packed), 0, len(sorted_keys) - 1)
-    unknown = sorted_keys[pos] != packed
-    if unknown.any():
-        v = int(packed[unknown][0])
-        colour = f"#{v:06X}"
-        raise LabelError(
-            f"{where}: colour {colour} ({int(unknown.sum())} pixels) is not in the palette; "
-            "add it to classes or ignore_colours in the config"
-        )
-    return sorted_vals[pos]
-
-
-def check_ids(mask: np.ndarray, num_classes: int, ignore_index: int, where: str) -> np.ndarray:
-    """Check that ``mask`` holds only ids ``0..num_classes-1`` or ``ignore_index``."""
-    mask = mask.astype(np.int64)
-    bad = (mask >= num_classes) & (mask != ignore_index) | (mask < 0) & (mask != ignore_index)
-    if bad.any():
-        raise LabelError(
-            f"{where}: label id {int(mask[bad][0])} is outside the class set 0..{num_classes - 1}"
-            f" (ignore {ignore_index}); fix the labels or the classes in the config"
-        )
-    return mask
 
 
 # --------------------------------------------------------------------------- readers
