@@ -63,6 +63,19 @@ def cli() -> None:
     """geoseg: semantic segmentation of very large georeferenced rasters."""
 
 
+def quiet_georeference_warnings() -> None:
+    """Silence rasterio's per-open warnings about a missing georeference, process-wide.
+
+    geoseg says it once, in words (``WARNING: ... has no georeference``). A process-wide filter
+    is needed because ``warnings.catch_warnings`` is not thread-safe: with files opened on the
+    reader and writer threads at once, a local filter can be undone by another thread.
+    """
+    import warnings
+
+    for message in ("Dataset has no geotransform", "The given matrix is equal to Affine.identity"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; geoseg errors become one-line messages and a non-zero exit, no traceback."""
     from geoseg.errors import GeosegError
@@ -70,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     bound_gdal_cache()
     limit_malloc_fragmentation()
+    quiet_georeference_warnings()
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except click.exceptions.Abort:

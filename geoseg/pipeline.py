@@ -65,7 +65,20 @@ class Summary:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (bytes)."""
+    """Peak resident memory of this process (bytes).
+
+    On Linux this is ``VmHWM``, the high-water mark of this program's own memory. ``ru_maxrss``
+    is not: a process started with fork/vfork + exec inherits its parent's peak (Linux carries
+    it over at exec), so a ``geoseg`` started from a big Python process would report the
+    parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 

@@ -171,8 +171,8 @@ def stitch(
     Yields
     ------
     Band
-        Final rows with their blended (normalized) probabilities in ``sums`` and the summed
-        weights in ``weights``.
+        Final rows (a row segment of a band, top to bottom) with their blended (normalized)
+        probabilities in ``sums`` and the summed weights in ``weights``.
     """
     grid = plan.grid
     stitcher = Stitcher(grid, num_classes, first_band)
@@ -183,29 +183,30 @@ def stitch(
         k = 0
         for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
             stats.windows += 1
-            if not ran:
+            if ran:
+                stats.run += 1
+                k += 1
+                if grid.row_of(i) >= first_band:
+                    stitcher.add(i, res.probs[k - 1], window_weights(grid, i, plan.blend) * v)
+            else:
                 stats.skipped += 1
-                continue
-            stats.run += 1
-            k += 1
-            if grid.row_of(i) >= first_band:
-                stitcher.add(i, res.probs[k - 1], window_weights(grid, i, plan.blend) * v)
-        stats.max_open_rows = max(stats.max_open_rows, stitcher.open_rows)
+            stats.max_open_rows = max(stats.max_open_rows, stitcher.open_rows)
+            # a grid row is complete: hand its band over before the next row's windows
+            # allocate rows further down (keeps at most `tile` rows of sums)
+            while next_band <= (i + 1) // ncols - 1:
+                yield from _final_band(stitcher, next_band)
+                next_band += 1
         if on_batch is not None:
             on_batch(res)
-        done_rows = (res.indices[-1] + 1) // ncols
-        while next_band < done_rows:
-            yield _final_band(stitcher, next_band)
-            next_band += 1
     while next_band < grid.shape[0]:
-        yield _final_band(stitcher, next_band)
+        yield from _final_band(stitcher, next_band)
         next_band += 1
 
 
-def _final_band(stitcher: Stitcher, g: int) -> Band:
-    band = stitcher.pop_band(g)
-    band.sums = normalize_sums(band.sums, band.weights, inplace=True)
-    return band
+def _final_band(stitcher: Stitcher, g: int) -> Iterator[Band]:
+    for piece in stitcher.pop_band(g):
+        piece.sums = normalize_sums(piece.sums, piece.weights, inplace=True)
+        yield piece
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Stitch window probabilities into final rows, in bounded memory: pure numpy, no I/O.
 
 Windows are added in their row-major grid order. Their weighted probabilities are summed into
-*bands*, the raster rows between consecutive grid-row starts. Once every window of grid row ``g``
-has been added, no later window touches band ``g``: it is final, and :meth:`Stitcher.pop_band`
-hands it over and frees it. At most ``tile + stride`` raster rows are held at any time, whatever
-the raster's height.
+row *segments* (split at every window's top and bottom row), allocated when a window first
+reaches them. *Band* ``g`` is the rows between consecutive grid-row starts: once every window of
+grid row ``g`` has been added, no later window touches it, and :meth:`Stitcher.pop_band` hands
+its segments over and frees them. Popped as soon as its grid row is complete, at most ``tile``
+raster rows are held at any time, whatever the raster's height.
 
 Every pixel receives its contributions in window order, whatever the output block size or the
 number of workers, so the class map is reproducible bit for bit and equals the naive full-array
@@ -13,6 +14,7 @@ accumulation :func:`reference_accumulate`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,8 +43,23 @@ class Band:
     weights: np.ndarray
 
 
+def segment_bounds(grid: Grid) -> tuple[int, ...]:
+    """Row boundaries at every window top and bottom: no window starts or ends inside a segment.
+
+    Each band ``[row_starts[g], row_starts[g + 1])`` is a run of whole segments, and each window
+    covers a run of whole segments, so a segment can be allocated when the first window reaches
+    it and handed over with its band.
+    """
+    th = grid.tile[0]
+    edges = {0, grid.height}
+    for start in grid.row_starts:
+        edges.add(start)
+        edges.add(min(start + th, grid.height))
+    return tuple(sorted(edges))
+
+
 class Stitcher:
-    """Accumulate window contributions band by band.
+    """Accumulate window contributions segment by segment.
 
     Parameters
     ----------
@@ -52,33 +69,41 @@ class Stitcher:
         Number of probability channels per window.
     first_band : int
         Band to start from (to resume): windows of earlier grid rows are not accepted.
+
+    Notes
+    -----
+    Storage is allocated per row segment (:func:`segment_bounds`) when a window first reaches
+    it, and a band's segments are released when the band is popped. Popping each band as soon
+    as its grid row is complete keeps at most ``tile`` raster rows of sums: the rows under the
+    current grid row's windows.
     """
 
     def __init__(self, grid: Grid, num_classes: int, first_band: int = 0) -> None:
         self.grid = grid
         self.num_classes = num_classes
-        self._bands: dict[int, Band] = {}
+        self._bounds = segment_bounds(grid)
+        self._segments: dict[int, Band] = {}
         self._last_index = -1
         self._next_pop = first_band
 
     @property
     def open_rows(self) -> int:
         """Number of raster rows currently held in memory."""
-        return sum(b.row1 - b.row0 for b in self._bands.values())
+        return sum(b.row1 - b.row0 for b in self._segments.values())
 
-    def _band(self, g: int) -> Band:
-        band = self._bands.get(g)
-        if band is None:
-            r0, r1 = self.grid.band(g)
+    def _segment(self, s: int) -> Band:
+        seg = self._segments.get(s)
+        if seg is None:
+            r0, r1 = self._bounds[s], self._bounds[s + 1]
             w = self.grid.width
-            band = Band(
+            seg = Band(
                 r0,
                 r1,
                 np.zeros((self.num_classes, r1 - r0, w), np.float32),
                 np.zeros((r1 - r0, w), np.float32),
             )
-            self._bands[g] = band
-        return band
+            self._segments[s] = seg
+        return seg
 
     def add(self, index: int, probs: np.ndarray, weights: np.ndarray) -> None:
         """Add window ``index``'s contribution ``probs * weights``.
@@ -97,36 +122,37 @@ class Stitcher:
         if self.grid.row_of(index) < self._next_pop:
             raise ValueError(f"window {index} belongs to a band that was already popped")
         self._last_index = index
-        win = self.grid.clipped(self.grid.window(index))
-        wrow, wcol = self.grid.window(index).row, self.grid.window(index).col
-        c0, c1 = win.col - wcol, win.col_stop - wcol
-        starts = self.grid.row_starts
-        g = self.grid.row_of(index)
-        while g < len(starts) and starts[g] < win.row_stop:
-            band = self._band(g)
-            g += 1
-            r0, r1 = band.row0, min(band.row1, win.row_stop)
-            if r1 <= r0:
-                continue
-            w = weights[r0 - wrow : r1 - wrow, c0:c1]
-            p = probs[:, r0 - wrow : r1 - wrow, c0:c1]
-            band.sums[:, r0 - band.row0 : r1 - band.row0, win.col : win.col_stop] += p * w
-            band.weights[r0 - band.row0 : r1 - band.row0, win.col : win.col_stop] += w
+        full = self.grid.window(index)
+        win = self.grid.clipped(full)
+        c0, c1 = win.col - full.col, win.col_stop - full.col
+        s = bisect.bisect_right(self._bounds, win.row) - 1
+        while self._bounds[s] < win.row_stop:
+            seg = self._segment(s)
+            s += 1
+            rows = slice(seg.row0 - full.row, seg.row1 - full.row)
+            w = weights[rows, c0:c1]
+            seg.sums[:, :, win.col : win.col_stop] += probs[:, rows, c0:c1] * w
+            seg.weights[:, win.col : win.col_stop] += w
 
-    def pop_band(self, g: int) -> Band:
-        """Return final band ``g`` and release it; bands must be popped in order."""
+    def pop_band(self, g: int) -> list[Band]:
+        """Return final band ``g`` as its row segments, top to bottom, and release them.
+
+        Bands must be popped in order, once every window of grid rows ``<= g`` was added.
+        """
         if g != self._next_pop:
             raise ValueError(
                 f"bands must be popped in order: asked for {g}, next is {self._next_pop}"
             )
         self._next_pop += 1
-        band = self._bands.pop(g, None)
-        return band if band is not None else self._band_empty(g)
-
-    def _band_empty(self, g: int) -> Band:
-        band = self._band(g)
-        del self._bands[g]
-        return band
+        r0, r1 = self.grid.band(g)
+        first = bisect.bisect_left(self._bounds, r0)
+        last = bisect.bisect_left(self._bounds, r1)
+        out = []
+        for s in range(first, last):
+            seg = self._segment(s)  # a segment no window reached comes out empty (nodata)
+            del self._segments[s]
+            out.append(seg)
+        return out
 
 
 def normalize_sums(sums: np.ndarray, weights: np.ndarray, inplace: bool = False) -> np.ndarray:
