@@ -298,7 +298,7 @@ def run_plan(
 
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
     results must then start at ``plan.resume_point(start_row)[0]``. ``on_band`` is called after
-    each band has been consumed and released (the pipeline returns memory to the OS there).
+    each band's last segment has been consumed and released (the pipeline returns memory to the OS there).
     """
     grid = plan.grid
     asm = BlockAssembler(
@@ -312,10 +312,12 @@ def run_plan(
         start_row,
     )
     first_band = plan.resume_point(start_row)[1] if start_row else 0
-    for band in stitch(plan, results, num_classes, stats, on_batch, first_band):
-        yield from asm.add(band)
-        del band
-        if on_band is not None:
+    band_ends = {grid.band(g)[1] for g in range(grid.shape[0])}
+    for piece in stitch(plan, results, num_classes, stats, on_batch, first_band):
+        yield from asm.add(piece)
+        last_of_band = piece.row1 in band_ends
+        del piece
+        if on_band is not None and last_of_band:
             on_band()
 
 
