@@ -298,7 +298,8 @@ def run_plan(
 
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
     results must then start at ``plan.resume_point(start_row)[0]``. ``on_band`` is called after
-    each band's last segment has been consumed and released (the pipeline returns memory to the OS there).
+    each band's last segment has been consumed and released (the pipeline returns memory to
+    the OS there).
     """
     grid = plan.grid
     asm = BlockAssembler(
