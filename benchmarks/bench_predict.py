@@ -3,8 +3,9 @@
 Prints three tables (see the README for recorded results):
 
 1. Pipeline efficiency: time the model alone needs for the same windows (same batch size,
-   same threads) divided by the end-to-end predict time.
-2. Peak RSS of `geoseg predict` (a fresh process each) at 2048^2, 8192^2 and 16384^2.
+   same threads) divided by the end-to-end predict time (best of 3, at 2048^2 and 4096^2).
+2. Peak RSS (VmHWM) of `geoseg predict` (a fresh process each, default settings unless
+   --tile/--overlap/--batch-size are given) at 2048^2, 8192^2 and 16384^2.
 3. geoseg vs MONAI's `sliding_window_inference` (Gaussian blending, full-array accumulator) on
    a 4096^2 raster, side by side in one run: throughput, peak RSS, class-map agreement.
 
@@ -12,7 +13,8 @@ The test rasters are mosaics of real Dubai aerial images (../shared/data/dubai-a
 on an explicit *local* pixel grid (no CRS: the imagery has no georeference), or smooth noise
 when that folder is absent. Usage::
 
-    python benchmarks/bench_predict.py [--model CKPT] [--sizes 2048,8192,16384] [--quick]
+    python benchmarks/bench_predict.py [--model CKPT] [--tile N] [--sizes 2048,8192,16384]
+        [--eff-sizes 2048,4096] [--skip eff,rss,monai]
 """
 
 from __future__ import annotations
