@@ -115,26 +115,15 @@ def test_bad_inputs(tmp_path, pair, shared_data):
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    proc = geoseg(
-        "evaluate",
-        "--dataset",
-        f"folder:{root}",
-        "--config",
-        "configs/dubai.yaml",
-        "--pred-dir",
-        tmp_path,
-    )
+
+    def evaluate_folder(pred_dir=tmp_path):
+        args = ("--dataset", f"folder:{root}", "--config", "configs/dubai.yaml")
+        return geoseg("evaluate", *args, "--pred-dir", pred_dir)
+
+    proc = evaluate_folder()
     assert proc.returncode != 0 and "no image" in proc.stderr
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.png")
-    proc = geoseg(
-        "evaluate",
-        "--dataset",
-        f"folder:{root}",
-        "--config",
-        "configs/dubai.yaml",
-        "--pred-dir",
-        tmp_path,
-    )
+    proc = evaluate_folder()
     assert (
         proc.returncode != 0 and "without an annotation" in proc.stderr and "a.png" in proc.stderr
     )
@@ -142,15 +131,7 @@ def test_bad_inputs(tmp_path, pair, shared_data):
     pd = tmp_path / "pd"
     pd.mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(pd / "a.png")
-    proc = geoseg(
-        "evaluate",
-        "--dataset",
-        f"folder:{root}",
-        "--config",
-        "configs/dubai.yaml",
-        "--pred-dir",
-        pd,
-    )
+    proc = evaluate_folder(pd)
     assert proc.returncode != 0 and "#070707" in proc.stderr and "palette" in proc.stderr
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from geoseg.commands.options import (
@@ -129,40 +131,32 @@ def predict(
     from geoseg.pipeline import predict_file
 
     bar = ProgressBar("predict", enabled=progress and not quiet)
-    if not (cfg.workers or cfg.scheduler):
+    # without --workers/--scheduler, predict_file starts (and stops) its in-process cluster
+    cluster = _cluster(cfg) if (cfg.workers or cfg.scheduler) else contextlib.nullcontext()
+    with cluster as client:
         summary = predict_file(
-            paths[0], paths[1], model, cfg, overwrite=overwrite, progress=bar, resume=resume
+            paths[0],
+            paths[1],
+            model,
+            cfg,
+            overwrite=overwrite,
+            progress=bar,
+            client=client,
+            resume=resume,
         )
-    else:
-        with _cluster(cfg) as client:
-            summary = predict_file(
-                paths[0],
-                paths[1],
-                model,
-                cfg,
-                overwrite=overwrite,
-                progress=bar,
-                client=client,
-                resume=resume,
-            )
     click.echo(summary.line())
 
 
+@contextlib.contextmanager
 def _cluster(cfg):
     """A client for --workers/--scheduler (the in-process default otherwise); prints the link."""
-    import contextlib
-
     from geoseg.scheduling import dashboard_link, dask_client
 
-    @contextlib.contextmanager
-    def ctx():
-        with dask_client(cfg.workers, cfg.scheduler) as client:
-            link = dashboard_link(client)
-            if link and (cfg.workers or cfg.scheduler):
-                click.echo(f"Dask dashboard: {link}", err=True)
-            yield client
-
-    return ctx()
+    with dask_client(cfg.workers, cfg.scheduler) as client:
+        link = dashboard_link(client)
+        if link and (cfg.workers or cfg.scheduler):
+            click.echo(f"Dask dashboard: {link}", err=True)
+        yield client
 
 
 def _batch(
