@@ -4,12 +4,23 @@ The engine owns the model, its device and precision, test-time augmentation and 
 model's stride. It never reads rasters and never blends: it maps a batch of windows to a batch of
 probability maps, always in the same way, so a window's probabilities do not depend on which
 batch or worker computed it (given the same batch).
+
+Several threads may call one engine. On a GPU the calls run one at a time. On the CPU as many
+run at once as the cores hold at torch's threads per call (``cores // threads``): with torch's
+default (every core) that is one call at a time; with one thread per call (what ``geoseg
+predict`` uses in-process) every core runs its own call. Independent single-threaded calls are
+as fast as one call spread over all cores when nothing else runs, and much faster when reads
+and stitching share the cores: a multi-threaded call stalls at each OpenMP barrier whenever one
+of its threads is preempted (measured on 2 cores: 8.6 s vs 5.8 s for the same prediction).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -104,6 +115,52 @@ def pad_amounts(size: int, multiple: int) -> int:
     return (-size) % multiple
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def kept_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count on exit (engines with ``threads`` change it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class CallGate:
+    """Admit at most ``limit()`` callers at once; the limit is read as each caller enters.
+
+    Parameters
+    ----------
+    limit : callable
+        Returns the number of callers allowed inside (at least 1).
+    """
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._inside = 0
+
+    def __enter__(self) -> None:
+        limit = max(1, self._limit())
+        with self._cond:
+            self._cond.wait_for(lambda: self._inside < limit)
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._inside -= 1
+            self._cond.notify()
+
+
 class Engine:
     """Run a segmentation model on batches of windows.
 
@@ -116,6 +173,9 @@ class Engine:
         Checkpoint metadata (normalization, classes).
     device, precision, tta : str
         See :func:`resolve_device`, :func:`resolve_precision`, :func:`tta_transforms`.
+    threads : int, optional
+        On the CPU, torch intra-op threads for each call, set in the calling thread (torch's
+        thread count is per thread once set). ``None`` leaves torch's setting alone.
     """
 
     def __init__(
@@ -125,6 +185,7 @@ class Engine:
         device: str | None = "auto",
         precision: str | None = "auto",
         tta: str = "none",
+        threads: int | None = None,
     ) -> None:
         import torch
 
@@ -135,10 +196,25 @@ class Engine:
         self._transforms = tta_transforms(tta)
         self.model = model.to(self.device).eval()
         self.stride = model_stride(model)
-        self._lock = threading.Lock()
+        self.threads = threads if self.device == "cpu" else None
+        self._gate = CallGate(self.max_concurrent_calls)
         self._dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        self.evaluations = 0
         self._warned_pad: set[tuple[int, int]] = set()
+
+    def max_concurrent_calls(self) -> int:
+        """Calls allowed at once: one on a GPU; on the CPU, cores // the caller's torch threads."""
+        import torch
+
+        if self.device != "cpu":
+            return 1
+        return max(1, available_cores() // torch.get_num_threads())
+
+    def _set_threads(self) -> None:
+        """Give the calling thread ``self.threads`` torch threads (a per-thread setting)."""
+        import torch
+
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     @classmethod
     def from_checkpoint(
@@ -147,12 +223,13 @@ class Engine:
         device: str | None = "auto",
         precision: str | None = "auto",
         tta: str = "none",
+        threads: int | None = None,
     ) -> Engine:
         """Load a checkpoint (no pickle executed) and wrap it in an engine."""
         from geoseg.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path)
-        return cls(model, meta, device=device, precision=precision, tta=tta)
+        return cls(model, meta, device=device, precision=precision, tta=tta, threads=threads)
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a batch of raw windows.
@@ -168,7 +245,7 @@ class Engine:
             (B, classes, H, W) float32 probabilities, TTA-averaged.
         """
         x = normalize(batch, self.meta)
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         ph, pw = pad_amounts(h, self.stride), pad_amounts(w, self.stride)
         if ph or pw:
             if (h, w) not in self._warned_pad:
@@ -185,7 +262,6 @@ class Engine:
             mode = "reflect" if ph < h and pw < w else "edge"
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
         probs = self._forward(x)
-        self.evaluations += b
         return probs[:, :, :h, :w]
 
     def _run(self, inp):
@@ -208,7 +284,8 @@ class Engine:
         for k, f in self._transforms:
             groups.setdefault(tuple(_transform(t[:1, :1], k, f).shape), []).append((k, f))
         acc = None
-        with self._lock, torch.inference_mode():
+        self._set_threads()
+        with self._gate, torch.inference_mode():
             for tfs in groups.values():
                 inp = torch.cat([_transform(t, k, f) for k, f in tfs])
                 probs = torch.softmax(self._run(inp).float(), dim=1)
@@ -244,9 +321,12 @@ class EngineSpec:
     device: str | None = "auto"
     precision: str | None = "auto"
     tta: str = "none"
+    threads: int | None = None
 
 
 @lru_cache(maxsize=4)
 def cached_engine(spec: EngineSpec) -> Engine:
     """Load an engine once per process (workers keep it between tasks)."""
-    return Engine.from_checkpoint(spec.checkpoint, spec.device, spec.precision, spec.tta)
+    return Engine.from_checkpoint(
+        spec.checkpoint, spec.device, spec.precision, spec.tta, spec.threads
+    )

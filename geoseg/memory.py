@@ -36,12 +36,13 @@ def _libc():
 
 
 def trim_heap() -> None:
-    """Return free heap pages to the OS (``malloc_trim``); call after releasing a band.
+    """Return free heap pages to the OS (``malloc_trim``); predict calls it per block row.
 
     An earlier 4.6 -> 2.0 GiB gain measured for it at 8192^2 was mostly a file-handle leak
     (fixed in :mod:`geoseg.io.raster`); with that fixed, a 16384x4096 strip peaks at 1.22 GiB
-    with or without it. It stays as cheap insurance against heap growth on long runs (~8 ms
-    per band).
+    with or without it. It stays as insurance against heap growth on long runs. Each call
+    walks the heap (~6 ms in predict): once per band it took 0.13 s of a 4.7 s run at 4096^2,
+    on the thread that stitches, so it runs once per block row.
     """
     libc = _LIBC
     if libc is not None:

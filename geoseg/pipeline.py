@@ -6,6 +6,7 @@ once; it wires :mod:`geoseg.io`, :mod:`geoseg.scheduling` and :mod:`geoseg.predi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -13,18 +14,26 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
-from geoseg.engine import EngineSpec, cached_engine, resolve_device
+from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
 from geoseg.errors import ConfigError, InputError
 from geoseg.memory import trim_heap
-from geoseg.predict import BatchResult, OutputBlock, StitchStats, class_dtype, make_plan, run_plan
-from geoseg.resume import Lock, discard, partial_dir, resume_row, write_progress
+from geoseg.predict import (
+    BatchResult,
+    OutputBlock,
+    Plan,
+    StitchStats,
+    class_dtype,
+    make_plan,
+    run_plan,
+)
+from geoseg.resume import partial_run
 
 log = logging.getLogger("geoseg.pipeline")
 
@@ -88,9 +97,25 @@ def default_overlap(overlap: int | None, tile: int) -> int:
     return overlap if overlap is not None else min(128, tile // 4)
 
 
-def auto_batch_size(device: str) -> int:
-    """Windows per model call when ``--batch-size`` is not given."""
-    return 16 if device == "cuda" else 4
+# Window pixels per model call on the CPU. Convolutions there are cache-bound: per window, the
+# demo model ran fastest at 2 x 256^2 and 1 x 512^2 windows per call (2-core machine, 448
+# windows of 256^2: batch 1 / 2 / 4 / 8 / 16 took 4.6 / 4.0 / 5.0 / 6.6 / 7.2 s).
+CPU_CALL_PIXELS = 2**17
+GPU_BATCH = 16
+
+
+def auto_batch_size(device: str, tile: tuple[int, int]) -> int:
+    """Windows per model call when ``--batch-size`` is not given.
+
+    16 on a GPU; on the CPU as many windows as fit in :data:`CPU_CALL_PIXELS` (at least one).
+    """
+    if device == "cuda":
+        return GPU_BATCH
+    return max(1, CPU_CALL_PIXELS // (tile[0] * tile[1]))
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def check_bands(meta: ModelMeta, count: int, path: str) -> None:
@@ -155,6 +180,49 @@ class BackgroundWriter:
             raise self._error
 
 
+def engine_spec(
+    checkpoint: str | os.PathLike, device: str, cfg: PredictConfig, client: Any
+) -> EngineSpec:
+    """The engine recipe of a run on ``client``.
+
+    When the model runs on the CPU in this process, each worker thread runs its own batches
+    through the model, and the threads share the cores: torch threads per call =
+    cores // worker threads (see :mod:`geoseg.engine`). Elsewhere (GPU, worker processes, a
+    remote cluster) torch's own setting is kept.
+    """
+    from geoseg.scheduling import cpu_threads_per_call, in_process_threads
+
+    lanes = in_process_threads(client) if device == "cpu" else None
+    threads = cpu_threads_per_call(lanes) if lanes else None
+    return EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta, threads)
+
+
+def warn_stride(plan: Plan, stride: int) -> None:
+    """Warn once per run when the tile is not a multiple of the model's stride."""
+    if any(t % stride for t in plan.grid.tile):
+        log.warning(
+            "tile %s is not a multiple of the model's stride %d: each window is padded "
+            "(reflect) to the next multiple inside the engine and cropped back",
+            "x".join(map(str, plan.grid.tile)),
+            stride,
+        )
+
+
+def write_blocks(
+    blocks: Iterable[OutputBlock],
+    writer: Any,
+    width: int,
+    on_row_done: Callable[[int], None] | None = None,
+) -> None:
+    """Write blocks on a background thread while the next ones are computed."""
+    bg = BackgroundWriter(writer, width=width, on_row_done=on_row_done)
+    try:
+        for block in blocks:
+            bg.put(block)
+    finally:
+        bg.close()
+
+
 def predict_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -207,8 +275,8 @@ def predict_file(
             "%s has no georeference; the class map is written without one as well", input_path
         )
     device = resolve_device(cfg.device)
-    batch_size = cfg.batch_size or auto_batch_size(device)
     tile = cfg.tile or meta.tile_size
+    batch_size = cfg.batch_size or auto_batch_size(device, _pair(tile))
     plan = make_plan(
         info.height,
         info.width,
@@ -218,17 +286,6 @@ def predict_file(
         blend=cfg.blend,
         block_size=cfg.block_size,
     )
-    spec = EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta)
-    # Load the model here first: a corrupt checkpoint or a bad precision fails before any
-    # task is scheduled (and in-process workers reuse this cached engine).
-    stride = cached_engine(spec).stride
-    if any(t % stride for t in plan.grid.tile):
-        log.warning(
-            "tile %s is not a multiple of the model's stride %d: each window is padded "
-            "(reflect) to the next multiple inside the engine and cropped back",
-            "x".join(map(str, plan.grid.tile)),
-            stride,
-        )
     dtype, nodata = class_dtype(meta.classes)
     out_spec = OutputSpec(
         height=info.height,
@@ -254,7 +311,7 @@ def predict_file(
     resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
     identity = {
         "input": str(Path(input_path).resolve()),
-        "checkpoint": spec.checkpoint,
+        "checkpoint": str(Path(checkpoint).resolve()),
         "plan": [
             info.height,
             info.width,
@@ -270,62 +327,49 @@ def predict_file(
     durable = output_format(output_path) == "gtiff"
     if resume and not durable:
         raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
-    pdir = partial_dir(output_path)
-    lock = Lock.acquire(pdir) if durable else None
-    try:
-        start_row = 0
-        if resume:
-            start_row = resume_row(pdir, identity, str(output_path))
-            if start_row >= info.height:
-                start_row = 0  # killed while committing: redo the (cheap) last steps
-            log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
-        elif durable:
-            for leftover in pdir.iterdir():
-                if leftover.name != "lock":
-                    leftover.unlink()
-        first_batch = plan.resume_point(start_row)[0] if start_row else 0
-
-        def on_row_done(rows_done: int) -> None:
-            write_progress(pdir, identity, rows_done)
-
-        with dask_client(cfg.workers, cfg.scheduler, client=client) as dclient:
-            in_flight = cfg.prefetch * total_threads(dclient)
+    with (
+        dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
+        kept_torch_threads(),
+    ):
+        spec = engine_spec(checkpoint, device, cfg, dclient)
+        # Load the model here first: a corrupt checkpoint or a bad precision fails before any
+        # task is scheduled (and in-process workers reuse this cached engine).
+        warn_stride(plan, cached_engine(spec).stride)
+        claim = partial_run(output_path, identity, resume, info.height) if durable else None
+        with claim or contextlib.nullcontext() as run:
+            start_row = run.start_row if run else 0
+            if resume:
+                log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
+            first_batch = plan.resume_point(start_row)[0] if start_row else 0
+            results = ordered_results(
+                dclient,
+                source,
+                plan,
+                spec,
+                cfg.prefetch * total_threads(dclient),
+                resources,
+                first_batch,
+            )
+            blocks = run_plan(
+                plan,
+                results,
+                meta.classes,
+                nodata=nodata,
+                dtype=dtype,
+                probabilities=cfg.probabilities,
+                stats=stats,
+                on_batch=on_batch,
+                start_row=start_row,
+                on_block_row=trim_heap,
+            )
             with open_writer(
                 output_path,
                 out_spec,
                 overwrite=overwrite,
-                partial_dir=pdir if durable else None,
-                resume=resume and start_row > 0,
+                partial_dir=run.directory if run else None,
+                resume=start_row > 0,
             ) as writer:
-                bg = BackgroundWriter(
-                    writer, width=info.width, on_row_done=on_row_done if durable else None
-                )
-                try:
-                    results = ordered_results(
-                        dclient, source, plan, spec, in_flight, resources, first_batch
-                    )
-                    for block in run_plan(
-                        plan,
-                        results,
-                        meta.classes,
-                        nodata=nodata,
-                        dtype=dtype,
-                        probabilities=cfg.probabilities,
-                        stats=stats,
-                        on_batch=on_batch,
-                        start_row=start_row,
-                        on_band=trim_heap,
-                    ):
-                        bg.put(block)
-                finally:
-                    bg.close()
-    finally:
-        if lock is not None:
-            lock.release()
-            if not (pdir / "progress.json").exists():
-                discard(pdir)  # nothing durable to resume from
-    if durable:
-        discard(pdir)
+                write_blocks(blocks, writer, info.width, run.record if run else None)
     source.close()
     return Summary(
         input=str(input_path),

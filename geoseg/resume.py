@@ -10,10 +10,12 @@ reproduces bit for bit. A finished job removes the directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,3 +109,57 @@ def resume_row(directory: Path, identity: dict[str, Any], output: str) -> int:
 def discard(directory: Path) -> None:
     """Remove a partial directory (after success, or to start over)."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class PartialRun:
+    """One job's claim on an output's partial directory.
+
+    Attributes
+    ----------
+    directory : Path
+        The partial directory (temporary output files live here).
+    identity : dict
+        What is being computed (input, model, options), recorded with the progress.
+    start_row : int
+        First raster row to compute (0 unless resuming).
+    """
+
+    directory: Path
+    identity: dict[str, Any]
+    start_row: int = 0
+
+    def record(self, rows_done: int) -> None:
+        """Record that rows ``[0, rows_done)`` are final on disk."""
+        write_progress(self.directory, self.identity, rows_done)
+
+
+@contextlib.contextmanager
+def partial_run(
+    output: str | os.PathLike, identity: dict[str, Any], resume: bool, height: int
+) -> Iterator[PartialRun]:
+    """Lock ``output``'s partial directory for one job and clean it up afterwards.
+
+    With ``resume`` the job starts at the recorded row (refused when ``identity`` differs);
+    otherwise leftovers of an earlier job are removed. On success the directory is removed; on
+    failure it is kept only if it holds progress to resume from.
+    """
+    directory = partial_dir(output)
+    lock = Lock.acquire(directory)
+    done = False
+    try:
+        start = 0
+        if resume:
+            start = resume_row(directory, identity, str(output))
+            if start >= height:
+                start = 0  # killed while committing: redo the (cheap) last steps
+        else:
+            for leftover in directory.iterdir():
+                if leftover.name != "lock":
+                    leftover.unlink()
+        yield PartialRun(directory, identity, start)
+        done = True
+    finally:
+        lock.release()
+        if done or not (directory / "progress.json").exists():
+            discard(directory)

@@ -9,24 +9,40 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from geoseg.engine import EngineSpec, cached_engine
+from geoseg.engine import EngineSpec, available_cores, cached_engine
 from geoseg.predict import BatchResult, Plan, evaluate_batch
 from tilers.grid import Grid
 
 log = logging.getLogger("geoseg.scheduling")
 PROFILE_KEY = "distributed.worker.profile.enabled"
+# Threads of the in-process cluster: one per core, at least 2 (reads overlap a GPU's compute),
+# at most 4 (each runs its own batch through the model: memory grows with the count).
+MAX_LOCAL_THREADS = 4
+# Window pixels per Dask task (one task runs several of the plan's batches, membership
+# unchanged): the scheduler's few ms per task are paid once per ~16 windows of 256^2.
+TASK_PIXELS = 2**20
+
+
+def local_threads(cores: int | None = None) -> int:
+    """Worker threads of the in-process cluster on a machine with ``cores`` cores."""
+    cores = cores or available_cores()
+    return max(2, min(cores, MAX_LOCAL_THREADS))
+
+
+def cpu_threads_per_call(lanes: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``lanes`` concurrent model calls so that they share the cores."""
+    return max(1, (cores or available_cores()) // lanes)
 
 
 @contextlib.contextmanager
 def dask_client(
     workers: int | None = None,
     scheduler: str | None = None,
-    threads: int = 3,
+    threads: int | None = None,
     client: Any = None,
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client``.
@@ -37,9 +53,10 @@ def dask_client(
         Start a local cluster of this many worker processes (one thread each).
     scheduler : str, optional
         Connect to an existing scheduler at this address (``tcp://host:8786``).
-    threads : int
-        Threads of the in-process cluster used when neither is given: one reads the next
-        batches while another runs the model.
+    threads : int, optional
+        Threads of the in-process cluster used when neither is given (default
+        :func:`local_threads`): each reads its batch and runs the model on it, so reads overlap
+        compute, and on the CPU the model calls run side by side.
     client : distributed.Client, optional
         Use this client as it is (it is not closed).
     """
@@ -73,7 +90,7 @@ def dask_client(
     with dask.config.set({PROFILE_KEY: False}):
         if workers:
             # torch's intra-op threads: share the cores among the worker processes
-            torch_threads = str(max(1, (os.cpu_count() or 1) // workers))
+            torch_threads = str(cpu_threads_per_call(workers))
             cluster = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
@@ -89,7 +106,7 @@ def dask_client(
         else:
             cluster = LocalCluster(
                 n_workers=1,
-                threads_per_worker=threads,
+                threads_per_worker=threads or local_threads(),
                 processes=False,
                 dashboard_address=None,
                 silence_logs=logging.CRITICAL,
@@ -98,16 +115,38 @@ def dask_client(
         yield c
 
 
+def batches_per_task(plan: Plan, pixels: int | None = None) -> int:
+    """How many of the plan's batches one task runs: about ``pixels`` (:data:`TASK_PIXELS`)."""
+    th, tw = plan.grid.tile
+    batch = len(plan.batches[0]) if plan.batches else 1
+    return max(1, (pixels or TASK_PIXELS) // (batch * th * tw))
+
+
+def task_ranges(n_batches: int, per_task: int, threads: int) -> list[range]:
+    """Split batches ``0..n_batches-1`` into consecutive tasks (guided scheduling).
+
+    Tasks hold ``per_task`` batches while there is plenty of work, then shrink to about
+    ``remaining / (2 * threads)`` (at least one batch), so that near the end no thread sits
+    idle while another finishes a long task.
+    """
+    out, start = [], 0
+    while start < n_batches:
+        size = max(1, min(per_task, (n_batches - start) // (2 * threads)))
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
 def run_batch_task(
-    source: Any, grid: Grid, indices: Sequence[int], spec: EngineSpec
-) -> BatchResult:
-    """Dask task: read one batch of windows on the worker and run its cached model."""
+    source: Any, grid: Grid, batches: Sequence[Sequence[int]], spec: EngineSpec
+) -> list[BatchResult]:
+    """Dask task: read each batch of windows on the worker and run its cached model on it."""
     engine = cached_engine(spec)
 
     def read(win):
         return source.read(win.row, win.col, win.height, win.width)
 
-    return evaluate_batch(read, engine.predict_proba, grid, indices)
+    return [evaluate_batch(read, engine.predict_proba, grid, b) for b in batches]
 
 
 def ordered_results(
@@ -119,23 +158,25 @@ def ordered_results(
     resources: dict[str, float] | None = None,
     first_batch: int = 0,
 ) -> Iterator[BatchResult]:
-    """Submit the plan's batches, at most ``in_flight`` at a time, and yield results in order.
+    """Submit the plan's batches, at most ``in_flight`` tasks at a time; yield results in order.
 
-    Bounded submission keeps memory flat: only ``in_flight`` batches of probabilities exist
-    at once, however large the raster.
+    Tasks run consecutive batches (:func:`batches_per_task`, shrinking at the end:
+    :func:`task_ranges`). Bounded submission keeps memory flat: only ``in_flight`` tasks'
+    probabilities exist at once, however large the raster.
     """
     pending: deque = deque()
-    batches = iter(plan.batches[first_batch:])
+    todo = plan.batches[first_batch:]
+    tasks = iter(task_ranges(len(todo), batches_per_task(plan), total_threads(client)))
 
     def submit_next() -> bool:
-        b = next(batches, None)
-        if b is None:
+        span = next(tasks, None)
+        if span is None:
             return False
         fut = client.submit(
             run_batch_task,
             source,
             plan.grid,
-            b,
+            todo[span.start : span.stop],
             spec,
             pure=False,
             retries=2,
@@ -150,10 +191,10 @@ def ordered_results(
     try:
         while pending:
             fut = pending.popleft()
-            result = fut.result()
+            results = fut.result()
             fut.release()
             submit_next()
-            yield result
+            yield from results
     finally:
         for fut in pending:
             fut.cancel()
@@ -163,6 +204,14 @@ def total_threads(client: Any) -> int:
     """Worker threads of the cluster behind ``client``."""
     info = client.scheduler_info()
     return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
+
+
+def in_process_threads(client: Any) -> int | None:
+    """Worker threads of ``client``'s cluster if its workers run in this process, else None."""
+    workers = client.scheduler_info().get("workers", {})
+    if workers and all(addr.startswith("inproc://") for addr in workers):
+        return sum(w.get("nthreads", 1) for w in workers.values())
+    return None
 
 
 def dashboard_link(client: Any) -> str | None:

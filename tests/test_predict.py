@@ -176,6 +176,7 @@ def test_a_run_opens_the_input_once_per_thread_not_once_per_task(
 ):
     # dask hands every task a freshly unpickled source; re-opening the file per task kept
     # each GDAL handle alive and grew a 16384^2 run by ~1.5 MB per task (2.84 GiB peak)
+    from geoseg import scheduling
     from geoseg.io import raster
 
     src = make_raster(height=256, width=256, bands=3)
@@ -187,11 +188,13 @@ def test_a_run_opens_the_input_once_per_thread_not_once_per_task(
         return real(self)
 
     monkeypatch.setattr(raster.GdalSource, "_open", spy)
+    monkeypatch.setattr(scheduling, "TASK_PIXELS", 1)  # one batch per task: many tasks
     cfg = PredictConfig(tile=32, overlap=8, batch_size=2, device="cpu")
     summary = predict_file(src, tmp_path / "out.tif", ckpt, cfg)
     tasks = -(-summary.run // 2)
     assert tasks >= 50
-    assert 1 <= len(opened) <= 4  # the client's handle plus one per worker thread (3)
+    # the client's handle plus one per worker thread
+    assert 1 <= len(opened) <= 1 + scheduling.local_threads()
 
 
 def test_clusters_geoseg_starts_run_without_the_statistical_profiler():
@@ -201,3 +204,56 @@ def test_clusters_geoseg_starts_run_without_the_statistical_profiler():
         (worker,) = client.cluster.workers.values()
         assert "heartbeat" in worker.periodic_callbacks
         assert "profile" not in worker.periodic_callbacks
+
+
+def test_task_size_does_not_change_a_single_pixel(tmp_path, make_raster, ckpt, monkeypatch):
+    # tasks group consecutive batches (shrinking near the end); batches keep their membership
+    from geoseg import scheduling
+
+    src = make_raster(height=150, width=170, bands=3)
+    cfg = PredictConfig(tile=32, overlap=8, batch_size=3, device="cpu", block_size=64)
+    maps = []
+    for pixels in (1, 5 * 3 * 32 * 32, None):
+        monkeypatch.setattr(scheduling, "TASK_PIXELS", pixels or 2**20)
+        predict_file(src, tmp_path / f"out{pixels}.tif", ckpt, cfg)
+        maps.append(read(tmp_path / f"out{pixels}.tif")[0])
+    assert all(np.array_equal(maps[0], m) for m in maps[1:])
+
+
+@pytest.mark.parametrize(
+    ("device", "tile", "expected"),
+    [
+        ("cpu", (256, 256), 2),
+        ("cpu", (512, 512), 1),
+        ("cpu", (128, 96), 10),
+        ("cuda", (512, 512), 16),
+    ],
+)
+def test_auto_batch_size_holds_a_fixed_number_of_pixels_on_the_cpu(device, tile, expected):
+    from geoseg.pipeline import auto_batch_size
+
+    assert auto_batch_size(device, tile) == expected
+
+
+def test_in_process_cpu_runs_share_the_cores_between_model_calls():
+    from geoseg.engine import available_cores
+    from geoseg.pipeline import engine_spec
+    from geoseg.scheduling import dask_client, in_process_threads, local_threads
+
+    with dask_client() as client:
+        lanes = in_process_threads(client)
+        assert lanes == local_threads()
+        cfg = PredictConfig(device="cpu")
+        assert engine_spec("m.geoseg", "cpu", cfg, client).threads == max(
+            1, available_cores() // lanes
+        )
+        assert engine_spec("m.geoseg", "cuda", cfg, client).threads is None
+
+
+def test_worker_processes_keep_torch_threads_as_they_are():
+    from geoseg.pipeline import engine_spec
+    from geoseg.scheduling import dask_client, in_process_threads
+
+    with dask_client(workers=1) as client:
+        assert in_process_threads(client) is None
+        assert engine_spec("m.geoseg", "cpu", PredictConfig(), client).threads is None

@@ -92,3 +92,26 @@ def test_unweighted_pixels_become_nodata():
     weights[1, 1] = 0
     classes = to_classes(probs, weights, 255, "uint8")
     assert classes[1, 1] == 255 and (classes[weights > 0] == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.sampled_from([1, 2, 6, 256, 300]),
+    h=st.integers(1, 40),
+    w=st.integers(1, 9),
+    chunk=st.integers(1, 50),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 10**6),
+)
+def test_to_classes_equals_argmax_with_ties_and_nodata(k, h, w, chunk, levels, seed):
+    from geoseg.predict import class_dtype
+
+    rng = np.random.default_rng(seed)
+    probs = rng.integers(0, levels, (k, h, w)).astype(np.float32)  # few levels: many ties
+    weights = rng.integers(0, 3, (h, w)).astype(np.float32)
+    dtype, nodata = class_dtype(k)
+    expected = np.argmax(probs, axis=0).astype(dtype)
+    expected[weights <= 0] = nodata
+    got = to_classes(probs, weights, nodata, dtype, chunk_rows=chunk)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expected)
