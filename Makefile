@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet '.[bench]'
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_evaluate.py
 

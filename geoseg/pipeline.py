@@ -23,7 +23,7 @@ from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
 from geoseg.errors import ConfigError, InputError
-from geoseg.memory import trim_heap
+from geoseg.memory import HeapTrimmer
 from geoseg.predict import (
     BatchResult,
     OutputBlock,
@@ -258,6 +258,14 @@ def predict_file(
     Returns
     -------
     Summary
+
+    Notes
+    -----
+    Two memory bounds are process-wide settings that ``geoseg`` applies at start-up and a
+    Python caller applies itself, before the first raster is read:
+    :func:`geoseg.memory.bound_gdal_cache` (GDAL's block cache at 64 MB instead of 5% of RAM)
+    and :func:`geoseg.memory.limit_malloc_fragmentation`. Measured at 16384^2 with the demo
+    model: 1.18 GiB peak with both, 2.37 GiB without (24 GiB machine).
     """
     from geoseg.io.raster import open_raster
     from geoseg.io.writers import OutputSpec, check_output, open_writer, output_format
@@ -360,7 +368,7 @@ def predict_file(
                 stats=stats,
                 on_batch=on_batch,
                 start_row=start_row,
-                on_block_row=trim_heap,
+                on_released=HeapTrimmer().released,
             )
             with open_writer(
                 output_path,

@@ -38,6 +38,18 @@ def cpu_threads_per_call(lanes: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // lanes)
 
 
+def process_layout(workers: int, cores: int | None = None) -> tuple[int, int]:
+    """Threads per local worker process and torch threads per model call, for ``workers``.
+
+    Each process gets its share of the cores (at least one), run as up to
+    :data:`MAX_LOCAL_THREADS` threads that each make their own model calls, with the rest of
+    the share as torch threads per call (see :mod:`geoseg.engine`).
+    """
+    share = max(1, (cores or available_cores()) // workers)
+    threads = min(share, MAX_LOCAL_THREADS)
+    return threads, max(1, share // threads)
+
+
 @contextlib.contextmanager
 def dask_client(
     workers: int | None = None,
@@ -50,7 +62,8 @@ def dask_client(
     Parameters
     ----------
     workers : int, optional
-        Start a local cluster of this many worker processes (one thread each).
+        Start a local cluster of this many worker processes (threads and torch threads per
+        process: :func:`process_layout`).
     scheduler : str, optional
         Connect to an existing scheduler at this address (``tcp://host:8786``).
     threads : int, optional
@@ -89,15 +102,14 @@ def dask_client(
     # reads during a batch job. Clusters geoseg starts run without it.
     with dask.config.set({PROFILE_KEY: False}):
         if workers:
-            # torch's intra-op threads: share the cores among the worker processes
-            torch_threads = str(cpu_threads_per_call(workers))
+            threads_per_worker, torch_threads = process_layout(workers)
             cluster = LocalCluster(
                 n_workers=workers,
-                threads_per_worker=1,
+                threads_per_worker=threads_per_worker,
                 processes=True,
                 env={
-                    "OMP_NUM_THREADS": torch_threads,
-                    "MKL_NUM_THREADS": torch_threads,
+                    "OMP_NUM_THREADS": str(torch_threads),
+                    "MKL_NUM_THREADS": str(torch_threads),
                     "DASK_" + PROFILE_KEY.upper().replace(".", "__").replace("-", "_"): "False",
                 },
                 dashboard_address=":0",

@@ -252,8 +252,12 @@ def test_in_process_cpu_runs_share_the_cores_between_model_calls():
 
 def test_worker_processes_keep_torch_threads_as_they_are():
     from geoseg.pipeline import engine_spec
-    from geoseg.scheduling import dask_client, in_process_threads
+    from geoseg.scheduling import dask_client, in_process_threads, process_layout, total_threads
 
+    threads, per_call = process_layout(1)
     with dask_client(workers=1) as client:
         assert in_process_threads(client) is None
         assert engine_spec("m.geoseg", "cpu", PredictConfig(), client).threads is None
+        assert total_threads(client) == threads
+        seen = client.run(lambda: __import__("torch").get_num_threads())
+        assert list(seen.values()) == [per_call]  # set through OMP_NUM_THREADS

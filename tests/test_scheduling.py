@@ -50,3 +50,13 @@ def test_thread_counts_share_the_cores():
     assert cpu_threads_per_call(2, cores=2) == 1
     assert cpu_threads_per_call(4, cores=16) == 4
     assert cpu_threads_per_call(4, cores=2) == 1
+
+
+def test_worker_processes_split_their_share_of_cores_into_model_threads():
+    from geoseg.scheduling import process_layout
+
+    assert process_layout(1, cores=2) == (2, 1)  # two 1-thread model calls side by side
+    assert process_layout(2, cores=2) == (1, 1)
+    assert process_layout(4, cores=2) == (1, 1)  # oversubscribed, as asked
+    assert process_layout(2, cores=16) == (4, 2)
+    assert process_layout(1, cores=64) == (4, 16)
