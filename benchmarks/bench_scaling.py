@@ -1,12 +1,13 @@
 """Scaling of `geoseg predict` with the number of Dask worker processes.
 
-Two workloads, each run with `--workers 1, 2, 4` (a local cluster of worker processes; torch
-threads are shared out as cores // workers): a batch of 8 rasters of 1024^2 and one raster of
-4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints Mpx/s (wall time of
-the whole command, cluster start included) and the scaling efficiency (speed-up / workers).
-Usage::
+Two workloads, each run with `--workers 1, 2, 4` (a local cluster of worker processes, each
+running its share of the cores, see `geoseg.scheduling.process_layout`) and with no
+`--workers` (0: the default in-process threads): a batch of 8 rasters of 1024^2 and one raster
+of 4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints Mpx/s (wall time
+of the whole command, cluster start included), the speed-up over the first row, and the
+scaling efficiency (speed-up / workers). Usage::
 
-    python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,4]
+    python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,4,0]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run(args: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=REPO / "models" / "dubai-demo")
-    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--workers", default="1,2,4,0", help="0: no --workers (in-process)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -67,22 +68,23 @@ def main() -> None:
         for n in (int(w) for w in args.workers.split(",")):
             out = args.workdir / f"scaling_{n}"
             out.mkdir(exist_ok=True)
+            workers = ["--workers", str(n)] if n else []
             secs = run(
                 [
                     "predict",
                     *make_args(n, out),
                     "--model",
                     str(args.model),
-                    "--workers",
-                    str(n),
+                    *workers,
                     "--overwrite",
                     "--no-progress",
                 ]
             )
             base = base or secs
+            label = str(n) if n else "in-process"
+            eff = f"{base / secs / n:.2f}" if n else "-"
             print(
-                f"| {name} | {n} | {secs:.1f} | {mpx / secs:.2f} | {base / secs:.2f} | "
-                f"{base / secs / n:.2f} |"
+                f"| {name} | {label} | {secs:.1f} | {mpx / secs:.2f} | {base / secs:.2f} | {eff} |"
             )
 
 
