@@ -46,7 +46,7 @@ class HeapTrimmer:
     """Trim the heap once every ``every`` bytes of released buffers.
 
     Band buffers just under glibc's dynamic mmap threshold (32 MB at most) live on the heap;
-    returning them promptly keeps a 16384^2 prediction at 1.23 GiB instead of 1.27 GiB when
+    returning them promptly keeps a 16384^2 prediction at 1.18 GiB instead of 1.27 GiB when
     trimmed once per 2048-row block row. Each trim walks the heap (~6 ms), which per band cost
     0.13 s of a 4.4 s run at 4096^2 (22 MB bands), on the thread that stitches; so it trims by
     bytes released: after every band at 16384 px wide, after every third at 4096 px.
