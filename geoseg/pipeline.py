@@ -34,6 +34,7 @@ from geoseg.predict import (
     run_plan,
 )
 from geoseg.resume import partial_run
+from tilers.grid import as_pair
 
 log = logging.getLogger("geoseg.pipeline")
 
@@ -104,18 +105,15 @@ CPU_CALL_PIXELS = 2**17
 GPU_BATCH = 16
 
 
-def auto_batch_size(device: str, tile: tuple[int, int]) -> int:
+def auto_batch_size(device: str, tile: int | tuple[int, int]) -> int:
     """Windows per model call when ``--batch-size`` is not given.
 
     16 on a GPU; on the CPU as many windows as fit in :data:`CPU_CALL_PIXELS` (at least one).
     """
     if device == "cuda":
         return GPU_BATCH
-    return max(1, CPU_CALL_PIXELS // (tile[0] * tile[1]))
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+    th, tw = as_pair(tile, "tile")
+    return max(1, CPU_CALL_PIXELS // (th * tw))
 
 
 def check_bands(meta: ModelMeta, count: int, path: str) -> None:
@@ -284,7 +282,7 @@ def predict_file(
         )
     device = resolve_device(cfg.device)
     tile = cfg.tile or meta.tile_size
-    batch_size = cfg.batch_size or auto_batch_size(device, _pair(tile))
+    batch_size = cfg.batch_size or auto_batch_size(device, tile)
     plan = make_plan(
         info.height,
         info.width,

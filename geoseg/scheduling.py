@@ -28,9 +28,8 @@ TASK_PIXELS = 2**20
 
 
 def local_threads(cores: int | None = None) -> int:
-    """Worker threads of the in-process cluster on a machine with ``cores`` cores."""
-    cores = cores or available_cores()
-    return max(2, min(cores, MAX_LOCAL_THREADS))
+    """Worker threads of the in-process cluster: one process's layout, at least 2 threads."""
+    return max(2, process_layout(1, cores)[0])
 
 
 def cpu_threads_per_call(lanes: int, cores: int | None = None) -> int:
@@ -47,7 +46,7 @@ def process_layout(workers: int, cores: int | None = None) -> tuple[int, int]:
     """
     share = max(1, (cores or available_cores()) // workers)
     threads = min(share, MAX_LOCAL_THREADS)
-    return threads, max(1, share // threads)
+    return threads, cpu_threads_per_call(threads, cores=share)
 
 
 @contextlib.contextmanager

@@ -49,7 +49,8 @@ class Window:
         return slice(r, r + self.height), slice(c, c + self.width)
 
 
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+def as_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    """``(value, value)`` for an int, else the pair as ints; a one-line error for anything else."""
     if isinstance(value, int):
         return value, value
     try:
@@ -106,8 +107,8 @@ class Grid:
         overlap: int | tuple[int, int],
     ) -> Grid:
         """Validate arguments and build a grid (see :func:`validate_tiling`)."""
-        th, tw = _pair(tile, "tile")
-        oh, ow = _pair(overlap, "overlap")
+        th, tw = as_pair(tile, "tile")
+        oh, ow = as_pair(overlap, "overlap")
         validate_tiling((th, tw), (oh, ow))
         if height <= 0 or width <= 0:
             raise ConfigError(f"raster is {height}x{width} pixels; it must not be empty")
