@@ -79,10 +79,10 @@ def quiet_georeference_warnings() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; geoseg errors become one-line messages and a non-zero exit, no traceback."""
     from geoseg.errors import GeosegError
-    from geoseg.memory import bound_gdal_cache, limit_malloc_fragmentation
+    from geoseg.memory import bound_gdal_cache, tune_malloc
 
     bound_gdal_cache()
-    limit_malloc_fragmentation()
+    tune_malloc()
     quiet_georeference_warnings()
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)

@@ -23,7 +23,6 @@ from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
 from geoseg.errors import ConfigError, InputError
-from geoseg.memory import HeapTrimmer
 from geoseg.predict import (
     BatchResult,
     OutputBlock,
@@ -273,14 +272,16 @@ def predict_file(
     t0 = time.perf_counter()
     check_output(output_path, overwrite, input_path=input_path, probabilities=cfg.probabilities)
     meta = read_meta(checkpoint)
-    source = open_raster(input_path, cfg.bands)
+    device = resolve_device(cfg.device)
+    # on the CPU the reading threads' cores run the model: one handle decompresses each block
+    # once (see open_raster)
+    source = open_raster(input_path, cfg.bands, shared=device == "cpu")
     info = source.info
     check_bands(meta, info.count, str(input_path))
     if not info.georeferenced:
         log.warning(
             "%s has no georeference; the class map is written without one as well", input_path
         )
-    device = resolve_device(cfg.device)
     tile = cfg.tile or meta.tile_size
     batch_size = cfg.batch_size or auto_batch_size(device, tile)
     plan = make_plan(
@@ -366,7 +367,6 @@ def predict_file(
                 stats=stats,
                 on_batch=on_batch,
                 start_row=start_row,
-                on_released=HeapTrimmer().released,
             )
             with open_writer(
                 output_path,
