@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import NotGeoreferencedWarning
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -296,6 +299,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: eff,rss,monai")
     args = ap.parse_args()
+    # the in-process runs warn, like the CLI would, that the mosaic has no georeference
+    logging.getLogger("geoseg").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model or default_model(args.workdir)
     skip = set(args.skip.split(","))

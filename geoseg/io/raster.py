@@ -549,9 +549,7 @@ class _LazyFileSource(RasterSource):
         self.__init__(state["path"], state["bands"], state["shared"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self._path!r}, bands={self._bands}, shared={self._shared})"
-        )
+        return f"{type(self).__name__}({self._path!r}, bands={self._bands}, shared={self._shared})"
 
 
 class GdalSource(_LazyFileSource):
