@@ -23,6 +23,7 @@ from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
 from geoseg.errors import ConfigError, InputError
+from geoseg.memory import WideBandTrimmer
 from geoseg.predict import (
     BatchResult,
     OutputBlock,
@@ -258,11 +259,12 @@ def predict_file(
 
     Notes
     -----
-    Two memory bounds are process-wide settings that ``geoseg`` applies at start-up and a
-    Python caller applies itself, before the first raster is read:
-    :func:`geoseg.memory.bound_gdal_cache` (GDAL's block cache at 64 MB instead of 5% of RAM)
-    and :func:`geoseg.memory.limit_malloc_fragmentation`. Measured at 16384^2 with the demo
-    model: 1.18 GiB peak with both, 2.37 GiB without (24 GiB machine).
+    Two settings are process-wide; ``geoseg`` applies them at start-up and a Python caller
+    applies them itself, before the first raster is read:
+    :func:`geoseg.memory.bound_gdal_cache` (GDAL's block cache at 64 MB instead of 5% of RAM:
+    without it a 16384^2 run peaked at 2.37 GiB instead of 1.18 GiB on a 24 GiB machine) and
+    :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
+    afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
     from geoseg.io.raster import open_raster
     from geoseg.io.writers import OutputSpec, check_output, open_writer, output_format
@@ -272,16 +274,14 @@ def predict_file(
     t0 = time.perf_counter()
     check_output(output_path, overwrite, input_path=input_path, probabilities=cfg.probabilities)
     meta = read_meta(checkpoint)
-    device = resolve_device(cfg.device)
-    # on the CPU the reading threads' cores run the model: one handle decompresses each block
-    # once (see open_raster)
-    source = open_raster(input_path, cfg.bands, shared=device == "cpu")
+    source = open_raster(input_path, cfg.bands)
     info = source.info
     check_bands(meta, info.count, str(input_path))
     if not info.georeferenced:
         log.warning(
             "%s has no georeference; the class map is written without one as well", input_path
         )
+    device = resolve_device(cfg.device)
     tile = cfg.tile or meta.tile_size
     batch_size = cfg.batch_size or auto_batch_size(device, tile)
     plan = make_plan(
@@ -367,6 +367,7 @@ def predict_file(
                 stats=stats,
                 on_batch=on_batch,
                 start_row=start_row,
+                on_released=WideBandTrimmer().released,
             )
             with open_writer(
                 output_path,

@@ -292,11 +292,13 @@ def run_plan(
     stats: StitchStats | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     start_row: int = 0,
+    on_released: Callable[[int], None] | None = None,
 ) -> Iterator[OutputBlock]:
     """Stitch ordered batch results and yield finished output blocks (row-major).
 
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
-    results must then start at ``plan.resume_point(start_row)[0]``.
+    results must then start at ``plan.resume_point(start_row)[0]``. ``on_released(nbytes)`` is
+    called when a band's buffers (``nbytes`` in all) have been consumed and freed.
     """
     grid = plan.grid
     asm = BlockAssembler(
@@ -310,8 +312,16 @@ def run_plan(
         start_row,
     )
     first_band = plan.resume_point(start_row)[1] if start_row else 0
+    band_ends = {grid.band(g)[1] for g in range(grid.shape[0])}
+    released = 0
     for piece in stitch(plan, results, num_classes, stats, on_batch, first_band):
         yield from asm.add(piece)
+        released += piece.sums.nbytes + piece.weights.nbytes
+        last_of_band = piece.row1 in band_ends
+        del piece
+        if on_released is not None and last_of_band:
+            on_released(released)
+            released = 0
 
 
 def class_dtype(num_classes: int) -> tuple[str, int]:

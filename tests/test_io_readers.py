@@ -273,11 +273,11 @@ def test_rewritten_file_is_reopened(tmp_path):
     first.close()
 
 
-def test_each_owner_keeps_a_bounded_number_of_files_open(monkeypatch):
+def test_each_thread_keeps_a_bounded_number_of_files_open(tmp_path, monkeypatch):
     from geoseg.io import raster
 
     closed: list[int] = []
-    monkeypatch.setattr(raster, "_HANDLES", raster._HandleCache(per_owner=2))
+    monkeypatch.setattr(raster, "_HANDLES", raster._HandleCache(per_thread=2))
 
     class Handle:
         def __init__(self, n):
@@ -287,66 +287,12 @@ def test_each_owner_keeps_a_bounded_number_of_files_open(monkeypatch):
             closed.append(self.n)
 
     cache = raster._HANDLES
-
-    def use(n, shared=False, make=None):
-        with cache.use(("f", n), make or (lambda: Handle(n)), shared) as h:
-            return h
-
-    handles = [use(n) for n in range(4)]
+    handles = [cache.get(("f", n), lambda n=n: Handle(n)) for n in range(4)]
     assert [h.n for h in handles] == [0, 1, 2, 3]
     assert closed == [0, 1]  # least recently used first
-    assert use(3, make=lambda: Handle(99)).n == 3  # still open: reused
-    assert use(3, shared=True).n == 3 and use(5, shared=True).n == 5  # the process's own two
-    assert closed == [0, 1]
+    assert cache.get(("f", 3), lambda: Handle(99)).n == 3  # still open: reused
     cache.close(("f", 2))
     assert closed == [0, 1, 2]
-    cache.close(("f", 3))  # this thread's and the shared handle
-    assert sorted(closed) == [0, 1, 2, 3, 3]
-
-
-def test_a_shared_handle_serves_every_thread_one_read_at_a_time(tmp_path, monkeypatch):
-    # on the CPU predict reads through one handle per process: overlapping windows read by
-    # different threads reuse its decompressed blocks instead of decoding them again
-    import threading
-
-    from geoseg.io import raster
-
-    data = ramp(3, 64, 64, "uint16")
-    path = write_geotiff(tmp_path / "s.tif", data)
-    src = open_raster(path, shared=True)
-    opened = count_opens(monkeypatch)
-    inside = []
-    busy = threading.Lock()
-    real = raster.GdalSource._needs_mask
-
-    def exclusive(s, indexes):  # runs while the handle is held
-        assert busy.acquire(blocking=False), "two reads used the shared handle at once"
-        inside.append(threading.get_ident())
-        threading.Event().wait(0.002)
-        busy.release()
-        return real(s, indexes)
-
-    monkeypatch.setattr(raster.GdalSource, "_needs_mask", staticmethod(exclusive))
-    copies = [pickle.loads(pickle.dumps(src)) for _ in range(4)]
-    errors = []
-
-    def reader(copy):
-        try:
-            for r in range(0, 48, 8):
-                out, _ = copy.read(r, r, 16, 16)
-                np.testing.assert_array_equal(out, data[:, r : r + 16, r : r + 16])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=reader, args=(c,)) for c in copies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert opened == []  # every thread used the handle open_raster opened
-    assert len(set(inside)) == 4
-    src.close()
 
 
 def test_non_georeferenced_png(tmp_path):

@@ -60,3 +60,22 @@ def test_peak_memory_is_the_programs_own_not_its_parents():
     child_peak = int(out.stdout)
     assert 0 < child_peak < 300 * 2**20, child_peak
     assert ballast.sum() > 0
+
+
+def test_only_wide_bands_are_trimmed_after(monkeypatch):
+    # a trim also returns the model's free activations (faulted in again by the next calls),
+    # so narrow bands, whose leftovers do not matter, are not trimmed after
+    from geoseg import memory
+
+    trims = []
+
+    class Libc:
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+    monkeypatch.setattr(memory, "_LIBC", Libc())
+    trimmer = memory.WideBandTrimmer(min_band=32 * 2**20)
+    trimmer.released(22 * 2**20)  # a 4096 px wide band of the demo model
+    assert trims == []
+    trimmer.released(88 * 2**20)  # a 16384 px wide one
+    assert trims == [0]

@@ -171,12 +171,11 @@ def test_zarr_output_is_read_back_with_its_crs(tmp_path, make_raster, ckpt):
     assert ds["probabilities"].shape == (4, 90, 100)
 
 
-def test_a_run_on_the_cpu_opens_the_input_once_not_once_per_task(
+def test_a_run_opens_the_input_once_per_thread_not_once_per_task(
     tmp_path, make_raster, ckpt, monkeypatch
 ):
     # dask hands every task a freshly unpickled source; re-opening the file per task kept
-    # each GDAL handle alive and grew a 16384^2 run by ~1.5 MB per task (2.84 GiB peak). On
-    # the CPU the worker threads share one handle (each block is decompressed once).
+    # each GDAL handle alive and grew a 16384^2 run by ~1.5 MB per task (2.84 GiB peak)
     from geoseg import scheduling
     from geoseg.io import raster
 
@@ -194,7 +193,8 @@ def test_a_run_on_the_cpu_opens_the_input_once_not_once_per_task(
     summary = predict_file(src, tmp_path / "out.tif", ckpt, cfg)
     tasks = -(-summary.run // 2)
     assert tasks >= 50
-    assert opened == [str(src)]
+    # the client's handle plus one per worker thread
+    assert 1 <= len(opened) <= 1 + scheduling.local_threads()
 
 
 def quiet_callbacks(dask_worker) -> dict:

@@ -2,9 +2,8 @@
 
 All input file I/O of geoseg lives here. A :class:`RasterSource` is opened once in the main
 process to validate the input and describe it (:class:`RasterInfo`); when it is pickled only its
-path, band selection and handle policy travel, and every process re-opens the file on first use,
-like xarray's file managers: one handle per thread, or one per process that the threads take
-turns on (a GDAL handle must not serve two threads at once).
+path and band selection travel, and every process (and every thread, since GDAL handles must not
+be shared between threads) re-opens its own handle on first use, like xarray's file managers.
 
 ``read`` returns raw values as float32 plus a ``valid`` mask; windows may hang off the raster,
 in which case the outside is reflect-padded and marked invalid. Scaling and normalization belong
@@ -13,11 +12,10 @@ to the engine.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -407,86 +405,49 @@ class ArraySource(RasterSource):
         return finalize(data, valid)
 
 
-class _Entry:
-    """One open file handle and the lock that lets one read use it at a time."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.handle: Any = None
-        self.closed = False
-
-
 class _HandleCache:
     """Open file handles of this process, shared by every source object of the same file.
 
     Dask unpickles a task's source afresh for every task, so a handle owned by the source
     object would be re-opened (and, as measured, kept alive with its GDAL buffers: ~1.5 MB per
     task, 2.7 GB over a 16384^2 raster) for each of thousands of tasks. Handles are therefore
-    kept here, keyed by process, owner and file identity (path, band selection, inode, size,
-    mtime: a rewritten file is re-opened). The owner is the calling thread, or the whole
-    process for a *shared* handle, which serves one read at a time from any thread (a GDAL
-    handle must not be used by two threads at once, but may pass between them). Each owner
-    keeps at most ``per_owner`` files open and closes its least recently used one beyond that,
-    so a long-lived worker that reads many rasters holds a bounded number of handles.
+    kept here, keyed by process, thread (GDAL handles must not cross threads) and file identity
+    (path, band selection, inode, size, mtime: a rewritten file is re-opened). Each thread keeps
+    at most ``per_thread`` files open and closes its least recently used one beyond that, so a
+    long-lived worker that reads many rasters holds a bounded number of handles.
     """
 
-    def __init__(self, per_owner: int = 4) -> None:
-        self.per_owner = per_owner
+    def __init__(self, per_thread: int = 4) -> None:
+        self.per_thread = per_thread
         self._lock = threading.Lock()
-        self._entries: dict[tuple, _Entry] = {}  # insertion order = LRU order
+        self._handles: dict[tuple[int, int, tuple], Any] = {}  # insertion order = LRU order
 
-    @contextlib.contextmanager
-    def use(self, file_key: tuple, opener: Any, shared: bool = False) -> Iterator[Any]:
-        """Hold ``file_key``'s handle (opened with ``opener()`` if needed) for one read.
-
-        Parameters
-        ----------
-        file_key : tuple
-            The file's identity.
-        opener : callable
-            Opens the file.
-        shared : bool
-            One handle for every thread of this process (reads take turns) instead of one
-            per thread (reads run side by side).
-        """
-        owner = (os.getpid(), None if shared else threading.get_ident())
-        while True:
-            entry, stale = self._entry((*owner, file_key), owner)
-            for old in stale:
-                _close_entry(old)
-            with entry.lock:
-                if entry.closed:  # evicted or closed while this thread waited: look again
-                    continue
-                if entry.handle is None:
-                    entry.handle = opener()
-                yield entry.handle
-                return
-
-    def _entry(self, key: tuple, owner: tuple) -> tuple[_Entry, list[_Entry]]:
+    def get(self, file_key: tuple, opener: Any) -> Any:
+        """The current thread's handle for ``file_key``, opened with ``opener()`` if needed."""
+        thread = (os.getpid(), threading.get_ident())
+        key = (*thread, file_key)
         with self._lock:
-            entry = self._entries.pop(key, None) or _Entry()
-            self._entries[key] = entry  # most recently used
-            mine = [k for k in self._entries if k[:2] == owner]
-            stale = [self._entries.pop(k) for k in mine[: max(0, len(mine) - self.per_owner)]]
-        return entry, stale
+            handle = self._handles.pop(key, None)
+            if handle is not None:
+                self._handles[key] = handle  # most recently used
+                return handle
+        handle = opener()
+        with self._lock:
+            self._handles[key] = handle
+            mine = [k for k in self._handles if k[:2] == thread]
+            stale = [self._handles.pop(k) for k in mine[: max(0, len(mine) - self.per_thread)]]
+        for old in stale:
+            old.close()
+        return handle
 
     def close(self, file_key: tuple) -> None:
         """Close this process's handles of ``file_key`` (all threads; call when reads are done)."""
         pid = os.getpid()
         with self._lock:
-            keys = [k for k in self._entries if k[0] == pid and k[2] == file_key]
-            entries = [self._entries.pop(k) for k in keys]
-        for entry in entries:
-            _close_entry(entry)
-
-
-def _close_entry(entry: _Entry) -> None:
-    """Close an entry's handle once the read using it (if any) is done."""
-    with entry.lock:
-        entry.closed = True
-        if entry.handle is not None:
-            entry.handle.close()
-            entry.handle = None
+            keys = [k for k in self._handles if k[0] == pid and k[2] == file_key]
+            handles = [self._handles.pop(k) for k in keys]
+        for handle in handles:
+            handle.close()
 
 
 _HANDLES = _HandleCache()
@@ -501,16 +462,11 @@ def _file_identity(path: str) -> tuple[int, int, int]:
 
 
 class _LazyFileSource(RasterSource):
-    """Shared plumbing: pickles as ``(path, bands, shared)``; handles come from the process cache.
+    """Shared plumbing: pickles as ``(path, bands)``; handles come from the process cache."""
 
-    With ``shared`` the threads of a process read through one handle, taking turns (see
-    :func:`open_raster`).
-    """
-
-    def __init__(self, path: str, bands: Sequence[int] | None, shared: bool = False) -> None:
+    def __init__(self, path: str, bands: Sequence[int] | None) -> None:
         self._path = path
         self._bands = None if bands is None else tuple(int(b) for b in bands)
-        self._shared = shared
         self._key: tuple | None = None
         self._info: RasterInfo | None = None
 
@@ -518,8 +474,7 @@ class _LazyFileSource(RasterSource):
     def info(self) -> RasterInfo:  # type: ignore[override]
         """The raster's description (computed on first use in each process)."""
         if self._info is None:
-            with self._handle() as handle:
-                self._info = self._describe(handle)
+            self._info = self._describe(self._handle())
         return self._info
 
     def _file_key(self) -> tuple:
@@ -527,9 +482,8 @@ class _LazyFileSource(RasterSource):
             self._key = (type(self).__name__, self._path, self._bands, _file_identity(self._path))
         return self._key
 
-    def _handle(self) -> contextlib.AbstractContextManager[Any]:
-        """Hold this process's (or this thread's) handle of the file for one read."""
-        return _HANDLES.use(self._file_key(), self._open, self._shared)
+    def _handle(self) -> Any:
+        return _HANDLES.get(self._file_key(), self._open)
 
     def _open(self) -> Any:
         raise NotImplementedError
@@ -543,13 +497,13 @@ class _LazyFileSource(RasterSource):
             _HANDLES.close(self._key)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self._path, "bands": self._bands, "shared": self._shared}
+        return {"path": self._path, "bands": self._bands}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["bands"], state["shared"])  # type: ignore[misc]
+        self.__init__(state["path"], state["bands"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._path!r}, bands={self._bands}, shared={self._shared})"
+        return f"{type(self).__name__}({self._path!r}, bands={self._bands})"
 
 
 class GdalSource(_LazyFileSource):
@@ -607,27 +561,21 @@ class GdalSource(_LazyFileSource):
         from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
+        src = self._handle()
         info = self.info
         window = Window(clip.col0, clip.row0, clip.col1 - clip.col0, clip.row1 - clip.row0)
         indexes = list(info.band_indexes)
         try:
-            with self._handle() as src:
-                data = src.read(indexes, window=window)
-                nodatas = [src.nodatavals[b - 1] for b in indexes]
-                masks = (
-                    src.read_masks(indexes, window=window)
-                    if self._needs_mask(src, indexes)
-                    else None
-                )
+            data = src.read(indexes, window=window)
+            valid = nodata_valid(data, [src.nodatavals[b - 1] for b in indexes])
+            if self._needs_mask(src, indexes):
+                valid &= (src.read_masks(indexes, window=window) != 0).all(axis=0)
         except RasterioError as exc:
             raise RasterReadError(
                 f"cannot read window row={clip.row0} col={clip.col0} "
                 f"size={window.height}x{window.width} of {self._path} ({one_line(exc)}); "
                 "the file is truncated or corrupt: re-download or re-export it"
             ) from None
-        valid = nodata_valid(data, nodatas)
-        if masks is not None:
-            valid &= (masks != 0).all(axis=0)
         return finalize(data, valid)
 
     @staticmethod
@@ -695,12 +643,11 @@ class ZarrSource(_LazyFileSource):
         )
 
     def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        da = self._array(self._handle())
         info = self.info
         idx = [b - 1 for b in info.band_indexes]
         try:
-            with self._handle() as ds:
-                da = self._array(ds)
-                data = np.asarray(da[idx, clip.row0 : clip.row1, clip.col0 : clip.col1].values)
+            data = np.asarray(da[idx, clip.row0 : clip.row1, clip.col0 : clip.col1].values)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RasterReadError(
                 f"cannot read window row={clip.row0} col={clip.col0} of {self._path} "
@@ -714,9 +661,7 @@ def _is_zarr(path: str) -> bool:
     return path.rstrip("/\\").lower().endswith(".zarr")
 
 
-def open_raster(
-    path: str | os.PathLike[str], bands: Sequence[int] | None = None, *, shared: bool = False
-) -> RasterSource:
+def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterSource:
     """Open a raster for windowed reading and validate it up front.
 
     Parameters
@@ -725,12 +670,6 @@ def open_raster(
         Any rasterio-readable file (GeoTIFF, COG, JPEG, PNG, VRT...) or a ``.zarr`` store.
     bands : sequence of int, optional
         1-based band indexes to read (default: all).
-    shared : bool
-        Read through one handle per process, one read at a time, instead of one handle per
-        thread. Overlapping windows read by different threads then find their blocks in that
-        handle's GDAL block cache instead of decompressing them again: the better choice when
-        the threads' cores are busy anyway (the model on the CPU). Per-thread handles
-        decompress side by side: the better choice when reading must keep up with a GPU.
 
     Returns
     -------
@@ -752,14 +691,14 @@ def open_raster(
     if p.is_file() and p.stat().st_size == 0:
         raise RasterReadError(f"input raster {text} is an empty file (0 bytes): pass a raster")
     if _is_zarr(text):
-        source: _LazyFileSource = ZarrSource(text, bands, shared)
+        source: _LazyFileSource = ZarrSource(text, bands)
         source.info  # noqa: B018  (validates)
         return source
     if p.is_dir():
         raise RasterReadError(
             f"input {text} is a directory; expected a raster file or a .zarr store"
         )
-    gdal = GdalSource(text, bands, shared)
+    gdal = GdalSource(text, bands)
     try:
         gdal.probe()
     except BaseException:
