@@ -43,6 +43,7 @@ def bound_gdal_cache() -> None:
 
 
 def _libc() -> Any:
+    """glibc, or None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c")
@@ -60,10 +61,10 @@ class WideBandTrimmer:
 
     The stitcher's row buffers of a wide raster are big, and what the heap keeps of them after
     they are freed counts in the peak: trimmed after every band of 32 MB or more (from about
-    5000 px wide with the demo model), a 16384^2 prediction peaked at 1.23 GiB instead of
-    1.26 GiB. Narrower bands are not trimmed: a trim also hands back the model's free
-    activation memory, which the next calls fault in again (4096^2 runs, trimmed every third
-    band, were measurably slower).
+    5000 px wide with the demo model), a 16384^2 prediction peaked at 1.18-1.23 GiB (two runs)
+    instead of 1.26 GiB. Narrower bands are not trimmed: a trim also hands back the model's
+    free activation memory, which the next calls fault in again (4096^2 runs trimmed every
+    third band were about 5% slower in alternating runs).
 
     Parameters
     ----------
@@ -88,18 +89,13 @@ def tune_malloc() -> bool:
     bool
         Whether every setting was applied (False off glibc, where nothing is changed).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
         return False
     settings = (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (M_ARENA_MAX, ARENA_MAX),
     )
-    return all([mallopt(option, value) == 1 for option, value in settings])
+    applied = [mallopt(option, value) == 1 for option, value in settings]  # each one, always
+    return all(applied)
