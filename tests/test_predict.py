@@ -209,7 +209,7 @@ def quiet_callbacks(dask_worker) -> dict:
 
 
 def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
-    # the profiler cost 7% of predict; the 20 ms tick and the monitors' polls half of the
+    # the profiler cost 7% of predict; the 20 ms tick and the monitors' polls 40% of the
     # event loop's CPU time. In this process and in worker processes alike.
     from geoseg.scheduling import dask_client
 
