@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ConfigError, GeosegError, InputError
+from geoseg.io.files import refuse_inputs
 
 
 @dataclass
@@ -33,9 +34,7 @@ def expand_inputs(patterns: Iterable[str], from_list: str | os.PathLike | None =
     items = list(patterns)
     if from_list:
         path = Path(from_list)
-        if not path.is_file():
-            raise ConfigError(f"--from-list {path} does not exist; give a text file of paths")
-        items += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and ln[0] != "#"]
+        items += read_list(path)
     out: list[str] = []
     for item in items:
         hits = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
@@ -47,16 +46,46 @@ def expand_inputs(patterns: Iterable[str], from_list: str | os.PathLike | None =
     return out
 
 
+LIST_LIMIT = 2**24  # bytes of a --from-list file
+
+
+def read_list(path: Path) -> list[str]:
+    """The paths listed in a ``--from-list`` file: UTF-8 text, one per line, ``#`` comments."""
+    if not path.is_file():
+        raise ConfigError(f"--from-list {path} is not a file; give a text file of paths")
+    if path.stat().st_size > LIST_LIMIT:
+        raise ConfigError(f"--from-list {path} is over {LIST_LIMIT >> 20} MiB; split the list")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--from-list {path} is not UTF-8 text; give a text file with one path per line"
+        ) from None
+    if "\0" in text:
+        raise ConfigError(f"--from-list {path} holds NUL bytes; give one path per line")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] != "#"]
+
+
 def output_name(input_path: str, pattern: str) -> str:
-    """Format ``--name`` for one input (``{stem}``, ``{name}``, ``{parent}``)."""
+    """Format ``--name`` for one input (``{stem}``, ``{name}``, ``{parent}``) into a file name.
+
+    The result must be a plain name: a separator or ``..`` would write outside --output-dir.
+    """
     p = Path(input_path.rstrip("/"))
     stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.stem
+    fields = "use {stem}, {name} or {parent}, e.g. --name '{stem}_classes.tif'"
     try:
-        return pattern.format(stem=stem, name=p.name, parent=p.parent.name)
-    except (KeyError, IndexError) as exc:
+        name = pattern.format(stem=stem, name=p.name, parent=p.parent.name)
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise ConfigError(f"--name {pattern!r} uses an unknown field ({exc}); {fields}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--name {pattern!r} is not a valid pattern ({exc}); {fields}") from None
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ConfigError(
-            f"--name {pattern!r} uses an unknown field {exc}; use {{stem}}, {{name}} or {{parent}}"
-        ) from None
+            f"--name {pattern!r} gives {name!r} for {input_path}, which is not a plain file name "
+            "inside --output-dir; drop separators and '..' from --name"
+        )
+    return name
 
 
 def plan_outputs(inputs: list[str], output_dir: str | os.PathLike, pattern: str) -> list[BatchItem]:
@@ -74,6 +103,24 @@ def plan_outputs(inputs: list[str], output_dir: str | os.PathLike, pattern: str)
             )
         seen[it.output] = it.input
     return items
+
+
+def check_batch_outputs(
+    items: list[BatchItem], inputs: Iterable[str | os.PathLike | None]
+) -> None:
+    """Refuse the whole batch, before any work, when an output would write any input.
+
+    Every file each raster's output writes (class map, sidecars, probabilities, its partial
+    folder) is checked against every input of the batch (the rasters, the model, config and
+    list files), and its format too; whether it exists is checked per raster later.
+    """
+    from geoseg.io.writers import touched_paths
+    from geoseg.resume import partial_dir
+
+    inputs = list(inputs)
+    for it in items:
+        for path in [*touched_paths(it.output), partial_dir(it.output)]:
+            refuse_inputs(path, inputs, f"the output of {it.input}")
 
 
 def run_batch(

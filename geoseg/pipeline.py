@@ -23,17 +23,19 @@ from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
 from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
 from geoseg.errors import ConfigError, InputError
+from geoseg.io.files import refuse_inputs
 from geoseg.memory import WideBandTrimmer
 from geoseg.predict import (
     BatchResult,
     OutputBlock,
     Plan,
     StitchStats,
+    batch_bytes,
     class_dtype,
     make_plan,
     run_plan,
 )
-from geoseg.resume import partial_run
+from geoseg.resume import check_partial_files, partial_dir, partial_run
 from tilers.grid import as_pair
 
 log = logging.getLogger("geoseg.pipeline")
@@ -130,7 +132,8 @@ class BackgroundWriter:
     """Write finished blocks on one thread so that writes overlap reads and compute.
 
     After the last block of a block row is written, the writer is flushed and
-    ``on_row_done(rows_done)`` records the durable progress.
+    ``on_row_done(rows_done, digest)`` records the durable progress with the block row's digest
+    as read back from disk.
     """
 
     def __init__(
@@ -138,7 +141,7 @@ class BackgroundWriter:
         writer: Any,
         maxsize: int = 4,
         width: int | None = None,
-        on_row_done: Callable[[int], None] | None = None,
+        on_row_done: Callable[[int, str], None] | None = None,
     ) -> None:
         self._writer = writer
         self._width = width
@@ -160,7 +163,7 @@ class BackgroundWriter:
                 self._writer.write(w.row, w.col, block.classes, block.probs)
                 if self._on_row_done is not None and w.col_stop == self._width:
                     self._writer.flush()
-                    self._on_row_done(w.row_stop)
+                    self._on_row_done(w.row_stop, self._writer.digest_rows(w.row, w.row_stop))
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 self._error = exc
 
@@ -210,7 +213,7 @@ def write_blocks(
     blocks: Iterable[OutputBlock],
     writer: Any,
     width: int,
-    on_row_done: Callable[[int], None] | None = None,
+    on_row_done: Callable[[int, str], None] | None = None,
 ) -> None:
     """Write blocks on a background thread while the next ones are computed."""
     bg = BackgroundWriter(writer, width=width, on_row_done=on_row_done)
@@ -219,6 +222,76 @@ def write_blocks(
             bg.put(block)
     finally:
         bg.close()
+
+
+def warn_georeference(info: Any) -> None:
+    """Say once what georeference the class map gets when the input has no transform/CRS."""
+    if info.gcps:
+        log.warning(
+            "%s is georeferenced by %d ground control points only; they are carried over to "
+            "the class map (no transform)",
+            info.path,
+            len(info.gcps),
+        )
+    elif not info.georeferenced:
+        log.warning(
+            "%s has no georeference; the class map is written without one as well", info.path
+        )
+
+
+def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
+    """Refuse a tile/batch whose one batch alone would not fit in the memory available now."""
+    import psutil
+
+    th, tw = plan.grid.tile
+    need = batch_bytes(th, tw, len(plan.batches[0]), bands, classes, plan.grid.width, device)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(
+            f"--tile {th}x{tw} with batch size {len(plan.batches[0])} needs about "
+            f"{need / 2**30:.1f} GiB for one batch, more than the {available / 2**30:.1f} GiB "
+            "available; use a smaller --tile or --batch-size"
+        )
+
+
+def job_identity(
+    input_path: Any, checkpoint: Any, plan: Plan, info: Any, device: str, cfg: PredictConfig
+) -> dict[str, Any]:
+    """What a resumable run computes: a resumed job must match it exactly."""
+    return {
+        "input": str(Path(input_path).resolve()),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "plan": [
+            info.height,
+            info.width,
+            *plan.grid.tile,
+            *plan.grid.overlap,
+            len(plan.batches[0]),
+            plan.blend,
+            plan.block_size,
+        ],
+        "engine": [device, cfg.precision, cfg.tta, cfg.bands],
+        "output": [cfg.cog, cfg.probabilities],
+    }
+
+
+def output_spec(info: Any, meta: ModelMeta, cfg: PredictConfig) -> Any:
+    """The class map's geometry and legend: the input's grid, the model's classes."""
+    from geoseg.io.writers import OutputSpec
+
+    return OutputSpec(
+        height=info.height,
+        width=info.width,
+        crs_wkt=info.crs_wkt,
+        transform=info.transform,
+        georeferenced=info.georeferenced,
+        class_names=list(meta.class_names),
+        colours=list(meta.colours),
+        cog=cfg.cog,
+        probabilities=cfg.probabilities,
+        gcps=info.gcps,
+        gcp_crs_wkt=info.gcp_crs_wkt,
+    )
 
 
 def predict_file(
@@ -231,6 +304,7 @@ def predict_file(
     progress: Progress | None = None,
     client: Any = None,
     resume: bool = False,
+    other_inputs: Iterable[str | os.PathLike] = (),
 ) -> Summary:
     """Segment one raster into a georeferenced class map.
 
@@ -252,6 +326,9 @@ def predict_file(
         Run on this client instead of creating one.
     resume : bool
         Continue a killed run of the same job from its last durable block row (GeoTIFF).
+    other_inputs : iterable of path-like
+        Further files the command reads (a config file, the other rasters of a batch): no
+        output may be one of them.
 
     Returns
     -------
@@ -267,20 +344,24 @@ def predict_file(
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
     from geoseg.io.raster import open_raster
-    from geoseg.io.writers import OutputSpec, check_output, open_writer, output_format
+    from geoseg.io.writers import check_output, open_writer, output_format, partial_files
+    from geoseg.io.writers import rows_digest as digest
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
-    check_output(output_path, overwrite, input_path=input_path, probabilities=cfg.probabilities)
+    inputs = [input_path, f"{os.fspath(input_path)}.aux.xml", checkpoint, *other_inputs]
+    check_output(output_path, overwrite, inputs, probabilities=cfg.probabilities)
+    durable = output_format(output_path) == "gtiff"
+    if resume and not durable:
+        raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
+    if durable:
+        refuse_inputs(partial_dir(output_path), inputs, "partial folder")
     meta = read_meta(checkpoint)
     source = open_raster(input_path, cfg.bands)
     info = source.info
     check_bands(meta, info.count, str(input_path))
-    if not info.georeferenced:
-        log.warning(
-            "%s has no georeference; the class map is written without one as well", input_path
-        )
+    warn_georeference(info)
     device = resolve_device(cfg.device)
     tile = cfg.tile or meta.tile_size
     batch_size = cfg.batch_size or auto_batch_size(device, tile)
@@ -293,18 +374,8 @@ def predict_file(
         blend=cfg.blend,
         block_size=cfg.block_size,
     )
+    check_memory(plan, info.count, meta.classes, device)
     dtype, nodata = class_dtype(meta.classes)
-    out_spec = OutputSpec(
-        height=info.height,
-        width=info.width,
-        crs_wkt=info.crs_wkt,
-        transform=info.transform,
-        georeferenced=info.georeferenced,
-        class_names=list(meta.class_names),
-        colours=list(meta.colours),
-        cog=cfg.cog,
-        probabilities=cfg.probabilities,
-    )
     stats = StitchStats()
     total = len(plan.grid)
     evaluations = 0
@@ -316,24 +387,7 @@ def predict_file(
             progress(stats.windows, total)
 
     resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
-    identity = {
-        "input": str(Path(input_path).resolve()),
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "plan": [
-            info.height,
-            info.width,
-            *plan.grid.tile,
-            *plan.grid.overlap,
-            batch_size,
-            plan.blend,
-            plan.block_size,
-        ],
-        "engine": [device, cfg.precision, cfg.tta, cfg.bands],
-        "output": [cfg.cog, cfg.probabilities],
-    }
-    durable = output_format(output_path) == "gtiff"
-    if resume and not durable:
-        raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
+    identity = job_identity(input_path, checkpoint, plan, info, device, cfg)
     with (
         dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
         kept_torch_threads(),
@@ -342,10 +396,17 @@ def predict_file(
         # Load the model here first: a corrupt checkpoint or a bad precision fails before any
         # task is scheduled (and in-process workers reuse this cached engine).
         warn_stride(plan, cached_engine(spec).stride)
-        claim = partial_run(output_path, identity, resume, info.height) if durable else None
+        claim = (
+            partial_run(output_path, identity, resume, info.height, plan.block_size)
+            if durable
+            else None
+        )
         with claim or contextlib.nullcontext() as run:
             start_row = run.start_row if run else 0
             if resume:
+                files = partial_files(run.directory, cfg.probabilities)
+                check_partial_files(files)
+                run.verify(lambda r0, r1: digest(files, r0, r1))
                 log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
             first_batch = plan.resume_point(start_row)[0] if start_row else 0
             results = ordered_results(
@@ -371,7 +432,7 @@ def predict_file(
             )
             with open_writer(
                 output_path,
-                out_spec,
+                output_spec(info, meta, cfg),
                 overwrite=overwrite,
                 partial_dir=run.directory if run else None,
                 resume=start_row > 0,

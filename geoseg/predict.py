@@ -324,6 +324,27 @@ def run_plan(
             released = 0
 
 
+# Bytes per window pixel of a CPU model call's activations: a generous bound for smp encoders
+# (float32 feature maps of every stage, kept for the decoder's skip connections).
+CPU_ACTIVATION_BYTES = 1024
+
+
+def batch_bytes(
+    tile_h: int, tile_w: int, batch: int, bands: int, classes: int, width: int, device: str
+) -> int:
+    """Memory one batch needs at least, in bytes.
+
+    Its windows and probabilities (float32), the model's activations when it runs on the CPU,
+    and the rows of sums that stitching holds. Used to refuse a ``--tile`` or ``--batch-size``
+    that cannot fit before anything is allocated (a 100000 px tile needs hundreds of GiB).
+    """
+    px = tile_h * tile_w * batch
+    data = px * 4 * (bands + 2 * classes)
+    model = px * CPU_ACTIVATION_BYTES if device == "cpu" else 0
+    rows = (classes + 1) * tile_h * max(width, tile_w) * 4
+    return data + model + rows
+
+
 def class_dtype(num_classes: int) -> tuple[str, int]:
     """Class-map dtype and nodata value: uint8/255 up to 255 classes, else uint16/65535."""
     return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)

@@ -1,11 +1,14 @@
-"""Durable progress of a prediction: a partial directory beside the output.
+"""Durable progress of a prediction: a partial folder beside the output.
 
 ``.<output name>.geoseg-partial/`` holds the temporary output files, ``progress.json`` (what
-is being computed and how many rows are final on disk, rewritten atomically after each block
-row is flushed) and ``lock`` (pid and host of the job writing it). A killed job leaves the
-directory behind; ``--resume`` checks that the input, model and options are the same and
-restarts at the first unfinished block row, which :meth:`geoseg.predict.Plan.resume_point`
-reproduces bit for bit. A finished job removes the directory.
+is being computed, how many rows are final on disk, and a digest of each finished block row as
+read back from the partial files; rewritten atomically after each block row is flushed and
+fsync'd) and ``lock`` (pid and host of the job writing it). A killed job leaves the folder
+behind; ``--resume`` checks that the input, model and options are the same, that the recorded
+progress is well-formed and that every recorded block row still reads back with its digest,
+and restarts at the first unfinished block row, which
+:meth:`geoseg.predict.Plan.resume_point` reproduces bit for bit. Everything read back from the
+folder is validated before it is trusted; a finished job removes the folder.
 """
 
 from __future__ import annotations
@@ -13,20 +16,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ConfigError, OutputError
+from geoseg.io.files import atomic_write, remove_ours
+
+PID_MAX = 2**31 - 1  # pid_t
+# what a partial folder may hold: geoseg's own files (and their PAM sidecars, temporaries)
+PARTIAL_FILES = ("classes.tif", "probabilities.tif", "progress.json", "lock")
 
 
 def partial_dir(output: str | os.PathLike) -> Path:
-    """The partial directory of ``output``."""
+    """The partial folder of ``output``."""
     out = Path(output)
     return out.with_name(f".{out.name}.geoseg-partial")
+
+
+def _output_name(directory: Path) -> str:
+    return directory.name[1 : -len(".geoseg-partial")]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -39,6 +51,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def check_partial_folder(directory: Path) -> None:
+    """Refuse a partial folder that is not a plain folder of this user (a file, a link)."""
+    try:
+        st = directory.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise OutputError(
+            f"{directory} is {kind}, where geoseg keeps the partial run of "
+            f"{_output_name(directory)}; remove it or choose another output path"
+        )
+    if st.st_uid != os.getuid():
+        raise OutputError(
+            f"{directory} belongs to another user; remove it or choose another output path"
+        )
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    """The validated content of a lock file: ``{"pid": int, "host": str}``."""
+    doc = _read_json(path)
+    pid = doc.get("pid") if isinstance(doc, dict) else None
+    host = doc.get("host") if isinstance(doc, dict) else None
+    if type(pid) is not int or not 0 < pid <= PID_MAX or not isinstance(host, str):
+        raise OutputError(
+            f"lock file {path} is malformed (expected a pid and a host); if no geoseg job is "
+            f"writing {_output_name(path.parent)}, remove {path}"
+        )
+    return {"pid": pid, "host": host}
+
+
 @dataclass
 class Lock:
     """An exclusive claim on an output (a file created with ``O_EXCL``)."""
@@ -48,22 +91,22 @@ class Lock:
     @classmethod
     def acquire(cls, directory: Path) -> Lock:
         """Take the lock; a stale lock of a dead process on this host is taken over."""
+        check_partial_folder(directory)
         directory.mkdir(exist_ok=True)
         path = directory / "lock"
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
-                holder = _read_json(path) or {}
-                same_host = holder.get("host") == me["host"]
-                if same_host and not _pid_alive(int(holder.get("pid", -1))):
+                holder = _holder(path)
+                if holder["host"] == me["host"] and not _pid_alive(holder["pid"]):
                     path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 raise OutputError(
-                    f"{directory.name[1 : -len('.geoseg-partial')]} is being written by another "
-                    f"job (pid {holder.get('pid')} on {holder.get('host')}); wait for it, or "
-                    f"remove {path} if that job is gone"
+                    f"{_output_name(directory)} is being written by another job (pid "
+                    f"{holder['pid']} on {holder['host']}); wait for it, or remove {path} if "
+                    "that job is gone"
                 ) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
@@ -75,89 +118,177 @@ class Lock:
         self.path.unlink(missing_ok=True)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size > 2**24:
+            return None
+        return json.loads(path.read_bytes().decode())
+    except (OSError, ValueError):
         return None
 
 
-def write_progress(directory: Path, identity: dict[str, Any], rows_done: int) -> None:
-    """Record that rows ``[0, rows_done)`` are final on disk (atomic rename)."""
-    tmp = directory / "progress.json.tmp"
-    tmp.write_text(json.dumps({"identity": identity, "rows_done": rows_done}, indent=1))
-    os.replace(tmp, directory / "progress.json")
+@dataclass(frozen=True)
+class Progress:
+    """Validated resume state: rows ``[0, rows_done)`` are final, one digest per block row."""
+
+    rows_done: int
+    digests: tuple[str, ...]
 
 
-def resume_row(directory: Path, identity: dict[str, Any], output: str) -> int:
-    """The row to restart from; refuse when the recorded job differs."""
-    doc = _read_json(directory / "progress.json")
-    if doc is None:
+def block_rows(rows_done: int, block_size: int, height: int) -> list[tuple[int, int]]:
+    """The block rows ``(row0, row1)`` that make up rows ``[0, rows_done)``."""
+    return [(r, min(r + block_size, height)) for r in range(0, rows_done, block_size)]
+
+
+def read_progress(
+    directory: Path, identity: dict[str, Any], output: str, height: int, block_size: int
+) -> Progress:
+    """The recorded progress, refused unless it is well-formed and of the same job."""
+    path = directory / "progress.json"
+    if not path.exists() and not path.is_symlink():
         raise ConfigError(
             f"nothing to resume for {output}: no partial run was found; run without --resume"
         )
-    recorded = doc.get("identity", {})
+    doc = _read_json(path)
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(
+            f"--resume: {path} is not valid ({what}); run again without --resume to start over"
+        )
+
+    if not isinstance(doc, dict):
+        raise bad("not a JSON object written by geoseg")
+    recorded = doc.get("identity")
+    if not isinstance(recorded, dict):
+        raise bad("no job identity")
     diff = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
     if diff:
         raise ConfigError(
             f"--resume: the partial run of {output} used different {', '.join(diff)}; run "
             "again with the same input, model and options, or without --resume to start over"
         )
-    return int(doc.get("rows_done", 0))
+    rows, digests = doc.get("rows_done"), doc.get("digests")
+    if type(rows) is not int or not 0 <= rows <= height:
+        raise bad(f"rows_done {rows!r} is not a row count in 0..{height}")
+    if rows % block_size and rows != height:
+        raise bad(f"rows_done {rows} is not on a block boundary of {block_size}")
+    expected = len(block_rows(rows, block_size, height))
+    if not isinstance(digests, list) or len(digests) != expected:
+        raise bad(f"expected {expected} block-row digests for {rows} rows")
+    if not all(isinstance(d, str) and len(d) == 64 for d in digests):
+        raise bad("a block-row digest is not a SHA-256")
+    return Progress(rows, tuple(digests))
+
+
+def _ours(entry: Path) -> bool:
+    name = entry.name
+    known = name in PARTIAL_FILES or name.endswith(".aux.xml") or name.startswith(".progress.json")
+    return known and not (entry.is_dir() and not entry.is_symlink())
+
+
+def clear_leftovers(directory: Path) -> None:
+    """Remove what an earlier job left in the partial folder; refuse files geoseg did not write."""
+    foreign = sorted(e.name for e in directory.iterdir() if not _ours(e))
+    if foreign:
+        raise OutputError(
+            f"{directory} holds {foreign[0]}, which geoseg did not write; remove it or choose "
+            "another output path"
+        )
+    for entry in directory.iterdir():
+        if entry.name != "lock":
+            remove_ours(entry)
 
 
 def discard(directory: Path) -> None:
-    """Remove a partial directory (after success, or to start over)."""
-    shutil.rmtree(directory, ignore_errors=True)
+    """Remove a partial folder: geoseg's own files in it, then the folder if nothing is left."""
+    for entry in directory.iterdir():
+        if _ours(entry):
+            remove_ours(entry)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def check_partial_files(files: list[Path]) -> None:
+    """Refuse to resume from partial files that are not plain files (a planted link)."""
+    for path in files:
+        if path.is_symlink() or not path.is_file():
+            raise ConfigError(
+                f"--resume: {path} is missing or not a regular file; run again without "
+                "--resume to start over"
+            )
 
 
 @dataclass
 class PartialRun:
-    """One job's claim on an output's partial directory.
+    """One job's claim on an output's partial folder.
 
     Attributes
     ----------
     directory : Path
-        The partial directory (temporary output files live here).
+        The partial folder (temporary output files live here).
     identity : dict
         What is being computed (input, model, options), recorded with the progress.
+    height, block_size : int
+        Raster height and output block side (block rows are the unit of progress).
     start_row : int
         First raster row to compute (0 unless resuming).
+    digests : list of str
+        Digest of each durable block row, in order.
     """
 
     directory: Path
     identity: dict[str, Any]
+    height: int
+    block_size: int
     start_row: int = 0
+    digests: list[str] = field(default_factory=list)
 
-    def record(self, rows_done: int) -> None:
-        """Record that rows ``[0, rows_done)`` are final on disk."""
-        write_progress(self.directory, self.identity, rows_done)
+    def record(self, rows_done: int, digest: str) -> None:
+        """Record that rows ``[0, rows_done)`` are final on disk; ``digest`` is the last row's."""
+        self.digests.append(digest)
+        doc = {"identity": self.identity, "rows_done": rows_done, "digests": self.digests}
+        atomic_write(self.directory / "progress.json", json.dumps(doc, indent=1), what="progress")
+
+    def verify(self, digest_rows: Callable[[int, int], str]) -> None:
+        """Refuse to resume when a recorded block row does not read back with its digest."""
+        spans = block_rows(self.start_row, self.block_size, self.height)
+        for (row0, row1), recorded in zip(spans, self.digests, strict=True):
+            if digest_rows(row0, row1) != recorded:
+                raise ConfigError(
+                    f"--resume: rows {row0}..{row1} of the partial output in {self.directory} "
+                    "differ from what was recorded (the partial files were changed); run again "
+                    "without --resume to start over"
+                )
 
 
 @contextlib.contextmanager
 def partial_run(
-    output: str | os.PathLike, identity: dict[str, Any], resume: bool, height: int
+    output: str | os.PathLike,
+    identity: dict[str, Any],
+    resume: bool,
+    height: int,
+    block_size: int,
 ) -> Iterator[PartialRun]:
-    """Lock ``output``'s partial directory for one job and clean it up afterwards.
+    """Lock ``output``'s partial folder for one job and clean it up afterwards.
 
-    With ``resume`` the job starts at the recorded row (refused when ``identity`` differs);
-    otherwise leftovers of an earlier job are removed. On success the directory is removed; on
-    failure it is kept only if it holds progress to resume from.
+    With ``resume`` the job starts at the recorded row (refused when ``identity`` differs or
+    the state is not valid); otherwise leftovers of an earlier job are removed. On success the
+    folder is removed; on failure it is kept only if it holds progress to resume from.
     """
     directory = partial_dir(output)
     lock = Lock.acquire(directory)
     done = False
     try:
-        start = 0
+        run = PartialRun(directory, identity, height, block_size)
         if resume:
-            start = resume_row(directory, identity, str(output))
-            if start >= height:
-                start = 0  # killed while committing: redo the (cheap) last steps
+            progress = read_progress(directory, identity, str(output), height, block_size)
+            run.digests = list(progress.digests)
+            run.start_row = progress.rows_done
+            if run.start_row >= height:  # killed while committing: redo the last steps
+                run.start_row, run.digests = 0, []
         else:
-            for leftover in directory.iterdir():
-                if leftover.name != "lock":
-                    leftover.unlink()
-        yield PartialRun(directory, identity, start)
+            clear_leftovers(directory)
+        yield run
         done = True
     finally:
         lock.release()

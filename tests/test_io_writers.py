@@ -310,8 +310,8 @@ def test_check_output_errors(tmp_path, make_raster):
     with pytest.raises(OutputError, match="does not exist"):
         check_output(tmp_path / "missing" / "out.tif", overwrite=False)
     src = make_raster(name="in.tif")
-    with pytest.raises(InputError, match="is the input"):
-        check_output(src, overwrite=True, input_path=src)
+    with pytest.raises(InputError, match="would overwrite the input"):
+        check_output(src, overwrite=True, inputs=[src])
     assert check_output(tmp_path / "x.TIFF", overwrite=False) == "gtiff"
     assert check_output(tmp_path / "x.zarr/", overwrite=False) == "zarr"
 

@@ -62,6 +62,10 @@ class RasterInfo:
         True when the raster has a CRS or a non-identity transform.
     kind : str
         ``"gdal"``, ``"zarr"`` or ``"array"``.
+    gcps : tuple of (row, col, x, y, z)
+        Ground control points, for a raster georeferenced by them alone (else empty).
+    gcp_crs_wkt : str or None
+        The CRS of the ground control points.
     """
 
     path: str
@@ -75,6 +79,8 @@ class RasterInfo:
     nodata: float | None
     georeferenced: bool
     kind: str
+    gcps: tuple[tuple[float, float, float, float, float], ...] = ()
+    gcp_crs_wkt: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +543,7 @@ class GdalSource(_LazyFileSource):
         transform = tuple(float(v) for v in tuple(src.transform)[:6])
         crs_wkt = src.crs.to_wkt() if src.crs else None
         nodata = src.nodatavals[bands[0] - 1]
+        gcps, gcp_crs = src.gcps
         return RasterInfo(
             path=self._path,
             height=src.height,
@@ -549,6 +556,8 @@ class GdalSource(_LazyFileSource):
             nodata=None if nodata is None else float(nodata),
             georeferenced=crs_wkt is not None or not np.allclose(transform, IDENTITY),
             kind="gdal",
+            gcps=tuple((g.row, g.col, g.x, g.y, g.z or 0.0) for g in gcps),
+            gcp_crs_wkt=gcp_crs.to_wkt() if gcp_crs and gcps else None,
         )
 
     def probe(self) -> None:
@@ -688,6 +697,11 @@ def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None
     p = Path(text)
     if not p.exists():
         raise RasterReadError(f"input raster {text} does not exist: check the path")
+    if not (p.is_file() or p.is_dir()):
+        raise RasterReadError(
+            f"input raster {text} is not a regular file (a FIFO, socket or device); pass a "
+            "raster file or a .zarr store"
+        )
     if p.is_file() and p.stat().st_size == 0:
         raise RasterReadError(f"input raster {text} is an empty file (0 bytes): pass a raster")
     if _is_zarr(text):

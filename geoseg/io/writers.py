@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import uuid
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,16 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import InputError, OutputError, OutputExistsError
+from geoseg.io.files import (
+    atomic_write,
+    check_target,
+    fsync_path,
+    install,
+    refuse_inputs,
+    remove_ours,
+    reserve_temp,
+    temp_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +45,13 @@ __all__ = [
     "OutputSpec",
     "ZarrWriter",
     "check_output",
+    "is_geoseg_output",
     "open_writer",
+    "output_paths",
+    "partial_files",
     "probabilities_path",
     "quantize_probs",
+    "rows_digest",
 ]
 
 
@@ -66,6 +79,12 @@ class OutputSpec:
         GeoTIFF only: write a Cloud-Optimized GeoTIFF with mode-resampled overviews.
     probabilities : bool
         Also store per-class probabilities (uint8-quantized).
+    extra_tags : dict
+        More band tags of the class map.
+    gcps : tuple of (row, col, x, y, z)
+        Ground control points of an input georeferenced by them alone, carried over.
+    gcp_crs_wkt : str or None
+        Their CRS.
     """
 
     height: int
@@ -79,6 +98,8 @@ class OutputSpec:
     cog: bool = False
     probabilities: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
+    gcps: tuple[tuple[float, ...], ...] = ()
+    gcp_crs_wkt: str | None = None
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
@@ -140,16 +161,20 @@ def colormap(colours: list[tuple[int, int, int]]) -> dict[int, tuple[int, int, i
     return {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(colours)}
 
 
+def gcp_objects(spec: OutputSpec) -> tuple[list[Any], Any]:
+    """The spec's ground control points as rasterio ``GroundControlPoint``s, with their CRS."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    points = [GroundControlPoint(row, col, x, y, z) for row, col, x, y, z in spec.gcps]
+    return points, CRS.from_wkt(spec.gcp_crs_wkt) if spec.gcp_crs_wkt else None
+
+
 def pixel_centres(transform: tuple[float, ...], height: int, width: int) -> tuple[Any, Any]:
     """``(y, x)`` coordinates of pixel centres along the first column and row."""
     a, b, c, d, e, f = transform[:6]
     cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
     return f + e * rows + d * 0.5, c + a * cols + b * 0.5
-
-
-def temp_name(target: Path, suffix: str) -> Path:
-    """A hidden, unique temporary path beside ``target`` (same filesystem, so rename works)."""
-    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:10]}{suffix}")
 
 
 def probabilities_path(path: str | os.PathLike[str]) -> Path:
@@ -174,17 +199,101 @@ def output_format(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def output_paths(path: str | os.PathLike[str], probabilities: bool = False) -> list[Path]:
+    """Every path a class-map output writes.
+
+    The map, and for GeoTIFF its PAM sidecar, plus the probabilities file and its sidecar when
+    asked for: each is checked against the inputs.
+    """
+    from geoseg.io.gdal_meta import sidecar_path
+
+    target = Path(os.fspath(path).rstrip("/\\"))
+    if output_format(target) == "zarr":
+        return [target]
+    paths = [target, sidecar_path(target)]
+    if probabilities:
+        prob = probabilities_path(target)
+        paths += [prob, sidecar_path(prob)]
+    return paths
+
+
+def touched_paths(path: str | os.PathLike[str]) -> list[Path]:
+    """Every path writing ``path`` may replace or remove.
+
+    :func:`output_paths` with the probabilities file, which a new class map without
+    probabilities removes when it is a stale one of geoseg's.
+    """
+    return output_paths(path, probabilities=output_format(path) == "gtiff")
+
+
+def is_geoseg_output(path: str | os.PathLike[str]) -> bool:
+    """True for a class map, probabilities file or Zarr store that geoseg wrote.
+
+    Recognised by what geoseg writes into them (the ``CLASS_NAMES`` band tag, the probabilities'
+    ``QUANTIZATION`` tag, the Zarr ``classes`` array's ``class_names`` attribute), so that
+    ``--overwrite`` never replaces, and a stale sidecar is never removed, unless it is ours.
+    """
+    p = Path(path)
+    if p.is_symlink():
+        return False
+    if p.is_dir():
+        try:
+            meta = json.loads((p / "classes" / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and "class_names" in (meta.get("attributes") or {})
+    if not p.is_file():
+        return False
+    import rasterio
+    from rasterio.errors import RasterioError
+
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with rasterio.open(p) as src:
+                return "CLASS_NAMES" in src.tags(1) or "QUANTIZATION" in src.tags()
+    except RasterioError:
+        return False
+
+
+def partial_files(partial_dir: Path, probabilities: bool = False) -> list[Path]:
+    """The files of a resumable GeoTIFF output in its partial folder: classes, probabilities."""
+    return [partial_dir / "classes.tif"] + (
+        [partial_dir / "probabilities.tif"] if probabilities else []
+    )
+
+
+def rows_digest(paths: Iterable[Path], row0: int, row1: int) -> str:
+    """SHA-256 of rows ``[row0, row1)`` of every band of each GeoTIFF, read back from disk.
+
+    Recorded with each durable block row of a resumable run and recomputed on ``--resume``,
+    so progress that does not match the partial files is refused instead of trusted.
+    """
+    import hashlib
+
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(path) as src:
+                    if not 0 <= row0 < row1 <= src.height:
+                        raise OutputError(f"rows {row0}..{row1} are outside {path}")
+                    data = src.read(window=Window(0, row0, src.width, row1 - row0))
+        except RasterioError as exc:
+            raise OutputError(f"cannot read back {path} ({exc}); run without --resume") from None
+        digest.update(np.ascontiguousarray(data).tobytes())
+    return digest.hexdigest()
 
 
 def check_output(
     path: str | os.PathLike[str],
     overwrite: bool,
-    input_path: str | os.PathLike[str] | None = None,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
     probabilities: bool = False,
 ) -> str:
     """Refuse an output before any work is done.
@@ -194,11 +303,12 @@ def check_output(
     path : path-like
         The class map to write (``.tif``, ``.tiff`` or ``.zarr``).
     overwrite : bool
-        Allow replacing an existing output.
-    input_path : path-like, optional
-        The input raster; writing over it is refused.
+        Allow replacing an existing output that geoseg wrote.
+    inputs : iterable of path-like
+        Everything the command reads; no file the output writes (class map, sidecars,
+        probabilities) may be one of them, with or without ``overwrite``.
     probabilities : bool
-        Also check the GeoTIFF probabilities sidecar.
+        Also check the GeoTIFF probabilities file.
 
     Returns
     -------
@@ -208,34 +318,26 @@ def check_output(
     Raises
     ------
     InputError
-        Unknown extension, or the output is the input.
+        Unknown extension, or an output file is an input.
     OutputExistsError
-        The output exists and ``overwrite`` is False.
+        An output exists and ``overwrite`` is False.
     OutputError
-        The parent directory is missing or not writable.
+        A link, a missing or unwritable directory, the wrong kind of path, or an existing
+        output geoseg did not write.
     """
     fmt = output_format(path)
-    target = Path(os.fspath(path).rstrip("/\\"))
-    if input_path is not None:
-        source = Path(os.fspath(input_path).rstrip("/\\"))
-        if target.resolve() == source.resolve() or _same_file(target, source):
-            raise InputError(
-                f"output {target} is the input raster; inputs are never modified: choose another "
-                "output path"
+    inputs = list(inputs)
+    for p in touched_paths(path):
+        refuse_inputs(p, inputs)
+    paths = output_paths(path, probabilities)
+    for i, p in enumerate(paths):
+        what = "output" if i == 0 else "output sidecar"
+        check_target(p, overwrite=overwrite, what=what, folder=fmt == "zarr")
+        if p.exists() and p.suffix != ".xml" and not is_geoseg_output(p):
+            raise OutputError(
+                f"{p} exists and was not written by geoseg; --overwrite only replaces geoseg's "
+                "own outputs: remove it yourself or choose another output path"
             )
-    parent = target.parent
-    if not parent.is_dir():
-        raise OutputError(f"output directory {parent} does not exist: create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {parent} is not writable: pick a writable directory")
-    existing = [target]
-    if probabilities and fmt == "gtiff":
-        existing.append(probabilities_path(target))
-    for p in existing:
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"output {p} already exists: pass --overwrite to replace it")
-        if p.is_dir() and fmt == "gtiff":
-            raise OutputError(f"output {p} is a directory; expected a file path")
     return fmt
 
 
@@ -306,10 +408,13 @@ class ClassMapWriter:
 
     def abort(self) -> None:
         """Drop everything written so far; the target is left as it was."""
+        from geoseg.io.gdal_meta import sidecar_path
+
         self._done = True
         self._close_handles()
         for temp in self._temps:
-            _remove(temp)
+            remove_ours(temp)
+            remove_ours(sidecar_path(temp))  # GDAL's PAM file of the temporary, if any
 
     def __enter__(self) -> ClassMapWriter:
         return self
@@ -342,7 +447,8 @@ class ClassMapWriter:
         return quantize_probs(np.asarray(probs), classes, self.spec.nodata)
 
     def _temp(self, suffix: str) -> Path:
-        path = temp_name(self.path, suffix)
+        """A temporary file beside the output, created exclusively (see geoseg.io.files)."""
+        path = reserve_temp(self.path, suffix)
         self._temps.append(path)
         return path
 
@@ -359,24 +465,6 @@ class ClassMapWriter:
 
     def _close_handles(self) -> None:
         raise NotImplementedError
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _replace(src: Path, dst: Path) -> None:
-    """Move ``src`` over ``dst`` (a directory target is removed first: no atomic dir swap)."""
-    if dst.is_dir() and not dst.is_symlink():
-        old = temp_name(dst, ".old")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 class GeoTiffWriter(ClassMapWriter):
@@ -404,8 +492,8 @@ class GeoTiffWriter(ClassMapWriter):
             self._main_tmp = self._temp(".tif")
             self._prob_tmp = self._temp(".tif") if spec.probabilities else None
         else:
-            self._main_tmp = partial_dir / "classes.tif"
-            self._prob_tmp = partial_dir / "probabilities.tif" if spec.probabilities else None
+            self._main_tmp, *rest = partial_files(partial_dir, spec.probabilities)
+            self._prob_tmp = rest[0] if rest else None
         if resume:
             self._dst = self._reopen(self._main_tmp)
             self._prob = self._reopen(self._prob_tmp) if self._prob_tmp is not None else None
@@ -429,11 +517,19 @@ class GeoTiffWriter(ClassMapWriter):
             ) from None
 
     def flush(self) -> None:
-        """Make every block written so far durable (close and reopen the files)."""
+        """Make every block written so far durable (close, fsync and reopen the files)."""
         self._close_handles()
+        for path in (self._main_tmp, self._prob_tmp):
+            if path is not None:
+                fsync_path(path)
         self._dst = self._reopen(self._main_tmp)
         if self._prob_tmp is not None:
             self._prob = self._reopen(self._prob_tmp)
+
+    def digest_rows(self, row0: int, row1: int) -> str:
+        """:func:`rows_digest` of this writer's files, as they are on disk now."""
+        files = [p for p in (self._main_tmp, self._prob_tmp) if p is not None]
+        return rows_digest(files, row0, row1)
 
     def abort(self) -> None:
         """Drop the output; with a partial directory, keep its files for ``--resume``."""
@@ -486,6 +582,10 @@ class GeoTiffWriter(ClassMapWriter):
         self._dst.write_colormap(1, colormap(s.colours))
         self._dst.update_tags(1, CLASS_NAMES=names, CLASS_COLOURS=colours, **s.extra_tags)
         self._dst.set_band_description(1, "class")
+        if s.gcps:
+            for handle in (self._dst, self._prob):
+                if handle is not None:
+                    handle.gcps = gcp_objects(s)
         if self._prob is not None:
             for i, name in enumerate(s.class_names, start=1):
                 self._prob.set_band_description(i, name)
@@ -521,8 +621,8 @@ class GeoTiffWriter(ClassMapWriter):
                 self._prob_tmp = self._to_cog(self._prob_tmp, "AVERAGE")
         aux = sidecar_path(self._main_tmp)
         self._temps.append(aux)
-        existing = aux.read_text() if aux.exists() else None
-        aux.write_text(pam_with_categories(list(self.spec.class_names), existing))
+        existing = aux.read_text() if aux.is_file() and not aux.is_symlink() else None
+        atomic_write(aux, pam_with_categories(list(self.spec.class_names), existing))
 
     def _to_cog(self, src: Path, resampling: str) -> Path:
         from rasterio.errors import RasterioError
@@ -542,7 +642,7 @@ class GeoTiffWriter(ClassMapWriter):
             )
         except RasterioError as exc:
             raise OutputError(f"cannot write the COG {self.path}: {exc}") from None
-        _remove(src)
+        remove_ours(src)
         return dst
 
     def _install(self) -> None:
@@ -554,13 +654,20 @@ class GeoTiffWriter(ClassMapWriter):
             )
         prob_final = probabilities_path(self.path)
         if self._prob_tmp is not None:
-            _replace(self._prob_tmp, prob_final)
-            _remove(sidecar_path(prob_final))
+            install(self._prob_tmp, prob_final)
+            remove_ours(sidecar_path(prob_final))
         elif prob_final.exists():
+            self._drop_stale_probabilities(prob_final)
+        install(sidecar_path(self._main_tmp), sidecar_path(self.path))
+        install(self._main_tmp, self.path)
+
+    def _drop_stale_probabilities(self, prob_final: Path) -> None:
+        """Remove probabilities that described the class map being replaced, if geoseg's own."""
+        if self.overwrite and is_geoseg_output(prob_final):
             log.info("removing %s, left by an earlier run over %s", prob_final, self.path)
-            _remove(prob_final)
-        _replace(sidecar_path(self._main_tmp), sidecar_path(self.path))
-        _replace(self._main_tmp, self.path)
+            remove_ours(prob_final)
+        else:
+            log.warning("%s is left as it is; it does not describe the new map", prob_final)
 
 
 class ZarrWriter(ClassMapWriter):
@@ -572,7 +679,9 @@ class ZarrWriter(ClassMapWriter):
 
     def __init__(self, path: str | os.PathLike[str], spec: OutputSpec, overwrite: bool) -> None:
         super().__init__(path, spec, overwrite)
-        self._tmp = self._temp(".zarr")
+        self._tmp_dir = temp_dir(self.path)
+        self._temps.append(self._tmp_dir)
+        self._tmp = self._tmp_dir / "store.zarr"
         self._create()
         import zarr
 
@@ -616,6 +725,9 @@ class ZarrWriter(ClassMapWriter):
             if s.crs_wkt:
                 ds = ds.rio.write_crs(s.crs_wkt)
             ds = ds.rio.write_transform(Affine(*s.transform[:6]))
+        elif s.gcps:
+            gcps, crs = gcp_objects(s)
+            ds = ds.rio.write_gcps(gcps, crs)
         return ds
 
     def _create(self) -> None:
@@ -668,7 +780,8 @@ class ZarrWriter(ClassMapWriter):
             raise OutputExistsError(
                 f"output {self.path} already exists: pass --overwrite to replace it"
             )
-        _replace(self._tmp, self.path)
+        install(self._tmp, self.path, is_ours=is_geoseg_output)
+        remove_ours(self._tmp_dir)
 
 
 def open_writer(
