@@ -13,19 +13,36 @@ so plain segmentation-models-pytorch can load it with ``smp.from_pretrained(path
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import CheckpointError, OutputExistsError
+from geoseg.errors import CheckpointError, OutputError
+from geoseg.io import files
 
 FORMAT_VERSION = 1
 GEOSEG_FILE = "geoseg.json"
 SMP_CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+STATE_FILE = "train_state.pt"
+# what a checkpoint folder may hold (``last/`` of a run adds the training state)
+CHECKPOINT_FILES = frozenset({GEOSEG_FILE, SMP_CONFIG, WEIGHTS, STATE_FILE, "README.md"})
+# Bounds on what a checkpoint (or ``model create``) may ask for, so that a hostile or mistyped
+# value is refused before anything is allocated: no imagery has more than 1024 bands, class maps
+# are at most uint16 (65535 classes), tiles above 65536 px do not fit any accelerator, and no
+# smp option (channel widths, depths, strides) needs an integer above 4096.
+MAX_BANDS = 1024
+MAX_CLASSES = 65535
+MAX_TILE = 65536
+MAX_OPTION_INT = 4096
+# create_model's own arguments; never model options (encoder_weights would download weights)
+RESERVED_OPTIONS = ("encoder_name", "encoder_weights", "in_channels", "classes", "kwargs")
+# smp options geoseg cannot run: an auxiliary head makes the model return a tuple, and an
+# output activation would be applied before geoseg's own softmax
+UNSUPPORTED_OPTIONS = ("aux_params", "activation")
 
 DEFAULT_COLOURS = [
     (31, 119, 180),
@@ -82,19 +99,42 @@ class ModelMeta:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        _check_text("arch", self.arch)
+        _check_text("encoder", self.encoder)
+        _check_count("in_channels", self.in_channels, MAX_BANDS)
+        _check_count("classes", self.classes, MAX_CLASSES)
+        _check_count("tile_size", self.tile_size, MAX_TILE)
+        if not isinstance(self.class_names, list) or not all(
+            isinstance(n, str) and n for n in self.class_names
+        ):
+            raise CheckpointError(
+                f"class_names {self.class_names!r} is not a list of non-empty names"
+            )
         if len(self.class_names) != self.classes:
             raise CheckpointError(
                 f"{len(self.class_names)} class names for {self.classes} classes; "
                 "give one name per class"
             )
-        if len(self.colours) != self.classes:
+        if not isinstance(self.colours, list) or len(self.colours) != self.classes:
+            n = len(self.colours) if isinstance(self.colours, list) else self.colours
+            raise CheckpointError(f"{n} colours for {self.classes} classes; give one per class")
+        for c in self.colours:
+            check_colour(c, "colour", CheckpointError)
+        _check_stats(self.mean, self.std, self.in_channels)
+        if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale <= 0:
             raise CheckpointError(
-                f"{len(self.colours)} colours for {self.classes} classes; give one per class"
+                f"scale {self.scale!r} must be a finite number > 0 (255 for 8-bit imagery)"
             )
-        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+        for name in ("model_options", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise CheckpointError(
+                    f"{name} {getattr(self, name)!r} must be a mapping of name: value"
+                )
+        check_option_values(self.model_options)
+        if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
             raise CheckpointError(
-                f"normalization has {len(self.mean)} means / {len(self.std)} stds for "
-                f"{self.in_channels} bands; give one per band"
+                f"format_version {self.format_version!r} is not supported (this geoseg reads "
+                f"up to {FORMAT_VERSION}); upgrade geoseg"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,9 +146,17 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
         """Build from :meth:`to_dict` output, ignoring unknown keys from newer versions."""
-        known = {f for f in cls.__dataclass_fields__}
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["colours"] = [tuple(int(v) for v in c) for c in kw.get("colours", [])]
+        if not isinstance(d, dict):
+            raise CheckpointError(f"the metadata is a {type(d).__name__}, not a mapping")
+        fields = cls.__dataclass_fields__
+        required = [k for k, f in fields.items() if f.default is f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CheckpointError(f"the metadata lacks the field(s) {', '.join(missing)}")
+        kw = {k: v for k, v in d.items() if k in fields}
+        colours = kw.get("colours")
+        if isinstance(colours, list):
+            kw["colours"] = [tuple(c) if isinstance(c, list | tuple) else c for c in colours]
         return cls(**kw)
 
     def replace(self, **changes: Any) -> ModelMeta:
@@ -126,10 +174,113 @@ def default_colours(n: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise CheckpointError(f"{name} {value!r} must be a non-empty name")
+
+
+def _check_count(name: str, value: Any, limit: int) -> None:
+    if not _is_int(value) or not 1 <= value <= limit:
+        raise CheckpointError(f"{name} {value!r} must be an integer in 1..{limit}")
+
+
+def check_colour(value: Any, what: str, error: type[Exception] = CheckpointError) -> tuple:
+    """Return ``value`` as an ``(r, g, b)`` tuple of ints in 0..255; else raise ``error``."""
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(_is_int(v) and 0 <= v <= 255 for v in value)
+    ):
+        return tuple(value)
+    raise error(f"{what} {value!r} is not valid; give 3 integers in 0..255 ([r, g, b])")
+
+
+def _check_stats(mean: Any, std: Any, bands: int) -> None:
+    for name, values in (("mean", mean), ("std", std)):
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise CheckpointError(f"{name} {values!r} is not a list of numbers")
+    if len(mean) != bands or len(std) != bands:
+        raise CheckpointError(
+            f"normalization has {len(mean)} means / {len(std)} stds for {bands} bands; give "
+            "one per band"
+        )
+    if not all(math.isfinite(v) for v in mean):
+        raise CheckpointError(f"mean {mean} is not finite; re-compute the band statistics")
+    if not all(math.isfinite(v) and v > 0 for v in std):
+        raise CheckpointError(
+            f"std {std} must be finite and > 0 for every band; re-compute the band statistics"
+        )
+
+
+def _ints(value: Any) -> Iterable[int]:
+    if _is_int(value):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _ints(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _ints(v)
+
+
+def check_option_values(options: dict[str, Any]) -> None:
+    """Refuse model options that would allocate absurd memory (any integer above 4096)."""
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"model option name {key!r} is not a string")
+        if key in RESERVED_OPTIONS:
+            raise CheckpointError(
+                f"model option {key!r} is not allowed: geoseg sets it itself (use --bands, "
+                "--classes, --encoder)"
+            )
+        if key in UNSUPPORTED_OPTIONS:
+            raise CheckpointError(
+                f"model option {key!r} is not supported: geoseg models output raw class scores "
+                "(no auxiliary head, no activation); drop the option"
+            )
+        big = [v for v in _ints(value) if abs(v) > MAX_OPTION_INT]
+        if big:
+            raise CheckpointError(
+                f"model option {key}={value!r} holds {big[0]}; no smp option needs an integer "
+                f"above {MAX_OPTION_INT} (larger widths would allocate absurd memory)"
+            )
+
+
+def check_option_names(arch: str, options: dict[str, Any]) -> None:
+    """Refuse option names the architecture's constructor does not accept (none pass silently)."""
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    cls = smp.MODEL_ARCHITECTURES_MAPPING.get(str(arch).lower())
+    if cls is None:
+        raise CheckpointError(
+            f"unknown smp architecture {arch!r}; choose one of "
+            f"{', '.join(smp.MODEL_ARCHITECTURES_MAPPING)}"
+        )
+    params = inspect.signature(cls.__init__).parameters
+    skip = ("self", *RESERVED_OPTIONS, *UNSUPPORTED_OPTIONS)
+    valid = sorted(k for k in params if k not in skip)
+    unknown = sorted(k for k in options if k not in valid)
+    if unknown:
+        raise CheckpointError(
+            f"unknown model option(s) {', '.join(unknown)} for {arch}; valid: {', '.join(valid)}"
+        )
+
+
 def build_model(meta: ModelMeta):
     """Create the (randomly initialized) smp model described by ``meta``."""
     import segmentation_models_pytorch as smp
 
+    check_option_names(meta.arch, meta.model_options)
     try:
         return smp.create_model(
             meta.arch,
@@ -141,13 +292,65 @@ def build_model(meta: ModelMeta):
         )
     except KeyError as exc:
         raise CheckpointError(
-            f"unknown smp architecture or encoder {meta.arch!r}/{meta.encoder!r}: {exc}"
+            f"unknown smp architecture or encoder {meta.arch!r}/{meta.encoder!r}: {_one_line(exc)}"
         ) from None
-    except (TypeError, ValueError, AssertionError) as exc:
+    except (TypeError, ValueError, AssertionError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(
             f"smp cannot build {meta.arch!r} with encoder {meta.encoder!r} and options "
-            f"{meta.model_options}: {exc}"
+            f"{meta.model_options}: {_one_line(exc)}"
         ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a folder geoseg wrote as a checkpoint: ``geoseg.json`` and only known files."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir() or not (p / GEOSEG_FILE).is_file():
+        return False
+    entries = list(p.iterdir())
+    return all(e.name in CHECKPOINT_FILES and e.is_file() and not e.is_symlink() for e in entries)
+
+
+def check_checkpoint_target(
+    path: str | os.PathLike,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    what: str = "checkpoint",
+) -> Path:
+    """Refuse a checkpoint output before any work: inputs, links, files, foreign folders.
+
+    With ``overwrite`` only an existing geoseg checkpoint (:func:`is_checkpoint`) is replaced.
+    """
+    target = files.check_target(path, overwrite=overwrite, inputs=inputs, what=what, folder=True)
+    if target.exists() and not is_checkpoint(target):
+        raise OutputError(
+            f"{what} {target} is a folder that is not a geoseg checkpoint; --overwrite only "
+            "replaces checkpoints geoseg wrote: choose another path"
+        )
+    return target
+
+
+def write_checkpoint_files(model, meta: ModelMeta, folder: Path) -> None:
+    """Write ``model`` and ``meta`` into the existing, empty ``folder`` (the umask's modes)."""
+    model.save_pretrained(folder)
+    readme = folder / "README.md"
+    if readme.exists():
+        readme.unlink()
+    text = json.dumps(meta.to_dict(), indent=2) + "\n"
+    (folder / GEOSEG_FILE).write_text(text)
+    give_umask_modes(folder)
+
+
+def give_umask_modes(folder: Path) -> None:
+    """Give the files of ``folder`` the umask's mode (safetensors writes 0600)."""
+    mode = files.umask_mode()
+    for entry in folder.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, mode)
 
 
 def save_checkpoint(
@@ -155,8 +358,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` and ``meta`` to the checkpoint directory ``path`` atomically.
 
-    The directory is assembled beside ``path`` under a temporary name and renamed into place,
-    so a crash never leaves a half-written checkpoint.
+    The directory is assembled beside ``path`` in an exclusive temporary folder and installed
+    with one rename, so a crash never leaves a half-written checkpoint and nothing else is left
+    behind; an existing folder is replaced only when it is a geoseg checkpoint.
 
     Parameters
     ----------
@@ -174,31 +378,19 @@ def save_checkpoint(
     Path
         The checkpoint directory.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"checkpoint {path} exists; pass --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        from geoseg.errors import OutputError
-
-        raise OutputError(f"directory {parent} does not exist; create it first")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    path = check_checkpoint_target(path, overwrite)
+    tmp = files.temp_dir(path)
     try:
-        model.save_pretrained(tmp)
-        readme = tmp / "README.md"
-        if readme.exists():
-            readme.unlink()
-        (tmp / GEOSEG_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        write_checkpoint_files(model, meta, tmp)
+        files.install(tmp, path, is_checkpoint)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write checkpoint {path} ({exc.strerror or exc}); check free disk space "
+            "and permissions"
+        ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            files.remove_ours(tmp)
     return path
 
 
@@ -212,13 +404,19 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
             f"{path} is not a geoseg checkpoint (a directory with {GEOSEG_FILE}); "
             "create one with `geoseg model create` or `geoseg train`"
         )
+    file = path / GEOSEG_FILE
     try:
-        d = json.loads((path / GEOSEG_FILE).read_text())
+        d = json.loads(file.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        msg = f"{file} is corrupt ({_one_line(exc)}); re-create the checkpoint"
+        raise CheckpointError(msg) from None
+    try:
         return ModelMeta.from_dict(d)
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path / GEOSEG_FILE} is corrupt ({exc}); re-create the checkpoint"
-        ) from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{file} is not valid: {exc}; re-create the checkpoint") from None
+    except (TypeError, ValueError) as exc:
+        msg = f"{file} is corrupt ({_one_line(exc)}); re-create the checkpoint"
+        raise CheckpointError(msg) from None
 
 
 def load_checkpoint(path: str | os.PathLike):
@@ -239,12 +437,18 @@ def load_checkpoint(path: str | os.PathLike):
     weights = path / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete, re-create it")
-    model = build_model(meta)
+    try:
+        model = build_model(meta)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path / GEOSEG_FILE}: {exc}") from None
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} is corrupt ({exc}); re-create the checkpoint") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{weights} is corrupt or does not match {meta.arch}/{meta.encoder} "
+            f"({_one_line(exc)}); re-create the checkpoint"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match {meta.arch}/{meta.encoder}: {len(missing)} missing and "

@@ -55,12 +55,31 @@ def _open(path: str):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+    from geoseg.io.raster import check_input_file
+
+    check_input_file(path, "raster")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as exc:
         raise RasterReadError(f"cannot open {path} ({exc}); check the path") from None
+
+
+def check_class_raster(src, path: str, role: str) -> None:
+    """Refuse a prediction or label raster that cannot be scored as it is.
+
+    A float raster would be truncated (2.9 scored as class 2), a complex one cast with a
+    warning, and of a multi-band raster only band 1 would be scored: all are refused.
+    """
+    from geoseg.labels import check_integer_dtype
+
+    if src.count != 1:
+        raise InputError(
+            f"{role} {path} has {src.count} bands; evaluate scores single-band class maps: "
+            f"extract one with gdal_translate -b N {path} {role}_band.tif"
+        )
+    check_integer_dtype(src.dtypes[0], f"{role} {path}")
 
 
 def grid_differences(pred, label) -> list[str]:
@@ -78,6 +97,8 @@ def grid_differences(pred, label) -> list[str]:
 def check_pair(spec: PairSpec) -> list[str]:
     """Refuse mismatched grids unless ``align``; return notes about what was done."""
     with _open(spec.pred) as p, _open(spec.label) as lab:
+        check_class_raster(p, spec.pred, "prediction")
+        check_class_raster(lab, spec.label, "label")
         diffs = grid_differences(p, lab)
         if diffs and not spec.align:
             raise AlignmentError(
@@ -117,13 +138,24 @@ def _read_label(lab, pred, window: Window, align: bool) -> tuple[np.ndarray, np.
 
 def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
     """Dask task: confusion matrix (and optionally the error map) of one block."""
+    from rasterio.errors import RasterioError
     from rasterio.windows import Window as RWindow
 
-    with _open(spec.pred) as pred, _open(spec.label) as lab:
-        w = RWindow(window.col, window.row, window.width, window.height)
-        p = pred.read(1, window=w)
-        valid = pred.read_masks(1, window=w) > 0
-        t, lvalid = _read_label(lab, pred, window, spec.align)
+    failed, current = None, spec.pred
+    try:
+        with _open(spec.pred) as pred, _open(spec.label) as lab:
+            w = RWindow(window.col, window.row, window.width, window.height)
+            p = pred.read(1, window=w)
+            valid = pred.read_masks(1, window=w) > 0
+            current = spec.label
+            t, lvalid = _read_label(lab, pred, window, spec.align)
+    except RasterioError as exc:
+        failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if failed is not None:  # raised outside the handler: no unpicklable GDAL error chained
+        raise RasterReadError(
+            f"cannot read the block at row {window.row}, column {window.col} of {current} "
+            f"({failed}); the file may be truncated or corrupt: re-create it"
+        )
     valid &= lvalid
     if spec.ignore_index is not None:
         keep = valid & (t != spec.ignore_index)
@@ -184,7 +216,7 @@ def evaluate_pair(
         transform = tuple(pred.transform)[:6]
     bl = blocks(height, width, block_size)
     cm = np.zeros((spec.num_classes, spec.num_classes), np.int64)
-    writer_ctx = _error_writer(error_map, height, width, crs, transform, overwrite)
+    writer_ctx = _error_writer(spec, error_map, height, width, crs, transform, overwrite)
     with dask_client(workers, client=client, threads=2) as c, writer_ctx as writer:
         in_flight = 2 * total_threads(c)
         task = functools.partial(pair_block, spec, with_errors=writer is not None)
@@ -208,13 +240,24 @@ class _NullContext:
         return False
 
 
-def _error_writer(path, height, width, crs, transform, overwrite):
+def check_error_map(path: str, overwrite: bool, inputs) -> None:
+    """Refuse an ``--error-map`` path before any work.
+
+    An input, a link, an existing file (without ``overwrite``), a missing folder or an unknown
+    extension is refused.
+    """
+    from geoseg.io.writers import check_output
+
+    check_output(path, overwrite, inputs, what="--error-map")
+
+
+def _error_writer(spec, path, height, width, crs, transform, overwrite):
     if not path:
         return _NullContext()
-    from geoseg.io.writers import OutputSpec, check_output, open_writer
+    from geoseg.io.writers import OutputSpec, open_writer
 
-    check_output(path, overwrite)
-    spec = OutputSpec(
+    check_error_map(path, overwrite, (spec.pred, spec.label))
+    out = OutputSpec(
         height=height,
         width=width,
         crs_wkt=crs,
@@ -223,7 +266,7 @@ def _error_writer(path, height, width, crs, transform, overwrite):
         class_names=["correct", "wrong", "ignored"],
         colours=[(26, 150, 65), (215, 25, 28), (200, 200, 200)],
     )
-    return open_writer(path, spec, overwrite=overwrite)
+    return open_writer(path, out, overwrite=overwrite)
 
 
 def class_names_from_raster(path: str) -> list[str] | None:

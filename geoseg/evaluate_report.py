@@ -6,31 +6,55 @@ import csv
 import io
 import json
 import os
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import click
 import numpy as np
 
-from geoseg.errors import OutputError, OutputExistsError
+from geoseg.errors import InputError
+from geoseg.io.files import atomic_write, check_target, is_same_or_inside
 from geoseg.metrics import EvalResult
 
-
-def check_outputs(paths: list[str | None], overwrite: bool) -> None:
-    """Refuse existing report files (without ``--overwrite``) and missing directories, early."""
-    for p in paths:
-        if not p:
-            continue
-        path = Path(p)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-        if not path.resolve().parent.is_dir():
-            raise OutputError(f"directory {path.parent} does not exist; create it first")
+PathLike = str | os.PathLike[str]
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def check_outputs(
+    outputs: Mapping[str, PathLike | None],
+    overwrite: bool,
+    inputs: Iterable[PathLike | None] = (),
+) -> None:
+    """Refuse report paths early: an input, a link, a repeated path, an existing file.
+
+    Parameters
+    ----------
+    outputs : mapping
+        Option name (``"--json"``) -> path, ``None`` when not given.
+    overwrite : bool
+        Whether existing files may be replaced.
+    inputs : iterable of path-like
+        Everything the command reads; none of it is ever written.
+
+    Raises
+    ------
+    InputError
+        An output is an input, or two outputs are the same file.
+    OutputError, OutputExistsError
+        See :func:`geoseg.io.files.check_target`.
+    """
+    given = [(opt, p) for opt, p in outputs.items() if p]
+    for i, (opt, p) in enumerate(given):
+        for other, q in given[:i]:
+            if is_same_or_inside(p, q) or is_same_or_inside(q, p):
+                raise InputError(
+                    f"{opt} {p} and {other} {q} are the same file; give each output its own path"
+                )
+    for opt, p in given:
+        if opt == "--error-map":
+            from geoseg.evaluate import check_error_map
+
+            check_error_map(p, overwrite, inputs)
+        else:
+            check_target(p, overwrite=overwrite, inputs=inputs, what=opt)
 
 
 def _fmt(x: float) -> str:
@@ -72,8 +96,8 @@ def to_csv(result: EvalResult) -> str:
     return buf.getvalue()
 
 
-def plot_png(result: EvalResult, path: str) -> None:
-    """Row-normalized confusion-matrix heatmap beside a per-class IoU bar chart."""
+def plot_png(result: EvalResult) -> bytes:
+    """Row-normalized confusion-matrix heatmap beside a per-class IoU bar chart, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,19 +126,36 @@ def plot_png(result: EvalResult, path: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def report(result: EvalResult, notes: list[str], *, json_out=None, csv_out=None, plot=None):
-    """Print the table and notes; write the requested files."""
+def report(
+    result: EvalResult,
+    notes: list[str],
+    *,
+    json_out: PathLike | None = None,
+    csv_out: PathLike | None = None,
+    plot: PathLike | None = None,
+    overwrite: bool = True,
+    inputs: Iterable[PathLike | None] = (),
+) -> None:
+    """Print the table and notes; write the requested files (atomically, umask's mode).
+
+    Each file goes through :func:`geoseg.io.files.atomic_write`: an exclusive temporary beside
+    it, never a fixed name a planted link could redirect, and never one of ``inputs``.
+    """
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(table(result))
+    inputs = list(inputs)
+    files = []
     if json_out:
         doc = result.to_dict()
         doc["notes"] = notes
-        _atomic_write(json_out, (json.dumps(doc, indent=2) + "\n").encode())
+        files.append(("--json", json_out, json.dumps(doc, indent=2) + "\n"))
     if csv_out:
-        _atomic_write(csv_out, to_csv(result).encode())
+        files.append(("--csv", csv_out, to_csv(result)))
     if plot:
-        plot_png(result, plot)
+        files.append(("--plot", plot, plot_png(result)))
+    for what, path, data in files:
+        atomic_write(path, data, overwrite=overwrite, inputs=inputs, what=what)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from geoseg.errors import LabelError
@@ -56,3 +58,43 @@ def check_ids(mask: np.ndarray, num_classes: int, ignore_index: int, where: str)
             f" (ignore {ignore_index}); fix the labels or the classes in the config"
         )
     return mask
+
+
+def check_integer_dtype(dtype: Any, where: str, max_bits: int | None = None) -> np.dtype:
+    """Refuse a class-id array or raster whose dtype is not an integer type.
+
+    Float values would be truncated (2.9 scored as class 2) and complex ones cast with a
+    warning, so both are refused rather than silently scored.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+        A numpy dtype or a rasterio dtype name (``"float32"``).
+    where : str
+        The file or array, for the message.
+    max_bits : int, optional
+        Also refuse integer types wider than this (class maps are at most 16-bit).
+
+    Returns
+    -------
+    numpy.dtype
+        The checked dtype.
+
+    Raises
+    ------
+    LabelError
+        A float or complex dtype, or an integer one wider than ``max_bits``.
+    """
+    dt = np.dtype(dtype)
+    fix = "Byte" if max_bits is None or max_bits <= 8 else "UInt16"
+    if dt.kind not in "iub":
+        raise LabelError(
+            f"{where} holds {dt.name} values; class ids must be integers: convert it with "
+            f"gdal_translate -ot {fix} (after rounding the values)"
+        )
+    if max_bits is not None and dt.itemsize * 8 > max_bits:
+        raise LabelError(
+            f"{where} is {dt.name}; class maps are at most {max_bits}-bit: convert it with "
+            f"gdal_translate -ot {fix}"
+        )
+    return dt

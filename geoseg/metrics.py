@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import LabelError
+from geoseg.errors import ConfigError, LabelError
+from geoseg.labels import check_integer_dtype
+
+# A K x K int64 confusion matrix is 8 K^2 bytes, and one exists per block in flight: 4096
+# classes is 128 MiB each. More is a typo (or a class map of raw values), not a class set.
+MAX_CLASSES = 4096
 
 CONVENTIONS = {
     "confusion_matrix": "rows = ground truth, columns = prediction",
@@ -32,6 +37,18 @@ CONVENTIONS = {
     "accuracy": "per-class accuracy is recall tp / (tp + fn); pixel accuracy is trace / total",
     "fwiou": "IoU weighted by ground-truth class frequency",
 }
+
+
+def check_num_classes(num_classes: int, what: str = "--num-classes") -> int:
+    """Refuse a class count outside ``1..MAX_CLASSES`` before a matrix is allocated."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise ConfigError(f"{what} {num_classes!r} is not an integer; e.g. {what} 6")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ConfigError(
+            f"{what} {num_classes} is outside 1..{MAX_CLASSES} (a K x K confusion matrix is "
+            f"8 K^2 bytes); give the number of classes of the class maps, e.g. {what} 6"
+        )
+    return int(num_classes)
 
 
 def _check_labels(values: np.ndarray, num_classes: int, what: str) -> None:
@@ -81,10 +98,16 @@ def confusion_matrix(
     Raises
     ------
     LabelError
-        If a kept ground-truth or prediction value is outside ``0..K-1``.
+        If a kept ground-truth or prediction value is outside ``0..K-1``, or either map is not
+        of an integer dtype.
+    ConfigError
+        If ``num_classes`` is outside ``1..MAX_CLASSES``.
     """
     pred = np.asarray(pred)
     target = np.asarray(target)
+    check_num_classes(num_classes, "num_classes")
+    check_integer_dtype(pred.dtype, "the prediction")
+    check_integer_dtype(target.dtype, "the label")
     if pred.shape != target.shape:
         raise LabelError(f"prediction shape {pred.shape} differs from label shape {target.shape}")
     keep = np.ones(target.shape, bool) if valid is None else np.asarray(valid, bool).copy()

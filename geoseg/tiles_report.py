@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tilers.grid import Grid
@@ -45,7 +44,8 @@ def grid_report(
     if source is None:
         return report
     for i, w in enumerate(grid):
-        _, valid = source.read(w.row, w.col, w.height, w.width)
+        c = grid.clipped(w)  # the part inside the raster: padding is never valid anyway
+        _, valid = source.read(c.row, c.col, c.height, c.width)
         if not valid.any():
             report.skipped_indices.add(i)
         if progress is not None:
@@ -65,37 +65,22 @@ def window_polygon(grid: Grid, index: int, transform: tuple[float, ...]) -> list
 
 
 def write_geojson(
-    path: str | os.PathLike, grid: Grid, info: Any, skipped: set[int], overwrite: bool = False
+    path: str | os.PathLike,
+    grid: Grid,
+    info: Any,
+    skipped: set[int],
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> None:
-    """Write every window as a GeoJSON polygon (in the raster's CRS), atomically."""
-    from geoseg.errors import OutputError, OutputExistsError
+    """Write every window as a GeoJSON polygon (in the raster's CRS), atomically.
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.resolve().is_dir():
-        raise OutputError(f"directory {path.parent} does not exist; create it first")
-    features = []
-    for i, w in enumerate(grid):
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [window_polygon(grid, i, info.transform)],
-                },
-                "properties": {
-                    "index": i,
-                    "grid_row": i // grid.shape[1],
-                    "grid_col": i % grid.shape[1],
-                    "row": w.row,
-                    "col": w.col,
-                    "height": w.height,
-                    "width": w.width,
-                    "skipped": i in skipped,
-                },
-            }
-        )
+    The file goes through :func:`geoseg.io.files.atomic_write`: never over one of ``inputs``,
+    never through a link, via an exclusive temporary, with the umask's mode.
+    """
+    from geoseg.io.files import atomic_write, check_target
+
+    check_target(path, overwrite=overwrite, inputs=inputs, what="--geojson")
+    features = [_feature(grid, i, w, info.transform, i in skipped) for i, w in enumerate(grid)]
     doc: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if info.crs_wkt:
         from rasterio.crs import CRS
@@ -104,6 +89,21 @@ def write_geojson(
         epsg = crs.to_epsg()
         name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_string()
         doc["crs"] = {"type": "name", "properties": {"name": name}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc), overwrite=overwrite, inputs=inputs, what="--geojson")
+
+
+def _feature(grid: Grid, i: int, w: Any, transform: tuple[float, ...], skipped: bool) -> dict:
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [window_polygon(grid, i, transform)]},
+        "properties": {
+            "index": i,
+            "grid_row": i // grid.shape[1],
+            "grid_col": i % grid.shape[1],
+            "row": w.row,
+            "col": w.col,
+            "height": w.height,
+            "width": w.width,
+            "skipped": skipped,
+        },
+    }

@@ -103,11 +103,12 @@ def test_no_output_file_is_an_input(tmp_path, scene, ckpt, case):
 
 def test_overwrite_never_replaces_what_geoseg_did_not_write(tmp_path, scene, ckpt, make_raster):
     user = make_raster(height=32, width=32, name="user.tif")  # the user's own raster
-    refused(tmp_path, "predict", scene, user, "--model", ckpt, *TINY, "--overwrite", words=["geoseg"])
+    args = ["--model", ckpt, *TINY, "--overwrite"]
+    refused(tmp_path, "predict", scene, user, *args, words=["geoseg"])
     store = tmp_path / "data.zarr"
     store.mkdir()
     (store / "notes.txt").write_text("my data")
-    refused(tmp_path, "predict", scene, store, "--model", ckpt, *TINY, "--overwrite", words=["geoseg"])
+    refused(tmp_path, "predict", scene, store, *args, words=["geoseg"])
     # a class map geoseg wrote is replaced
     out = tmp_path / "out.tif"
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY).code == 0
@@ -432,3 +433,25 @@ def test_gcp_georeference_is_carried_over(tmp_path, ckpt):
 
     stored = xr.open_zarr(tmp_path / "o.zarr").rio.get_gcps()
     assert len(stored) == 3
+
+
+def test_an_output_inside_a_zarr_input_is_refused(tmp_path, ckpt):
+    import xarray as xr
+
+    store = tmp_path / "scene.zarr"
+    data = np.random.default_rng(1).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    xr.Dataset({"image": (("band", "y", "x"), data)}).to_zarr(store, zarr_format=3)
+    refused(tmp_path, "predict", store, store / "classes.tif", "--model", ckpt, *TINY,
+            words=["input"])
+
+
+def test_probabilities_file_not_written_by_geoseg_is_kept(tmp_path, scene, ckpt, make_raster):
+    out = tmp_path / "o.tif"
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY).code == 0
+    make_raster(height=16, width=16, name="o_probabilities.tif")  # the user's file
+    refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, "--probabilities",
+            "--overwrite", words=["not written by geoseg"])
+    # without --probabilities the user's file is left alone (only geoseg's stale ones go)
+    before = snapshot(tmp_path)["o_probabilities.tif"]
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
+    assert snapshot(tmp_path)["o_probabilities.tif"] == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.commands.options import overwrite_opt, quiet_opt, verbose_opt
+from geoseg.errors import ConfigError
 
 
 @click.command("adapt")
@@ -70,35 +71,34 @@ def adapt(
     quiet,
 ) -> None:
     """Adapt a checkpoint to unlabelled RASTERS of a new region (no labels needed)."""
-    from pathlib import Path
-
     import torch
 
-    from geoseg.checkpoint import load_checkpoint, save_checkpoint
-    from geoseg.errors import OutputExistsError
+    from geoseg.checkpoint import check_checkpoint_target, load_checkpoint, save_checkpoint
     from geoseg.train import adapt as ad
 
     try:
-        cfg = ad.AdaptConfig(
-            ad.parse_methods(method),
-            window,
-            windows,
-            batch_size,
-            tent_steps,
-            rounds=rounds,
-            steps=steps,
-            lr=lr,
-            fraction=fraction,
-            seed=seed,
-        )
-    except ValueError as exc:
+        methods = ad.parse_methods(method)
+    except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from None
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"checkpoint {out} exists; pass --overwrite to replace it")
+    cfg = ad.AdaptConfig(
+        methods,
+        window,
+        windows,
+        batch_size,
+        tent_steps,
+        rounds=rounds,
+        steps=steps,
+        lr=lr,
+        fraction=fraction,
+        seed=seed,
+    )
+    if num_threads is not None and num_threads < 1:
+        raise ConfigError(f"--threads {num_threads} must be at least 1")
+    paths = ad.expand_paths(rasters)
+    check_checkpoint_target(out, overwrite, inputs=[model_path, *paths], what="--out")
     if num_threads:
         torch.set_num_threads(num_threads)
     model, meta = load_checkpoint(model_path)
-    paths = ad.expand_paths(rasters)
     target = ad.sample_windows(paths, cfg.window, cfg.windows, cfg.seed, meta.in_channels)
 
     def on_method(name: str) -> None:

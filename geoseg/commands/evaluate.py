@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, quiet_opt, verbose_opt
@@ -88,12 +90,25 @@ def evaluate(
     from geoseg.evaluate_report import check_outputs, report
     from geoseg.metrics import summarize
 
-    check_outputs([json_out, csv_out, plot], overwrite)
+    _check_numbers(
+        num_classes=num_classes,
+        block_size=block_size,
+        workers=workers,
+        tile=tile,
+        batch_size=batch_size,
+        overlap=overlap,
+    )
+    outputs = {"--json": json_out, "--csv": csv_out, "--plot": plot, "--error-map": error_map}
+    root = dataset.partition(":")[2] if dataset else None
+    inputs = [pred, label, config_file, model, pred_dir, root]
+    check_outputs(outputs, overwrite, inputs)
     bar = ProgressBar("evaluate", unit="items", enabled=progress and not quiet)
     if dataset:
         if pred or label:
             raise click.UsageError("give either PRED LABEL or --dataset, not both")
-        cm, names, notes = _dataset(
+        if error_map:
+            raise click.UsageError("--error-map maps a PRED LABEL pair; drop it with --dataset")
+        cm, names, notes, read = _dataset(
             dataset,
             config_file,
             split,
@@ -106,7 +121,9 @@ def evaluate(
             batch_size,
             device,
             bar,
+            check=lambda files: check_outputs(outputs, overwrite, inputs + files),
         )
+        inputs += read
     else:
         if not (pred and label):
             raise click.UsageError("give PRED and LABEL rasters, or --dataset KIND:PATH")
@@ -123,7 +140,53 @@ def evaluate(
             bar,
         )
     result = summarize(cm, names)
-    report(result, notes, json_out=json_out, csv_out=csv_out, plot=plot)
+    report(
+        result,
+        notes,
+        json_out=json_out,
+        csv_out=csv_out,
+        plot=plot,
+        overwrite=overwrite,
+        inputs=inputs,
+    )
+
+
+# option -> (smallest value, example); checked before any file is opened
+_LOWER_BOUNDS = {
+    "num_classes": (1, 6),
+    "block_size": (1, 2048),
+    "workers": (1, 4),
+    "tile": (1, 512),
+    "batch_size": (1, 4),
+    "overlap": (0, 128),
+}
+
+
+def _check_numbers(**values: int | None) -> None:
+    """Refuse zero or negative counts and sizes, and an unbounded --num-classes, up front."""
+    from geoseg.errors import ConfigError
+    from geoseg.metrics import check_num_classes
+
+    for name, value in values.items():
+        if value is None:
+            continue
+        lowest, example = _LOWER_BOUNDS[name]
+        hint = "--" + name.replace("_", "-")
+        if value < lowest:
+            raise click.BadParameter(
+                f"{value} is below {lowest}; e.g. {hint} {example}", param_hint=hint
+            )
+        if name == "num_classes":
+            try:
+                check_num_classes(value)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from None
+    tile, overlap = values.get("tile"), values.get("overlap")
+    if tile is not None and overlap is not None and overlap >= tile:
+        raise click.BadParameter(
+            f"{overlap} must be smaller than --tile {tile}; e.g. --overlap {tile // 4}",
+            param_hint="--overlap",
+        )
 
 
 def _pair(
@@ -140,6 +203,9 @@ def _pair(
             )
         num_classes = len(names)
     if names is None or len(names) != num_classes:
+        from geoseg.metrics import check_num_classes
+
+        check_num_classes(num_classes, f"the class count of {pred}")
         names = [f"class_{i}" for i in range(num_classes)]
     spec = PairSpec(pred, label, num_classes, ignore_index, align)
     cm, notes = evaluate_pair(
@@ -166,6 +232,7 @@ def _dataset(
     batch_size,
     device,
     bar,
+    check,
 ):
     from pathlib import Path
 
@@ -173,6 +240,12 @@ def _dataset(
     from geoseg.evaluate import evaluate_dataset, find_prediction
 
     ds = open_dataset(spec, config_file, split)
+    read = [os.fspath(f) for pair in ds.pairs for f in (pair.image, pair.mask)]
+    check(read)
+    if pred_dir and not model and not Path(pred_dir).is_dir():
+        from geoseg.errors import InputError
+
+        raise InputError(f"--pred-dir {pred_dir} is not a folder; give the folder of predictions")
     k = len(ds.classes)
     notes = [f"{len(ds)} samples from {spec}; ignore index {ds.classes.ignore_index}"]
     miss = None
@@ -215,4 +288,4 @@ def _dataset(
     else:
         raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
     cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
-    return cm, list(ds.classes.names), notes
+    return cm, list(ds.classes.names), notes, read

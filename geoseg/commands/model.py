@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
+from geoseg.checkpoint import check_checkpoint_target
 from geoseg.commands.options import overwrite_opt, verbose_opt
+from geoseg.errors import ConfigError
 
 
 @click.group()
@@ -34,6 +37,27 @@ def _parse_options(values: tuple[str, ...]) -> dict:
     return out
 
 
+def _check_create(classes: int, bands: int, tile: int, scale: float, seed: int) -> None:
+    """Refuse absurd ``model create`` values before anything is allocated."""
+    from geoseg.checkpoint import MAX_BANDS, MAX_CLASSES, MAX_TILE
+
+    if not 1 <= bands <= MAX_BANDS:
+        raise ConfigError(
+            f"--bands {bands} must be in 1..{MAX_BANDS} (no imagery has more bands; the first "
+            "layer grows with the band count)"
+        )
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ConfigError(
+            f"--classes {classes} must be in 1..{MAX_CLASSES} (class maps are at most uint16)"
+        )
+    if not 1 <= tile <= MAX_TILE:
+        raise ConfigError(f"--tile {tile} must be in 1..{MAX_TILE} px")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"--scale {scale} must be a finite number > 0 (255 for 8-bit imagery)")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed} must be in 0..2**63-1")
+
+
 @model.command("create")
 @click.argument("out", type=click.Path())
 @click.option("--arch", default="unet", show_default=True, help="smp architecture name.")
@@ -59,15 +83,20 @@ def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, o
 
     from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
 
-    if classes < 1 or bands < 1:
-        raise click.BadParameter("--classes and --bands must be at least 1")
+    _check_create(classes, bands, tile, scale, seed)
     names = class_names.split(",") if class_names else [f"class_{i}" for i in range(classes)]
+    if len(names) != classes or not all(n.strip() for n in names):
+        raise ConfigError(
+            f"--class-names {class_names!r} gives {len(names)} names for --classes {classes}; "
+            "give one non-empty name per class, comma-separated"
+        )
+    check_checkpoint_target(out, overwrite, what="OUT")
     meta = ModelMeta(
         arch=arch,
         encoder=encoder,
         in_channels=bands,
         classes=classes,
-        class_names=names,
+        class_names=[n.strip() for n in names],
         colours=default_colours(classes),
         mean=[0.5] * bands,
         std=[0.25] * bands,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import click
 import numpy as np
 
 from geoseg.commands.options import overwrite_opt, verbose_opt
+
+# Largest accepted --max-size and --dpi: the figure is about (2 * max-size + 2.2 * dpi) x
+# (max-size + 0.6 * dpi) pixels of RGBA, so these keep one canvas under ~1 GiB.
+MAX_PANEL = 8192
+MAX_DPI = 1200
+# At most this many legend entries: a class map without names gets one per id up to its
+# largest id, and matplotlib slows to a crawl with thousands.
+MAX_LEGEND = 256
 
 
 def stretch(image: np.ndarray) -> np.ndarray:
@@ -26,29 +32,41 @@ def stretch(image: np.ndarray) -> np.ndarray:
 
 
 def colourize(classes: np.ndarray, colours: list[tuple[int, int, int]], nodata: int | None):
-    """(H, W) ids -> (H, W, 4) RGBA in [0, 1]; nodata and unknown ids are transparent."""
-    lut = np.zeros((max(int(classes.max(initial=0)) + 1, len(colours)), 4), np.float32)
-    lut[: len(colours), :3] = np.asarray(colours, np.float32) / 255.0
-    lut[: len(colours), 3] = 1.0
-    rgba = lut[np.clip(classes, 0, len(lut) - 1)]
+    """(H, W) ids -> (H, W, 4) RGBA in [0, 1]; nodata and unknown ids are transparent.
+
+    The lookup table has one entry per legend colour plus one transparent entry for every
+    other id, so a huge id (2e9) costs nothing.
+    """
+    k = len(colours)
+    lut = np.zeros((k + 1, 4), np.float32)
+    if k:
+        lut[:k, :3] = np.asarray(colours, np.float32) / 255.0
+        lut[:k, 3] = 1.0
+    ids = np.asarray(classes)
+    index = np.where((ids >= 0) & (ids < k), ids, k).astype(np.intp)
+    rgba = lut[index]
     if nodata is not None:
-        rgba[classes == nodata] = 0.0
+        rgba[ids == nodata] = 0.0
     return rgba
 
 
-def _read(path: str, max_size: int):
+def _read(path: str, max_size: int, classmap: bool = False):
     import warnings
 
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     from geoseg.errors import RasterReadError
+    from geoseg.io.raster import check_input_file
 
+    what = "class map" if classmap else "raster"
+    check_input_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
+                _check_source(src, path, classmap)
                 f = max(1, int(np.ceil(max(src.height, src.width) / max_size)))
                 shape = (src.count, src.height // f or 1, src.width // f or 1)
                 data = src.read(out_shape=shape, resampling=Resampling.nearest)
@@ -57,8 +75,30 @@ def _read(path: str, max_size: int):
                 except ValueError:
                     cmap = None
                 return data, src.nodata, cmap, src.tags()
-    except RasterioIOError as exc:
-        raise RasterReadError(f"cannot read {path} ({exc}); check the path") from None
+    except RasterioError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RasterReadError(
+            f"cannot read {what} {path} ({first}); check that it is a complete raster"
+        ) from None
+
+
+def _check_source(src, path: str, classmap: bool) -> None:
+    """A class map: one band of 8/16-bit integers; an image: no complex values."""
+    from geoseg.errors import InputError
+    from geoseg.labels import check_integer_dtype
+
+    if classmap:
+        if src.count != 1:
+            raise InputError(
+                f"class map {path} has {src.count} bands; expected one band of class ids: "
+                f"extract it with gdal_translate -b 1"
+            )
+        check_integer_dtype(src.dtypes[0], f"class map {path}", max_bits=16)
+    elif np.dtype(src.dtypes[0]).kind == "c":
+        raise InputError(
+            f"raster {path} holds {src.dtypes[0]} values; quicklook shows real-valued images: "
+            "convert it with gdal_translate -ot Float32 (e.g. of the amplitude)"
+        )
 
 
 def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
@@ -84,21 +124,22 @@ def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
     return names, colours
 
 
-def render_png(image, classes, names, colours, nodata, out: str, overwrite: bool, dpi: int):
-    """Draw the two panels and the legend with matplotlib (Agg) and write ``out`` atomically."""
+def render_png(
+    image, classes, names, colours, nodata, out: str, overwrite: bool, dpi: int, inputs=()
+):
+    """Draw the two panels and the legend with matplotlib (Agg) and write ``out`` atomically.
+
+    ``out`` goes through :func:`geoseg.io.files.atomic_write` (exclusive temporary, umask's
+    mode, never one of ``inputs``, never through a link).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from geoseg.errors import OutputError, OutputExistsError
+    from geoseg.io.files import atomic_write
 
-    dest = Path(out)
-    if dest.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-    if not dest.parent.resolve().is_dir():
-        raise OutputError(f"directory {dest.parent} does not exist; create it first")
     h, w = classes.shape
     fig = Figure(figsize=(2 * w / dpi + 2.2, h / dpi + 0.6), dpi=dpi)
     ax1, ax2 = fig.subplots(1, 2)
@@ -113,14 +154,9 @@ def render_png(image, classes, names, colours, nodata, out: str, overwrite: bool
     ]
     fig.legend(handles=handles, loc="center right", frameon=False)
     fig.subplots_adjust(left=0.01, right=0.85, wspace=0.03)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".png", dir=dest.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(out, buf.getvalue(), overwrite=overwrite, inputs=inputs, what="OUT")
 
 
 @click.command("quicklook")
@@ -146,9 +182,18 @@ def render_png(image, classes, names, colours, nodata, out: str, overwrite: bool
 def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> None:
     """Render RASTER beside the colour CLASSMAP with a legend into OUT (PNG)."""
     from geoseg.errors import AlignmentError
+    from geoseg.io.files import check_target
 
+    for value, hint, top in ((max_size, "--max-size", MAX_PANEL), (dpi, "--dpi", MAX_DPI)):
+        if not 1 <= value <= top:
+            raise click.BadParameter(
+                f"{value} is outside 1..{top}; e.g. {hint} {1200 if hint == '--max-size' else 100}",
+                param_hint=hint,
+            )
+    inputs = [raster, classmap, model_path]
+    check_target(out, overwrite=overwrite, inputs=inputs, what="OUT")
     image, _, _, _ = _read(raster, max_size)
-    cls, nodata, cmap, tags = _read(classmap, max_size)
+    cls, nodata, cmap, tags = _read(classmap, max_size, classmap=True)
     classes = cls[0].astype(np.int64)
     if image.shape[1:] != classes.shape:
         raise AlignmentError(
@@ -157,6 +202,8 @@ def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> No
             "the class map was predicted from"
         )
     valid = classes[classes != nodata] if nodata is not None else classes
-    names, colours = legend_for(classmap, model_path, int(valid.max(initial=0)) + 1, cmap, tags)
-    render_png(image, classes, names, colours, nodata, out, overwrite, dpi)
+    n = min(int(valid.max(initial=0)) + 1, MAX_LEGEND)
+    names, colours = legend_for(classmap, model_path, n, cmap, tags)
+    names, colours = names[:MAX_LEGEND], colours[:MAX_LEGEND]
+    render_png(image, classes, names, colours, nodata, out, overwrite, dpi, inputs=inputs)
     click.echo(f"quicklook: {out}")

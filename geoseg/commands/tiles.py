@@ -6,6 +6,10 @@ import click
 
 from geoseg.commands.options import overwrite_opt, progress_opt, verbose_opt
 
+# A window is read as float32 (bands, tile, tile); beyond this one window does not fit the
+# memory a worker should use (predict reads whole windows, padded past the raster's edge).
+MAX_WINDOW_BYTES = 1 << 30
+
 
 @click.command()
 @click.argument("input", type=click.Path(dir_okay=True))
@@ -26,18 +30,38 @@ def tiles(input, tile, overlap, bands, geojson, skip_check, overwrite, progress)
     """Print the window grid over INPUT (windows, skipped, stride, coverage)."""
     from geoseg.commands.predict import parse_bands
     from geoseg.commands.progress import ProgressBar
-    from geoseg.io.raster import open_raster
+    from geoseg.io.files import check_target
+    from geoseg.io.raster import check_input_file, open_raster
     from geoseg.tiles_report import grid_report, write_geojson
-    from tilers.grid import Grid
+    from tilers.grid import Grid, validate_tiling
 
     band_sel = parse_bands(click.get_current_context(), None, bands)
+    validate_tiling((tile, tile), (overlap, overlap))
+    if geojson:
+        check_target(geojson, overwrite=overwrite, inputs=[input], what="--geojson")
+    check_input_file(input, "input raster", folder_ok=True)
     with open_raster(input, band_sel) as source:
         info = source.info
+        check_window_memory(tile, info.count)
         grid = Grid.create(info.height, info.width, tile, overlap)
         bar = ProgressBar("tiles", enabled=progress and skip_check)
         report = grid_report(grid, source if skip_check else None, progress=bar)
     for key, value in report.rows():
         click.echo(f"{key:<12} {value}")
     if geojson:
-        write_geojson(geojson, grid, info, report.skipped_indices, overwrite=overwrite)
+        write_geojson(
+            geojson, grid, info, report.skipped_indices, overwrite=overwrite, inputs=[input]
+        )
         click.echo(f"wrote {len(grid)} windows to {geojson}")
+
+
+def check_window_memory(tile: int, bands: int) -> None:
+    """Refuse a ``--tile`` whose float32 window of ``bands`` bands exceeds 1 GiB."""
+    size = tile * tile * max(bands, 1) * 4
+    if size > MAX_WINDOW_BYTES:
+        largest = int((MAX_WINDOW_BYTES / (4 * max(bands, 1))) ** 0.5)
+        raise click.BadParameter(
+            f"{tile}: one {tile}x{tile} window of {bands} band(s) needs {size / 2**30:.1f} GiB "
+            f"as float32; use at most --tile {largest} (e.g. --tile 512)",
+            param_hint="--tile",
+        )

@@ -21,7 +21,13 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(
                 f"{item!r} is not KEY=VALUE (e.g. --set lr=3e-4)", param_hint="--set"
             )
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise click.BadParameter(
+                f"{item!r}: the value is not YAML; e.g. --set 'loss_weights=[1, 0.5]'",
+                param_hint="--set",
+            ) from None
     return out
 
 
@@ -29,7 +35,7 @@ def _parse_class_map(values: tuple[str, ...]) -> dict[str, str] | None:
     out = {}
     for item in values:
         old, sep, new = item.partition("=")
-        if not sep:
+        if not sep or not old.strip() or not new.strip():
             raise click.BadParameter(
                 f"{item!r} is not OLD=NEW (e.g. --class-map Road=Paved)",
                 param_hint="--class-map",

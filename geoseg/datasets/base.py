@@ -133,4 +133,7 @@ def read_label_png(path: Path) -> np.ndarray:
         raise DatasetError(
             f"label {path} has {arr.shape[-1]} channels; expected a single-band id image"
         )
+    from geoseg.labels import check_integer_dtype
+
+    check_integer_dtype(arr.dtype, f"label {path}")
     return arr.astype(np.int64)

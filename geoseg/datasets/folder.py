@@ -30,22 +30,52 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 def parse_colour(value: Any) -> tuple[int, int, int]:
-    """``"#RRGGBB"`` or ``[r, g, b]`` -> an RGB tuple."""
+    """``"#RRGGBB"`` or ``[r, g, b]`` (each 0..255) -> an RGB tuple.
+
+    Raises
+    ------
+    ConfigError
+        Anything else: a malformed hex string, a channel that is no integer or is outside
+        0..255 (it would be clamped or wrapped silently and match no mask colour).
+    """
+    hint = "write colours as '#RRGGBB' or [r, g, b] with each channel 0..255"
     if isinstance(value, str) and value.startswith("#") and len(value) == 7:
-        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        try:
+            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            raise ConfigError(f"colour {value!r} is not a hex colour; {hint}") from None
     if isinstance(value, list | tuple) and len(value) == 3:
-        return tuple(int(v) for v in value)  # type: ignore[return-value]
-    raise ConfigError(f"colour {value!r} is not '#RRGGBB' or [r, g, b]")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"colour {value!r} has a channel that is no integer; {hint}")
+        if not all(0 <= v <= 255 for v in value):
+            raise ConfigError(f"colour {value!r} has a channel outside 0..255; {hint}")
+        return tuple(value)  # type: ignore[return-value]
+    raise ConfigError(f"colour {value!r} is not '#RRGGBB' or [r, g, b]; {hint}")
+
+
+def _int_key(config: dict[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(
+            f"{key}: {value!r} in the dataset config is not an integer; e.g. {default}"
+        )
+    return value
 
 
 def class_set(config: dict[str, Any]) -> ClassSet:
     """Build the class set from a dataset config mapping."""
     classes = config.get("classes")
-    if not classes:
+    if not classes or not isinstance(classes, list):
         raise ConfigError("the dataset config has no 'classes' list of {name, colour}")
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict) or "name" not in c or "colour" not in c:
+            raise ConfigError(
+                f"classes[{i}] of the dataset config is {c!r}; each class needs name and colour, "
+                "e.g. {name: Building, colour: '#3C1098'}"
+            )
     names = tuple(str(c["name"]) for c in classes)
     colours = tuple(parse_colour(c["colour"]) for c in classes)
-    return ClassSet(names, colours, int(config.get("ignore_index", 255)))
+    return ClassSet(names, colours, _int_key(config, "ignore_index", 255))
 
 
 def mask_decoder(config: dict[str, Any], classes: ClassSet):
@@ -54,27 +84,60 @@ def mask_decoder(config: dict[str, Any], classes: ClassSet):
 
     mode = config.get("label_mode", "rgb")
     if mode == "rgb":
-        ignore = [parse_colour(c) for c in config.get("ignore_colours", [])]
+        ignore = [parse_colour(c) for c in _list_key(config, "ignore_colours")]
 
         def decode(path: Path) -> np.ndarray:
             rgb = read_picture(path)
             rgb = np.moveaxis(rgb[:3], 0, -1) if rgb.shape[0] >= 3 else None
             if rgb is None:
                 raise DatasetError(f"mask {path} is not an RGB image; set label_mode: ids")
+            if rgb.dtype != np.uint8:
+                raise DatasetError(
+                    f"mask {path} is {rgb.dtype.name}; RGB colour masks are 8-bit per channel: "
+                    "convert it with gdal_translate -ot Byte"
+                )
             return rgb_to_ids(rgb, list(classes.colours), ignore, classes.ignore_index, str(path))
 
         return decode
     if mode == "ids":
-        ignore_ids = [int(v) for v in config.get("ignore_ids", [])]
+        ignore_ids = ignore_ids_of(config)
 
         def decode(path: Path) -> np.ndarray:
-            ids = read_picture(path)[0].astype(np.int64)
+            ids = single_band_ids(read_picture(path), path)
             for v in ignore_ids:
                 ids[ids == v] = classes.ignore_index
             return check_ids(ids, len(classes), classes.ignore_index, str(path))
 
         return decode
     raise ConfigError(f"label_mode {mode!r} is unknown; use rgb or ids")
+
+
+def _list_key(config: dict[str, Any], key: str) -> list:
+    value = config.get(key) or []
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: {value!r} in the dataset config is not a list; e.g. {key}: []")
+    return value
+
+
+def ignore_ids_of(config: dict[str, Any]) -> list[int]:
+    """The config's ``ignore_ids`` (a list of integers), checked."""
+    ids = _list_key(config, "ignore_ids")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
+        raise ConfigError(f"ignore_ids: {ids!r} in the dataset config must be integers; e.g. [11]")
+    return ids
+
+
+def single_band_ids(data: np.ndarray, path: Path) -> np.ndarray:
+    """(bands, H, W) label raster -> (H, W) int64 ids; refuse several bands or a float dtype."""
+    from geoseg.labels import check_integer_dtype
+
+    if data.ndim == 3 and data.shape[0] != 1:
+        raise DatasetError(
+            f"label {path} has {data.shape[0]} bands; expected a single-band id image (set "
+            "label_mode: rgb for colour masks, or extract the band with gdal_translate -b 1)"
+        )
+    check_integer_dtype(data.dtype, f"label {path}")
+    return data.reshape(data.shape[-2:]).astype(np.int64)
 
 
 def _files(folder: Path) -> dict[str, Path]:

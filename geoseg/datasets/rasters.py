@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, read_picture
-from geoseg.datasets.folder import class_set
+from geoseg.datasets.folder import class_set, ignore_ids_of, single_band_ids
 from geoseg.errors import DatasetError
+from geoseg.metrics import MAX_CLASSES
 
 
 def _pairs(spec: str) -> list[Pair]:
@@ -55,16 +56,17 @@ def open_rasters(spec: str, config: dict[str, Any] | None = None) -> LabelledDat
     if config.get("classes"):
         classes = class_set(config)
     else:
-        n = int(config.get("num_classes", 0))
-        if n <= 0:
+        n = config.get("num_classes", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_CLASSES:
             raise DatasetError(
-                "rasters: needs the classes: give a config with classes, or num_classes"
+                f"rasters: needs the classes (num_classes is {n!r}): give a config with classes, "
+                f"or num_classes between 1 and {MAX_CLASSES}"
             )
         classes = ClassSet(tuple(f"class_{i}" for i in range(n)), ((0, 0, 0),) * n)
-    ignore_ids = [int(v) for v in config.get("ignore_ids", [])]
+    ignore_ids = ignore_ids_of(config)
 
     def decode(path: Path) -> np.ndarray:
-        ids = read_picture(path)[0].astype(np.int64)
+        ids = single_band_ids(read_picture(path), path)
         for v in ignore_ids:
             ids[ids == v] = classes.ignore_index
         return ids

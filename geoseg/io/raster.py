@@ -13,6 +13,7 @@ to the engine.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "ArraySource",
     "RasterInfo",
     "RasterSource",
+    "check_input_file",
     "open_raster",
 ]
 
@@ -670,6 +672,35 @@ def _is_zarr(path: str) -> bool:
     return path.rstrip("/\\").lower().endswith(".zarr")
 
 
+def check_input_file(
+    path: str | os.PathLike[str], what: str = "input", folder_ok: bool = False
+) -> Path:
+    """Refuse an input that is missing, a folder (unless ``folder_ok``) or no regular file.
+
+    GDAL opening a FIFO or a device blocks forever (or reads an endless stream), so only
+    regular files (and, with ``folder_ok``, folders such as ``.zarr`` stores) are opened.
+
+    Raises
+    ------
+    RasterReadError
+        The path does not exist, is a folder, or is a FIFO, socket or device.
+    """
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise RasterReadError(f"{what} {p} does not exist; check the path") from None
+    except OSError as exc:
+        raise RasterReadError(f"cannot read {what} {p} ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(mode) and not folder_ok:
+        raise RasterReadError(f"{what} {p} is a directory; expected a raster file")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise RasterReadError(
+            f"{what} {p} is not a regular file (a FIFO, socket or device); pass a raster file"
+        )
+    return p
+
+
 def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterSource:
     """Open a raster for windowed reading and validate it up front.
 
@@ -694,14 +725,7 @@ def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None
         A band index out of range.
     """
     text = os.fspath(path)
-    p = Path(text)
-    if not p.exists():
-        raise RasterReadError(f"input raster {text} does not exist: check the path")
-    if not (p.is_file() or p.is_dir()):
-        raise RasterReadError(
-            f"input raster {text} is not a regular file (a FIFO, socket or device); pass a "
-            "raster file or a .zarr store"
-        )
+    p = check_input_file(text, "input raster", folder_ok=True)
     if p.is_file() and p.stat().st_size == 0:
         raise RasterReadError(f"input raster {text} is an empty file (0 bytes): pass a raster")
     if _is_zarr(text):

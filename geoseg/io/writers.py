@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 FORMATS = {".tif": "gtiff", ".tiff": "gtiff", ".zarr": "zarr"}
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 PROB_NODATA = 255
+DIGEST_COLUMNS = 2048  # columns read back at a time when a block row's digest is computed
 
 __all__ = [
     "FORMATS",
@@ -283,10 +284,12 @@ def rows_digest(paths: Iterable[Path], row0: int, row1: int) -> str:
                 with rasterio.open(path) as src:
                     if not 0 <= row0 < row1 <= src.height:
                         raise OutputError(f"rows {row0}..{row1} are outside {path}")
-                    data = src.read(window=Window(0, row0, src.width, row1 - row0))
+                    for col in range(0, src.width, DIGEST_COLUMNS):  # bounded memory
+                        width = min(DIGEST_COLUMNS, src.width - col)
+                        data = src.read(window=Window(col, row0, width, row1 - row0))
+                        digest.update(np.ascontiguousarray(data).tobytes())
         except RasterioError as exc:
             raise OutputError(f"cannot read back {path} ({exc}); run without --resume") from None
-        digest.update(np.ascontiguousarray(data).tobytes())
     return digest.hexdigest()
 
 
@@ -295,6 +298,7 @@ def check_output(
     overwrite: bool,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     probabilities: bool = False,
+    what: str = "output",
 ) -> str:
     """Refuse an output before any work is done.
 
@@ -309,6 +313,8 @@ def check_output(
         probabilities) may be one of them, with or without ``overwrite``.
     probabilities : bool
         Also check the GeoTIFF probabilities file.
+    what : str
+        How messages name the output (the option, e.g. ``"--error-map"``).
 
     Returns
     -------
@@ -328,11 +334,11 @@ def check_output(
     fmt = output_format(path)
     inputs = list(inputs)
     for p in touched_paths(path):
-        refuse_inputs(p, inputs)
+        refuse_inputs(p, inputs, what)
     paths = output_paths(path, probabilities)
     for i, p in enumerate(paths):
-        what = "output" if i == 0 else "output sidecar"
-        check_target(p, overwrite=overwrite, what=what, folder=fmt == "zarr")
+        label = what if i == 0 else f"{what} sidecar"
+        check_target(p, overwrite=overwrite, what=label, folder=fmt == "zarr")
         if p.exists() and p.suffix != ".xml" and not is_geoseg_output(p):
             raise OutputError(
                 f"{p} exists and was not written by geoseg; --overwrite only replaces geoseg's "

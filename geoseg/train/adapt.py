@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ from geoseg.errors import ConfigError, InputError
 log = logging.getLogger("geoseg.adapt")
 
 METHODS = ("stats", "adabn", "tent", "self-training")
+# target windows are held in memory as float32: bound them (2**28 px = 1 GiB per band)
+MAX_WINDOW = 8192
+MAX_PIXELS = 2**28
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -64,8 +68,23 @@ class AdaptConfig:
         for name in ("window", "windows", "batch_size", "rounds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
+        for name in ("tent_steps", "steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
+        if self.window > MAX_WINDOW or self.windows * self.window**2 > MAX_PIXELS:
+            raise ConfigError(
+                f"--windows {self.windows} of --window {self.window} px would read "
+                f"{self.windows * self.window**2:,} pixels per band; keep --window <= "
+                f"{MAX_WINDOW} and windows x window^2 <= {MAX_PIXELS:,}"
+            )
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"--fraction {self.fraction} must be in (0, 1]")
+        for name in ("lr", "tent_lr", "max_threshold"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {value} must be a finite number > 0")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed {self.seed} must be in 0..2**63-1")
 
 
 # --------------------------------------------------------------------------- target windows
@@ -121,7 +140,18 @@ def target_stats(t: TargetWindows, scale: float) -> tuple[list[float], list[floa
     """Per-band mean and std of the target's valid pixels after ``/ scale``."""
     x = np.moveaxis(t.data, 1, 0).reshape(t.data.shape[1], -1).astype(np.float64) / scale
     x = x[:, t.valid.reshape(-1)]
-    return x.mean(1).tolist(), np.maximum(x.std(1), 1e-6).tolist()
+    if x.shape[1] == 0:
+        raise InputError(
+            "no valid pixels in the target windows (the rasters are nodata where sampled); "
+            "adapt on rasters with data, or drop --method stats"
+        )
+    mean, std = x.mean(1), np.maximum(x.std(1), 1e-6)
+    if not np.isfinite(mean + std).all():
+        raise InputError(
+            f"the target windows' band statistics are not finite (mean {mean.tolist()}): the "
+            "rasters hold NaN or infinite values not marked as nodata; set their nodata"
+        )
+    return mean.tolist(), std.tolist()
 
 
 def _inputs(t: TargetWindows, meta: ModelMeta):

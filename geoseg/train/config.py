@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
+from geoseg.checkpoint import MAX_CLASSES, MAX_TILE, check_colour
 from geoseg.errors import ConfigError
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
@@ -67,6 +71,10 @@ class SourceSpec:
             )
         kw = dict(value)
         kw.setdefault("kind", "folder")
+        for key in ("path", "labels", "class_attr"):
+            v = kw.get(key, "")
+            if not (isinstance(v, str) or (key == "labels" and v is None)):
+                raise ConfigError(f"data-source {key} {kw[key]!r} is not valid; give a string")
         if kw["kind"] not in SourceKind.__args__:
             raise ConfigError(
                 f"data-source kind {kw['kind']!r} is not valid; expected one of "
@@ -74,7 +82,9 @@ class SourceSpec:
             )
         for key in ("include", "exclude"):
             v = kw.get(key, ())
-            kw[key] = (v,) if isinstance(v, str) else tuple(v)
+            kw[key] = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, list) else v
+            if not isinstance(kw[key], tuple) or not all(isinstance(p, str) for p in kw[key]):
+                raise ConfigError(f"data-source {key} {v!r} is not a list of glob patterns")
         return cls(**kw)
 
 
@@ -127,11 +137,15 @@ class TrainConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("chip_size", "chips_per_epoch", "epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive")
-        if self.lr <= 0:
-            raise ConfigError(f"lr {self.lr} must be positive; e.g. 1e-3 (1e-4 to fine-tune)")
+        _check_ranges(self)
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(
+                f"lr {self.lr} must be a finite number > 0; e.g. 1e-3 (1e-4 to fine-tune)"
+            )
         bad = [n for n in self.loss if n not in LOSS_NAMES]
         if bad or not self.loss:
             raise ConfigError(
@@ -149,8 +163,10 @@ class TrainConfig:
                     "give one per class or 'auto'"
                 )
         if self.scale_range is not None:
+            if len(self.scale_range) != 2:
+                raise ConfigError(f"scale_range {list(self.scale_range)} must be [low, high]")
             lo, hi = self.scale_range
-            if not 0 < lo <= hi:
+            if not 0 < lo <= hi or not math.isfinite(hi):
                 raise ConfigError(f"scale_range {self.scale_range} must be 0 < low <= high")
 
     @property
@@ -177,48 +193,154 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
+_FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Refuse values of the wrong type (a YAML string where a number goes, a bool for an int)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        if not _type_ok(value, hint):
+            raise ConfigError(f"training option {f.name}: {value!r} is not valid ({_want(hint)})")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return isinstance(value, str) and value in get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, h) for h in get_args(hint))
+    if origin is tuple:
+        return isinstance(value, tuple)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _want(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "expected one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is tuple:
+        return "expected a list"
+    if origin is dict:
+        return "expected a mapping"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_want(h) for h in get_args(hint))
+    return f"expected {getattr(hint, '__name__', str(hint))}"
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    if cfg.chip_size > MAX_TILE:
+        raise ConfigError(f"chip_size {cfg.chip_size} is absurd; at most {MAX_TILE} px")
+    if cfg.batch_size > 4096 or cfg.chips_per_epoch > 10**7:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} / chips_per_epoch {cfg.chips_per_epoch} are absurd; "
+            "keep batch_size <= 4096 and chips_per_epoch <= 10000000"
+        )
+    if not 0 <= cfg.grid_overlap < cfg.chip_size:
+        raise ConfigError(f"grid_overlap {cfg.grid_overlap} must be in 0..chip_size-1")
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"warmup_steps {cfg.warmup_steps} must be >= 0")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed {cfg.seed} must be in 0..2**63-1")
+    if not 0 <= cfg.ignore_index <= 65535:
+        raise ConfigError(f"ignore_index {cfg.ignore_index} must be in 0..65535")
+    if cfg.num_threads is not None and not 1 <= cfg.num_threads <= 4096:
+        raise ConfigError(f"num_threads {cfg.num_threads} must be at least 1 (--threads)")
+    for name in _FLOATS:
+        v = getattr(cfg, name)
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{name} {v} must be a finite number >= 0")
+    for name in ("loss_weights", "class_weights", "scale_range"):
+        v = getattr(cfg, name)
+        if isinstance(v, tuple) and not all(math.isfinite(x) and x >= 0 for x in v):
+            raise ConfigError(f"{name} {list(v)} must hold finite numbers >= 0")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
+        raise ConfigError(f"class_map {cfg.class_map!r} must map old class names to new ones")
+
+
 def _as_colour(value: Any, what: str) -> tuple[int, int, int]:
-    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+    if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value):
         return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
-    if isinstance(value, list | tuple) and len(value) == 3:
-        return tuple(int(v) for v in value)
-    raise ConfigError(f"{what} colour {value!r} is not valid; use '#RRGGBB' or [r, g, b]")
+    if isinstance(value, str):
+        raise ConfigError(f"{what} colour {value!r} is not valid; use '#RRGGBB' or [r, g, b]")
+    return check_colour(value, f"{what} colour", ConfigError)
 
 
 def _classes(value: Any) -> tuple[ClassSpec, ...]:
     out = []
-    for i, c in enumerate(value or ()):
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"classes {value!r} is not a list of names or {{name, colour}}")
+    if len(value) > MAX_CLASSES:
+        raise ConfigError(f"{len(value)} classes; at most {MAX_CLASSES} (class maps are uint16)")
+    for i, c in enumerate(value):
         if isinstance(c, str):
             from geoseg.checkpoint import default_colours
 
             out.append(ClassSpec(c, default_colours(len(value))[i]))
-        elif isinstance(c, dict) and "name" in c:
-            out.append(ClassSpec(str(c["name"]), _as_colour(c.get("colour"), c["name"])))
+        elif isinstance(c, dict) and set(c) - {"name", "colour"}:
+            raise ConfigError(f"class {c!r} has unknown keys; expected name and colour")
+        elif isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]:
+            out.append(ClassSpec(c["name"], _as_colour(c.get("colour"), repr(c["name"]))))
         else:
             raise ConfigError(f"class {c!r} is not valid; expected a name or {{name, colour}}")
+    names = [c.name for c in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"class name(s) {dup} appear twice; give each class its own name")
     return tuple(out)
 
 
 def _loss(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split("+")
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{value!r} is not a loss name list")
     return tuple(str(v).strip().lower() for v in value)
 
 
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{value!r} is not a list of numbers")
+    return tuple(_float(x) for x in value)
+
+
+def _sources(value: Any) -> tuple[SourceSpec, ...]:
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"data sources {value!r} are not a list of 'folder:PATH' or mappings")
+    return tuple(SourceSpec.from_any(s) for s in value)
+
+
 CONVERTERS = {
-    "train": lambda v: tuple(SourceSpec.from_any(s) for s in ([v] if isinstance(v, str) else v)),
-    "val": lambda v: tuple(SourceSpec.from_any(s) for s in ([v] if isinstance(v, str) else v)),
+    "train": _sources,
+    "val": _sources,
     "classes": _classes,
     "ignore_colours": lambda v: tuple(_as_colour(c, "ignore") for c in v),
     "loss": _loss,
-    "loss_weights": lambda v: tuple(float(x) for x in v),
-    "class_weights": lambda v: v if isinstance(v, str) else tuple(float(x) for x in v),
-    "scale_range": lambda v: tuple(float(x) for x in v),
-    "lr": float,
-    "weight_decay": float,
-    "brightness": float,
-    "contrast": float,
-    "focal_gamma": float,
+    "loss_weights": _floats,
+    "class_weights": lambda v: v if isinstance(v, str) else _floats(v),
+    "scale_range": _floats,
+    "lr": _float,
+    "weight_decay": _float,
+    "brightness": _float,
+    "contrast": _float,
+    "focal_gamma": _float,
 }
 
 
@@ -236,11 +358,19 @@ def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
     """
     from geoseg.config import merge_layers
 
+    for layer in layers:
+        bad = [k for k in (layer or {}) if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"training option name {bad[0]!r} is not a name; fix the config")
     merged = merge_layers(TrainConfig, layers, "training option")
-    try:
-        for key, conv in CONVERTERS.items():
-            if key in merged:
+    for key, conv in CONVERTERS.items():
+        if key in merged:
+            try:
                 merged[key] = conv(merged[key])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value in training config: {exc}") from None
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"training option {key}: {merged[key]!r} is not valid ({exc})"
+                ) from None
     return TrainConfig(**merged)

@@ -206,8 +206,7 @@ def fit(
     params = freeze(model, cfg.freeze_encoder)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        torch.set_rng_state(resume_state["torch_rng"])
+        _restore(optimizer, resume_state, run)
     shapes = [s.mask.shape for s in train]
     index = None
     if cfg.class_balanced and cfg.sampling == "random":
@@ -250,9 +249,27 @@ def fit(
             run.save_best(model, _with_extra(meta, row, cfg))
         run.save_last(model, _with_extra(meta, row, cfg), _state_dict(state, optimizer))
         run.write_log(state.rows)
+        run.commit()
         cb.on_epoch(row)
     model.eval()
     return state
+
+
+def _restore(optimizer, resume_state: dict[str, Any], run) -> None:
+    """Restore the optimizer and torch RNG of a resumed run (a tampered state is refused)."""
+    import torch
+
+    from geoseg.errors import CheckpointError
+
+    try:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        torch.set_rng_state(resume_state["torch_rng"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(
+            f"{run.last}/train_state.pt does not fit this run's optimizer ({msg}); restart "
+            "without --resume"
+        ) from None
 
 
 def _with_extra(meta: ModelMeta, row: dict[str, Any], cfg: TrainConfig) -> ModelMeta:

@@ -2,43 +2,92 @@
 
 Layout of ``RUN``::
 
+    RUN/.geoseg-run   marker: this folder is a geoseg run (``--overwrite`` replaces only these)
     RUN/config.json   resolved options and their fingerprint
     RUN/best/         checkpoint with the best validation mIoU
     RUN/last/         checkpoint after the latest epoch, plus train_state.pt
     RUN/log.csv       one row per epoch
+
+A new run is assembled in an exclusive temporary folder beside ``RUN`` and installed at
+``RUN`` once its first epoch is saved (:meth:`RunDir.commit`): a run that fails before that
+leaves the file system as it was, and ``--overwrite`` keeps the earlier run until then. A
+resumed run rewrites ``config.json`` only after its first resumed epoch is saved.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
-import shutil
-import tempfile
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from geoseg.checkpoint import (
+    STATE_FILE,
+    give_umask_modes,
+    is_checkpoint,
+    write_checkpoint_files,
+)
 from geoseg.errors import CheckpointError, ConfigError, OutputError, OutputExistsError
+from geoseg.io import files
 
-STATE_FILE = "train_state.pt"
+MARKER = ".geoseg-run"
+RUN_FILES = frozenset({MARKER, "config.json", "log.csv", "best", "last"})
+# temporaries of files.exclusive_temp / files.temp_dir for the entries above
+_TEMP = re.compile(r"^\.(\.geoseg-run|config\.json|log\.csv|best|last)\..+\.tmp(\.old)?$")
+
+__all__ = ["MARKER", "STATE_FILE", "RunDir", "is_run"]
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def is_run(path: str | os.PathLike) -> bool:
+    """True for a folder geoseg wrote as a run: the marker, and only a run's own entries."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir() or not (p / MARKER).is_file():
+        return False
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        doc = json.loads((p / MARKER).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(doc, dict) or doc.get("kind") != "geoseg-run":
+        return False
+    for entry in p.iterdir():
+        if _TEMP.match(entry.name):
+            continue
+        if entry.name not in RUN_FILES or entry.is_symlink():
+            return False
+        if entry.name in ("best", "last") and not is_checkpoint(entry):
+            return False
+    return True
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path} is corrupt ({' '.join(str(exc).split())[:200]}); restart without --resume"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise CheckpointError(
+            f"{path} is not a run's config (a mapping with 'config'); restart without --resume"
+        )
+    if not isinstance(doc.get("resumed", []), list):
+        raise CheckpointError(f"{path}: 'resumed' is not a list; restart without --resume")
+    return doc
 
 
 class RunDir:
     """A training run's output directory."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.target = Path(path)
+        self.path = self.target
+        self._pending: dict[str, Any] | None = None
+        self._tmp: Path | None = None
 
     @property
     def best(self) -> Path:
@@ -50,27 +99,44 @@ class RunDir:
         """The latest checkpoint (with training state)."""
         return self.path / "last"
 
-    def start(self, config: dict[str, Any], fingerprint: str, resume: bool, overwrite: bool):
-        """Create (or check, when resuming) the run directory."""
+    # ------------------------------------------------------------------ checks (no writes)
+    def check(
+        self,
+        config: dict[str, Any],
+        fingerprint: str,
+        resume: bool,
+        overwrite: bool,
+        inputs: Sequence[str] = (),
+    ) -> None:
+        """Refuse an unusable ``--out`` before any work; writes nothing.
+
+        Raises
+        ------
+        OutputExistsError, OutputError, InputError, CheckpointError, ConfigError
+        """
+        files.check_target(self.target, overwrite=True, inputs=inputs, what="--out", folder=True)
         if resume:
-            return self._check_resume(config, fingerprint)
-        if self.path.exists() and any(self.path.iterdir()):
-            if not overwrite:
-                raise OutputExistsError(
-                    f"run directory {self.path} exists; pass --overwrite to replace it or "
-                    "--resume to continue it"
+            self._check_resume(config, fingerprint)
+            return
+        t = self.target
+        if not t.exists() or not any(t.iterdir()):
+            return
+        if not overwrite:
+            raise OutputExistsError(
+                f"run directory {t} exists; pass --overwrite to replace it or --resume to "
+                "continue it"
+            )
+        if not is_run(t):
+            raise OutputError(
+                f"{t} is not a geoseg run directory (no {MARKER} marker, or files geoseg did "
+                "not write); --overwrite only replaces earlier runs: choose another --out"
+            )
+        for item in inputs:
+            if item and files.is_same_or_inside(item, t):
+                raise OutputError(
+                    f"--out {t} holds the input {item}; replacing the run would delete it: "
+                    "choose another --out"
                 )
-            if not (self.path / "config.json").is_file():
-                raise OutputExistsError(
-                    f"{self.path} is not empty and not a geoseg run directory; choose another "
-                    "--out (--overwrite only replaces earlier runs)"
-                )
-            shutil.rmtree(self.path)
-        if not self.path.parent.is_dir():
-            raise OutputError(f"directory {self.path.parent} does not exist; create it first")
-        self.path.mkdir(exist_ok=True)
-        doc = {"fingerprint": fingerprint, "config": config}
-        _atomic_text(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
 
     def _check_resume(self, config: dict[str, Any], fingerprint: str) -> None:
         from geoseg.train.config import config_changes
@@ -81,35 +147,64 @@ class RunDir:
                 f"{self.path} holds no resumable run (config.json and last/{STATE_FILE}); "
                 "drop --resume to start a new run"
             )
-        doc = json.loads(cfg_file.read_text())
-        changed = config_changes(doc.get("config", {}), config)
+        doc = _read_config(cfg_file)
+        old = doc["config"]
+        changed = config_changes(old, config)
         if changed:
-            old = doc["config"]
             what = ", ".join(f"{k} ({old[k]!r} -> {config[k]!r})" for k in changed)[:300]
             raise ConfigError(
                 f"--resume of {self.path}: the config differs from the run's in {what}; resume "
                 "with the run's config or start a new --out"
             )
         history = doc.get("resumed", []) + [{"epochs": config.get("epochs")}]
-        doc.update(config=config, fingerprint=fingerprint, resumed=history)
-        _atomic_text(cfg_file, json.dumps(doc, indent=2) + "\n")
+        self._pending = dict(doc, config=config, fingerprint=fingerprint, resumed=history)
+
+    # ------------------------------------------------------------------ writes
+    def start(self, config: dict[str, Any], fingerprint: str, resume: bool) -> None:
+        """Begin writing (call after :meth:`check` and after data and model are validated).
+
+        A new run goes into a temporary folder beside ``--out`` until :meth:`commit`.
+        """
+        if resume:
+            return
+        self._tmp = files.temp_dir(self.target)
+        self.path = self._tmp
+        marker = {"kind": "geoseg-run", "format": 1}
+        files.atomic_write(self.path / MARKER, json.dumps(marker) + "\n")
+        doc = {"fingerprint": fingerprint, "config": config}
+        files.atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+
+    def commit(self) -> None:
+        """Install the new run at ``--out`` (or record the resumption); later calls do nothing."""
+        if self._pending is not None:
+            doc, self._pending = self._pending, None
+            files.atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+        if self._tmp is not None:
+            tmp, self._tmp = self._tmp, None
+            files.install(tmp, self.target, lambda d: is_run(d) or not any(d.iterdir()))
+            self.path = self.target
+
+    def abort(self) -> None:
+        """Remove what this run created if it was never committed (nothing else)."""
+        if self._tmp is not None:
+            files.remove_ours(self._tmp)
+            self._tmp = None
+            self.path = self.target
+        self._pending = None
 
     def save_last(self, model, meta, state: dict[str, Any]) -> None:
         """Write the latest checkpoint and the training state together, atomically."""
         import torch
 
-        from geoseg.checkpoint import save_checkpoint
-
-        new = self.path / ".last.new"
-        shutil.rmtree(new, ignore_errors=True)
-        save_checkpoint(model, meta, new, overwrite=True)
-        torch.save(state, new / STATE_FILE)
-        old = self.path / ".last.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if self.last.exists():
-            self.last.rename(old)
-        new.rename(self.last)
-        shutil.rmtree(old, ignore_errors=True)
+        tmp = files.temp_dir(self.last)
+        try:
+            write_checkpoint_files(model, meta, tmp)
+            torch.save(state, tmp / STATE_FILE)
+            give_umask_modes(tmp)
+            files.install(tmp, self.last, is_checkpoint)
+        finally:
+            if tmp.exists():
+                files.remove_ours(tmp)
 
     def save_best(self, model, meta) -> None:
         """Replace the best checkpoint (atomic rename)."""
@@ -118,15 +213,30 @@ class RunDir:
         save_checkpoint(model, meta, self.best, overwrite=True)
 
     def load_state(self) -> dict[str, Any]:
-        """The training state of ``last/``, loaded without executing pickled code."""
+        """The training state of ``last/``, loaded without executing pickled code, checked."""
+        import pickle
+
         import torch
 
+        path = self.last / STATE_FILE
         try:
-            return torch.load(self.last / STATE_FILE, weights_only=True, map_location="cpu")
-        except (RuntimeError, OSError, EOFError) as exc:
-            raise CheckpointError(
-                f"{self.last / STATE_FILE} is corrupt ({exc}); restart without --resume"
-            ) from None
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except (
+            pickle.UnpicklingError,
+            RuntimeError,
+            OSError,
+            EOFError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            UnicodeDecodeError,
+        ) as exc:
+            msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise CheckpointError(f"{path} is corrupt ({msg}); restart without --resume") from None
+        check_state(state, path)
+        return state
 
     def write_log(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``log.csv`` with ``rows`` (atomic)."""
@@ -135,10 +245,46 @@ class RunDir:
         fields = list(rows[0])
         for r in rows[1:]:
             fields += [k for k in r if k not in fields]
-        import io
-
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_text(self.path / "log.csv", buf.getvalue())
+        files.atomic_write(self.path / "log.csv", buf.getvalue())
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_state(state: Any, path: Path) -> None:
+    """Refuse a ``train_state.pt`` whose fields have the wrong types or impossible values."""
+    import torch
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} is not a valid training state ({what}); restart without --resume"
+        )
+
+    if not isinstance(state, dict):
+        raise bad(f"a {type(state).__name__}, not a mapping")
+    need = ("epoch", "step", "best_miou", "best_epoch", "rows", "optimizer", "torch_rng")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise bad(f"missing {', '.join(missing)}")
+    epoch, step, best_epoch = state["epoch"], state["step"], state["best_epoch"]
+    if not all(_is_int(v) and v >= 0 for v in (epoch, step, best_epoch)) or best_epoch > epoch:
+        raise bad(f"epoch {epoch!r}, step {step!r}, best_epoch {best_epoch!r}")
+    best = state["best_miou"]
+    if not isinstance(best, int | float) or isinstance(best, bool) or math.isinf(best):
+        raise bad(f"best_miou {best!r}")
+    rows = state["rows"]
+    if not isinstance(rows, list) or len(rows) != epoch:
+        raise bad(f"log rows do not match epoch {epoch}")
+    if not all(isinstance(r, dict) for r in rows):
+        raise bad(f"log rows do not match epoch {epoch}")
+    opt = state["optimizer"]
+    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list):
+        raise bad("optimizer state is not an optimizer's state_dict")
+    rng = state["torch_rng"]
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise bad("torch_rng is not a byte tensor")

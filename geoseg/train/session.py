@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.checkpoint import ModelMeta, build_model
+from geoseg.errors import CheckpointError, ConfigError, DatasetError
 from geoseg.train import stats
 from geoseg.train.config import TrainConfig
 from geoseg.train.loop import Callbacks, FitState, fit, state_from_dict
@@ -36,6 +38,11 @@ def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> 
     if any(s.valid is not None for s in train):
         valid = [np.ones(s.mask.shape, bool) if s.valid is None else s.valid for s in train]
     mean, std = stats.band_stats([s.image for s in train], scale=scale, nodata_valid=valid)
+    if not np.isfinite(mean + std).all():
+        raise DatasetError(
+            f"the training images' band statistics are not finite (mean {mean}); they hold "
+            "NaN or infinite pixel values: mark those pixels as nodata"
+        )
     return ModelMeta(
         arch=cfg.arch,
         encoder=cfg.encoder,
@@ -83,6 +90,55 @@ def class_weights(cfg: TrainConfig, train: list[Sample], k: int) -> np.ndarray |
     return np.asarray(cfg.class_weights, np.float32)
 
 
+def _inputs(cfg: TrainConfig, init: str | None) -> list[str]:
+    """Every path the run reads (never written, never inside a replaced run)."""
+    paths = [init] if init else []
+    for spec in (*cfg.train, *cfg.val):
+        paths += [p for p in (spec.path, spec.labels) if p]
+    return paths
+
+
+def _check_chip_size(cfg: TrainConfig, train: list[Sample]) -> None:
+    side = max(max(s.mask.shape) for s in train)
+    if cfg.chip_size > side:
+        raise ConfigError(
+            f"chip_size {cfg.chip_size} is larger than every training image (largest side "
+            f"{side} px); chips would be mostly padding: use --chip-size {side} or less"
+        )
+
+
+def _with_init_classes(cfg: TrainConfig, init: str | None) -> TrainConfig:
+    if init is not None and not cfg.classes:
+        from geoseg.checkpoint import read_meta
+        from geoseg.train.config import ClassSpec
+
+        m = read_meta(init)
+        classes = tuple(ClassSpec(n, c) for n, c in zip(m.class_names, m.colours, strict=True))
+        cfg = dataclasses.replace(cfg, classes=classes)
+    if not cfg.classes:
+        raise ConfigError("no classes given; add classes: [{name, colour}, ...] to the config")
+    return cfg
+
+
+def _resumed(run: RunDir, meta: ModelMeta):
+    """The model and state of ``run/last``, checked against this run's model."""
+    from geoseg.checkpoint import load_checkpoint
+
+    model, last = load_checkpoint(run.last)
+    if (last.arch, last.encoder, last.in_channels, last.class_names) != (
+        meta.arch,
+        meta.encoder,
+        meta.in_channels,
+        meta.class_names,
+    ):
+        raise CheckpointError(
+            f"{run.last} holds a {last.arch}/{last.encoder} model for {last.in_channels} bands "
+            f"and classes {last.class_names}, not this run's; restart without --resume"
+        )
+    resume_state = run.load_state()
+    return model, resume_state, state_from_dict(resume_state)
+
+
 def run_training(
     cfg: TrainConfig,
     out: str,
@@ -95,6 +151,9 @@ def run_training(
 ) -> Result:
     """Train (or fine-tune from ``init``) into the run directory ``out``.
 
+    Everything (output, data, model, device, resumable state) is checked before anything is
+    written; a run that fails before its first epoch is saved leaves no trace.
+
     Returns
     -------
     Result
@@ -102,30 +161,20 @@ def run_training(
     """
     import torch
 
-    from geoseg.checkpoint import load_checkpoint
-    from geoseg.engine import resolve_device
+    from geoseg.engine import resolve_device, resolve_precision
     from geoseg.train.losses import make_loss
 
+    cfg = _with_init_classes(cfg, init)
+    run = RunDir(out)
+    run.check(cfg.to_dict(), cfg.fingerprint(), resume, overwrite, _inputs(cfg, init))
+    device = resolve_device(cfg.device)
+    resolve_precision(cfg.precision, device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    cfg_for_data = cfg
-    if init is not None and not cfg.classes:
-        from geoseg.checkpoint import read_meta
-        from geoseg.train.config import ClassSpec
-
-        m = read_meta(init)
-        classes = tuple(ClassSpec(n, c) for n, c in zip(m.class_names, m.colours, strict=True))
-        cfg_for_data = cfg.__class__(**{**cfg.__dict__, "classes": classes})
-    cfg = cfg_for_data
-    if not cfg.classes:
-        from geoseg.errors import ConfigError
-
-        raise ConfigError("no classes given; add classes: [{name, colour}, ...] to the config")
     train = load_samples(cfg.train, cfg, "training")
     val = load_samples(cfg.val, cfg, "validation") if cfg.val else []
+    _check_chip_size(cfg, train)
     log.info("%d training and %d validation samples", len(train), len(val))
-    run = RunDir(out)
-    run.start(cfg.to_dict(), cfg.fingerprint(), resume, overwrite)
     extra = {
         "command": command,
         "train_samples": [s.name for s in train],
@@ -139,11 +188,16 @@ def run_training(
         model = build_model(meta)
     state, resume_state = None, None
     if resume:
-        model, _ = load_checkpoint(run.last)
-        resume_state = run.load_state()
-        state = state_from_dict(resume_state)
+        model, resume_state, state = _resumed(run, meta)
     weights = class_weights(cfg, train, meta.classes)
     loss_fn = make_loss(cfg.loss, cfg.loss_weights, weights, cfg.ignore_index, cfg.focal_gamma)
-    device = resolve_device(cfg.device)
-    state = fit(cfg, model, meta, train, val, run, loss_fn, device, state, resume_state, callbacks)
+    run.start(cfg.to_dict(), cfg.fingerprint(), resume)
+    try:
+        state = fit(
+            cfg, model, meta, train, val, run, loss_fn, device, state, resume_state, callbacks
+        )
+        run.commit()
+    except BaseException:
+        run.abort()
+        raise
     return Result(run, meta, state, len(train), len(val))
