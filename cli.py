@@ -6,8 +6,15 @@ so ``geoseg --help`` stays instant and never imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import os
 import sys
+import threading
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
@@ -76,31 +83,142 @@ def quiet_georeference_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class Terminated(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP), raised in the main thread like Ctrl-C.
+
+    Being a ``KeyboardInterrupt``, it unwinds every ``with`` block as Ctrl-C does: writers
+    delete their temporaries, partial GeoTIFF runs keep what ``--resume`` needs, clusters stop.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: types.FrameType | None) -> None:
+    """Raise ``KeyboardInterrupt`` (SIGINT) or :class:`Terminated` in the main thread."""
+    import signal
+
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated(signum)
+
+
+def _unraisable(args: Any, previous: Callable[[Any], None]) -> None:
+    """``sys.unraisablehook``: an interrupt that Python swallowed is delivered again.
+
+    The handler's exception is lost where the signal arrives during a garbage-collector
+    callback (distributed's GC diagnosis), a weakref callback or a ``__del__``: Python prints
+    "Exception ignored" and carries on. The signal is then sent again a moment later.
+    """
+    import signal
+
+    exc = args.exc_value
+    if not isinstance(exc, KeyboardInterrupt) or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        previous(args)
+        return
+    signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+    signal.signal(signum, _on_signal)
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the block runs (main thread).
+
+    SIGINT keeps raising ``KeyboardInterrupt``; either is delivered again where Python would
+    swallow it (:func:`_unraisable`). A signal that the parent set to be ignored (``nohup``)
+    or handles otherwise stays as it is.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    installed = {}
+    for name, default in (
+        ("SIGINT", signal.default_int_handler),
+        ("SIGTERM", signal.SIG_DFL),
+        ("SIGHUP", signal.SIG_DFL),
+    ):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is default:
+            installed[signum] = signal.signal(signum, _on_signal)
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable, previous=hook)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
+
+
+def interrupted(args: list[str], exc: BaseException | None) -> tuple[str, int]:
+    """The one-line message and exit status (128 + signal: 130 for Ctrl-C) of an interrupt."""
+    import signal
+
+    while exc is not None and not isinstance(exc, KeyboardInterrupt):
+        exc = exc.__cause__ or exc.__context__
+    signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+    how = (
+        "interrupted"
+        if signum == signal.SIGINT
+        else f"interrupted by {signal.Signals(signum).name}"
+    )
+    if args[:1] == ["predict"] and any(a.split("=")[0] == "--output-dir" for a in args):
+        return f"Error: {how}; finished rasters are kept: continue with --resume", 128 + signum
+    resumed_training = args[:1] in (["train"], ["finetune"], ["adapt"]) and "--resume" in args
+    if resumed_training or (args[:1] == ["predict"] and _partial_run_kept(args[1:])):
+        return f"Error: {how}; the work done is kept: continue with --resume", 128 + signum
+    return f"Error: {how}; no output was written", 128 + signum
+
+
+def _partial_run_kept(args: list[str]) -> bool:
+    """Whether one of ``args`` names an output whose partial run ``--resume`` can continue."""
+    from geoseg.resume import partial_dir
+
+    for arg in args:
+        try:
+            if not arg.startswith("-") and (partial_dir(arg) / "progress.json").is_file():
+                return True
+        except (OSError, ValueError):  # not a path (an empty name, an embedded NUL)
+            continue
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; geoseg errors become one-line messages and a non-zero exit, no traceback."""
+    """Run the CLI; geoseg errors become one-line messages and a non-zero exit, no traceback.
+
+    Ctrl-C, SIGTERM and SIGHUP stop a command cleanly (temporaries removed, a partial GeoTIFF
+    run kept for ``--resume``) with one ``Error: interrupted ...`` line and exit status 128 +
+    the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP).
+    """
     from geoseg.errors import GeosegError
     from geoseg.memory import bound_gdal_cache, tune_malloc
 
-    bound_gdal_cache()
-    tune_malloc()
-    quiet_georeference_warnings()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+        with termination_as_interrupt():
+            bound_gdal_cache()
+            tune_malloc()
+            quiet_georeference_warnings()
+            cli.main(args=args, prog_name="geoseg", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        message, code = interrupted(args, exc)
+        click.echo(message, err=True)
+        sys.exit(code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except GeosegError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo(
-            "Interrupted; no output was written (a GeoTIFF prediction continues with --resume).",
-            err=True,
-        )
-        sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 

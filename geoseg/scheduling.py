@@ -60,30 +60,54 @@ def process_layout(workers: int, cores: int | None = None) -> tuple[int, int]:
     return threads, cpu_threads_per_call(threads, cores=share)
 
 
+# The in-process clusters' HTTP servers (Dask starts one per scheduler and worker, whether a
+# dashboard is wanted or not) serve no pages unless --dashboard asks for them: the scheduler's
+# pages are unauthenticated and show (and act on) every worker.
+NO_HTTP_ROUTES = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+WORKER_NO_HTTP = {"distributed.worker.http.routes": []}
+# Everything geoseg starts listens on loopback; a free port each (never the default 8787, which
+# several runs on one machine would fight over).
+LOOPBACK = "127.0.0.1"
+# Connecting to --scheduler: distributed's own default (30 s) is meant for clusters still
+# starting; geoseg waits this long unless distributed.comm.timeouts.connect is set otherwise.
+CONNECT_TIMEOUT_S = 10.0
+DISTRIBUTED_CONNECT_DEFAULT_S = 30.0
+
+
 @contextlib.contextmanager
 def dask_client(
     workers: int | None = None,
     scheduler: str | None = None,
     threads: int | None = None,
     client: Any = None,
+    dashboard: str | None = None,
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client``.
+
+    Clusters started here listen on loopback (127.0.0.1) only, on free ports, and serve no
+    dashboard unless ``dashboard`` asks for one.
 
     Parameters
     ----------
     workers : int, optional
         Start a local cluster of this many worker processes (threads and torch threads per
-        process: :func:`process_layout`).
+        process: :func:`process_layout`); at most one per available core.
     scheduler : str, optional
-        Connect to an existing scheduler at this address (``tcp://host:8786``).
+        Connect to an existing scheduler at this address (``tcp://host:8786``, or
+        ``tls://host:8786`` with the TLS settings of Dask's config): see
+        :func:`connect_scheduler`. Every member of that cluster is trusted: Dask unpickles
+        what they send.
     threads : int, optional
         Threads of the in-process cluster used when neither is given (default
         :func:`local_threads`): each reads its batch and runs the model on it, so reads overlap
         compute, and on the CPU the model calls run side by side.
     client : distributed.Client, optional
         Use this client as it is (it is not closed).
+    dashboard : str, optional
+        ``HOST:PORT`` for the Dask dashboard of a cluster started here (see
+        :func:`geoseg.config.dashboard_address`); none by default.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     # distributed logs cluster start/stop at INFO and task failures (which geoseg re-raises
     # as one-line errors) at ERROR; show them with -vv (debug) only.
@@ -93,45 +117,171 @@ def dask_client(
         yield client
         return
     if scheduler:
-        from geoseg.errors import ConfigError
-
-        try:
-            c = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(
-                f"--scheduler {scheduler}: cannot connect ({exc}); check the address and that "
-                "`dask scheduler` is running"
-            ) from None
-        with c:
+        if dashboard:
+            log.warning("--dashboard is for clusters geoseg starts; %s serves its own", scheduler)
+        with connect_scheduler(scheduler) as c:
             yield c
         return
-    import dask
+    check_workers(workers)
+    with local_cluster(workers, threads, dashboard) as cluster, Client(cluster) as c:
+        yield c
 
-    with dask.config.set(CLUSTER_CONFIG):
+
+def check_workers(workers: int | None) -> None:
+    """Refuse a worker count below 1 or above the cores this process may use."""
+    from geoseg.errors import ConfigError
+
+    if workers is None:
+        return
+    cores = available_cores()
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} must be at least 1 (at most {cores}, the cores)")
+    if workers > cores:
+        raise ConfigError(
+            f"--workers {workers} exceeds the {cores} CPU core(s) this process may use; "
+            f"use --workers {cores} or fewer"
+        )
+
+
+def local_cluster(workers: int | None, threads: int | None, dashboard: str | None) -> Any:
+    """A ``LocalCluster`` on loopback: ``workers`` processes, else one in-process worker."""
+    import dask
+    from distributed import LocalCluster
+
+    from geoseg.config import dashboard_address
+
+    if dashboard:
+        address = dashboard_address(dashboard)
+        if not address.startswith((LOOPBACK, "localhost", "[::1]")):
+            log.warning(
+                "the Dask dashboard at %s has no authentication: anyone who can reach "
+                "it sees and can act on this cluster",
+                address,
+            )
+        http = {"dashboard_address": address}
+        routes = WORKER_NO_HTTP
+    else:
+        # dashboard_address=None would mean Dask's default (:8787, every interface)
+        http = {"dashboard_address": f"{LOOPBACK}:0", "scheduler_kwargs": {"dashboard": False}}
+        routes = NO_HTTP_ROUTES
+    settings = {**CLUSTER_CONFIG, **routes}
+    with dask.config.set(settings):
         if workers:
             threads_per_worker, torch_threads = process_layout(workers)
-            cluster = LocalCluster(
+            return LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads_per_worker,
                 processes=True,
+                host=LOOPBACK,  # scheduler, nannies and workers
                 env={
                     "OMP_NUM_THREADS": str(torch_threads),
                     "MKL_NUM_THREADS": str(torch_threads),
-                    **{_env_name(key): str(value) for key, value in CLUSTER_CONFIG.items()},
+                    **{_env_name(key): str(value) for key, value in settings.items()},
                 },
-                dashboard_address=":0",
                 silence_logs=logging.CRITICAL,
+                **http,
             )
-        else:
-            cluster = LocalCluster(
-                n_workers=1,
-                threads_per_worker=threads or local_threads(),
-                processes=False,
-                dashboard_address=None,
-                silence_logs=logging.CRITICAL,
-            )
-    with cluster, Client(cluster) as c:
+        # In-process: the comms are inproc:// (no socket). Only the HTTP servers listen; the
+        # worker's binds to every interface unless given an address (it then also tries a
+        # worker dashboard, which needs bokeh, on that loopback address).
+        return LocalCluster(
+            n_workers=1,
+            threads_per_worker=threads or local_threads(),
+            processes=False,
+            worker_dashboard_address=f"{LOOPBACK}:0",
+            silence_logs=logging.CRITICAL,
+            **http,
+        )
+
+
+@contextlib.contextmanager
+def connect_scheduler(address: str) -> Iterator[Any]:
+    """A client of the scheduler at ``address``; a one-line :class:`ConfigError` otherwise.
+
+    Connecting is bounded (:func:`connect_timeout`) including the handshake, which Dask itself
+    waits on forever: a server that accepts and never answers, or answers something else (an
+    HTTP server), is refused in seconds. TLS settings come from Dask's config
+    (``distributed.comm.tls.*``, as ``Client(address)`` reads them).
+    """
+    from distributed import Client
+
+    from geoseg.config import check_scheduler_address
+    from geoseg.errors import ConfigError
+
+    address = check_scheduler_address(address)
+    seconds = connect_timeout()
+    security = client_security(address)
+    try:
+        handshake(address, security, seconds)
+        c = Client(address, security=security, timeout=seconds)
+    except Exception as exc:
+        raise ConfigError(
+            f"--scheduler {address}: cannot connect within {seconds:g} s ({_reason(exc)}); "
+            "check the address, the TLS settings and that `dask scheduler` runs there"
+        ) from None
+    with c:
         yield c
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for ``--scheduler``: Dask's ``distributed.comm.timeouts.connect``.
+
+    Its shipped default (30 s) stands for "unset" and gives :data:`CONNECT_TIMEOUT_S`; set it
+    (``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=60s``) to wait longer or shorter.
+    """
+    import dask
+    from dask.utils import parse_timedelta
+
+    seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    return CONNECT_TIMEOUT_S if seconds == DISTRIBUTED_CONNECT_DEFAULT_S else float(seconds)
+
+
+def client_security(address: str) -> Any:
+    """The ``Security`` that ``Client(address)`` would use (a loader's, or Dask's config)."""
+    from distributed.security import Security
+
+    with contextlib.suppress(ImportError):
+        from distributed.client import _maybe_call_security_loader
+
+        loaded = _maybe_call_security_loader(address)
+        if loaded is not None:
+            return loaded
+    return Security()
+
+
+def handshake(address: str, security: Any, seconds: float) -> None:
+    """Open a comm to ``address`` and complete Dask's handshake, all within ``seconds``."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        args = security.get_connection_args("client")
+        comm = await asyncio.wait_for(connect(address, timeout=seconds, **args), seconds)
+        await comm.close()
+
+    # A thread of its own: the caller may already run an event loop (a notebook).
+    with ThreadPoolExecutor(1, thread_name_prefix="geoseg-connect") as pool:
+        pool.submit(asyncio.run, probe()).result()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short one-line reason for a failed connection."""
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
+        return "no Dask scheduler answered"
+    if isinstance(exc, CommClosedError):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if "ssl_context" in str(exc):  # a tls:// address without TLS settings
+        return "no TLS settings: set distributed.comm.tls.ca-file, .client.cert, .client.key"
+    if isinstance(exc, MemoryError | ValueError | TypeError | KeyError | AssertionError):
+        return "the server does not speak Dask's protocol"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _env_name(key: str) -> str:
@@ -170,7 +320,26 @@ def run_batch_task(
     def read(win):
         return source.read(win.row, win.col, win.height, win.width)
 
-    return [evaluate_batch(read, engine.predict_proba, grid, b) for b in batches]
+    try:
+        return [evaluate_batch(read, engine.predict_proba, grid, b) for b in batches]
+    except Exception as exc:
+        drop_hidden_context(exc)
+        raise
+
+
+def drop_hidden_context(exc: BaseException) -> None:
+    """Forget the context that ``raise ... from None`` hides, so the error survives pickling.
+
+    Dask sends a task's exception back pickled with its whole chain; a hidden context such as
+    rasterio's ``CPLE_*Error`` cannot be unpickled, and Dask then replaces the one-line
+    :class:`~geoseg.errors.GeosegError` by a bare ``Exception`` holding its repr.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__suppress_context__ and exc.__cause__ is None:
+            exc.__context__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def ordered_results(
@@ -220,8 +389,20 @@ def ordered_results(
             submit_next()
             yield from results
     finally:
-        for fut in pending:
-            fut.cancel()
+        cancel_pending(client, pending)
+
+
+def cancel_pending(client: Any, futures: Sequence[Any]) -> None:
+    """Cancel ``futures`` unless their client is already closed (its cluster took them along).
+
+    A generator left unfinished by a failure elsewhere is closed only when it is collected,
+    often after the client has closed; cancelling then raised "IOLoop is closed", printed as a
+    second traceback ("Exception ignored in generator") under the real error.
+    """
+    if not futures or getattr(client, "status", "running") != "running":
+        return
+    with contextlib.suppress(RuntimeError):  # the client's loop closing meanwhile
+        client.cancel(list(futures))
 
 
 def total_threads(client: Any) -> int:
@@ -239,7 +420,18 @@ def in_process_threads(client: Any) -> int | None:
 
 
 def dashboard_link(client: Any) -> str | None:
-    """The dashboard address, when the cluster serves one."""
+    """The dashboard address, when the cluster serves one.
+
+    For a cluster started in this process the address its HTTP server really listens on
+    (Dask's own link names the machine's outward IP even where the server is on loopback).
+    """
+    server = getattr(
+        getattr(getattr(client, "cluster", None), "scheduler", None), "http_server", None
+    )
+    host, port = getattr(server, "address", None), getattr(server, "port", None)
+    if host and port and host not in ("0.0.0.0", "::"):
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/status"
     try:
         return client.dashboard_link
     except (AttributeError, KeyError):

@@ -45,3 +45,14 @@ precision_opt = click.option(
     default=None,
     help="Compute precision; half precision only on GPU [default: auto].",
 )
+dashboard_opt = click.option(
+    "--dashboard",
+    is_flag=False,
+    flag_value="127.0.0.1:8787",
+    default=None,
+    metavar="[HOST:PORT]",
+    help=(
+        "Serve the Dask dashboard of the cluster geoseg starts (off by default; alone: "
+        "127.0.0.1:8787). It has no authentication: another host than loopback only if named."
+    ),
+)

@@ -7,6 +7,7 @@ import contextlib
 import click
 
 from geoseg.commands.options import (
+    dashboard_opt,
     device_opt,
     overwrite_opt,
     precision_opt,
@@ -70,6 +71,7 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @click.option("--workers", type=int, default=None, help="Start a local cluster of N processes.")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
+@dashboard_opt
 @device_opt
 @precision_opt
 @click.option(
@@ -121,6 +123,7 @@ def predict(
             progress,
             quiet,
             resume,
+            [config_file, from_list],
         )
         return
     if len(paths) != 2:
@@ -132,7 +135,8 @@ def predict(
 
     bar = ProgressBar("predict", enabled=progress and not quiet)
     # without --workers/--scheduler, predict_file starts (and stops) its in-process cluster
-    cluster = _cluster(cfg) if (cfg.workers or cfg.scheduler) else contextlib.nullcontext()
+    wanted = cfg.workers or cfg.scheduler or cfg.dashboard
+    cluster = _cluster(cfg) if wanted else contextlib.nullcontext()
     with cluster as client:
         summary = predict_file(
             paths[0],
@@ -143,6 +147,7 @@ def predict(
             progress=bar,
             client=client,
             resume=resume,
+            other_inputs=[config_file],
         )
     click.echo(summary.line())
 
@@ -152,26 +157,38 @@ def _cluster(cfg):
     """A client for --workers/--scheduler (the in-process default otherwise); prints the link."""
     from geoseg.scheduling import dashboard_link, dask_client
 
-    with dask_client(cfg.workers, cfg.scheduler) as client:
+    with dask_client(cfg.workers, cfg.scheduler, dashboard=cfg.dashboard) as client:
         link = dashboard_link(client)
-        if link and (cfg.workers or cfg.scheduler):
+        if link and (cfg.dashboard or cfg.scheduler):
             click.echo(f"Dask dashboard: {link}", err=True)
         yield client
 
 
 def _batch(
-    paths, from_list, output_dir, name_pattern, model, cfg, overwrite, progress, quiet, resume
+    paths,
+    from_list,
+    output_dir,
+    name_pattern,
+    model,
+    cfg,
+    overwrite,
+    progress,
+    quiet,
+    resume,
+    extra_inputs,
 ):
     from pathlib import Path
 
-    from geoseg.batch import expand_inputs, plan_outputs, run_batch
+    from geoseg.batch import check_batch_outputs, expand_inputs, plan_outputs, run_batch
     from geoseg.commands.progress import ProgressBar
     from geoseg.pipeline import predict_file
     from geoseg.resume import partial_dir
 
     if output_dir is None:
         raise click.UsageError("--from-list needs --output-dir DIR")
-    items = plan_outputs(expand_inputs(paths, from_list), output_dir, name_pattern)
+    inputs = expand_inputs(paths, from_list)
+    items = plan_outputs(inputs, output_dir, name_pattern)
+    check_batch_outputs(items, [*inputs, *extra_inputs, model])
     with _cluster(cfg) as client:
 
         def run_one(item):
@@ -188,6 +205,7 @@ def _batch(
                 progress=bar,
                 client=client,
                 resume=resume and partial,
+                other_inputs=[*inputs, *extra_inputs],
             )
 
         def done(item):

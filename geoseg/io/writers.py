@@ -500,12 +500,20 @@ class GeoTiffWriter(ClassMapWriter):
         else:
             self._main_tmp, *rest = partial_files(partial_dir, spec.probabilities)
             self._prob_tmp = rest[0] if rest else None
+        self._dst = self._prob = None
+        try:  # an interrupt before the `with` block is entered must not leave the temporaries
+            self._open_files(resume)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open_files(self, resume: bool) -> None:
+        spec = self.spec
         if resume:
             self._dst = self._reopen(self._main_tmp)
             self._prob = self._reopen(self._prob_tmp) if self._prob_tmp is not None else None
             return
         self._dst = self._open(self._main_tmp, 1, spec.dtype, spec.nodata)
-        self._prob = None
         if self._prob_tmp is not None:
             self._prob = self._open(self._prob_tmp, len(spec.class_names), "uint8", PROB_NODATA)
         self._describe()
@@ -688,10 +696,14 @@ class ZarrWriter(ClassMapWriter):
         self._tmp_dir = temp_dir(self.path)
         self._temps.append(self._tmp_dir)
         self._tmp = self._tmp_dir / "store.zarr"
-        self._create()
-        import zarr
+        try:  # an interrupt before the `with` block is entered must not leave the temporary
+            self._create()
+            import zarr
 
-        group = zarr.open_group(self._tmp, mode="r+")
+            group = zarr.open_group(self._tmp, mode="r+")
+        except BaseException:
+            self.abort()
+            raise
         self._classes = group["classes"]
         self._probs = group["probabilities"] if spec.probabilities else None
 

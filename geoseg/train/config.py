@@ -7,11 +7,11 @@ import hashlib
 import json
 import math
 import re
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 from geoseg.checkpoint import MAX_CLASSES, MAX_TILE, check_colour
+from geoseg.config import check_fields
 from geoseg.errors import ConfigError
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
@@ -137,7 +137,7 @@ class TrainConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_fields(self, "training option ")
         for name in ("chip_size", "chips_per_epoch", "epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive")
@@ -194,47 +194,6 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 _FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast")
-
-
-def _check_types(cfg: TrainConfig) -> None:
-    """Refuse values of the wrong type (a YAML string where a number goes, a bool for an int)."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(cfg):
-        value, hint = getattr(cfg, f.name), hints[f.name]
-        if not _type_ok(value, hint):
-            raise ConfigError(f"training option {f.name}: {value!r} is not valid ({_want(hint)})")
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return isinstance(value, str) and value in get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_type_ok(value, h) for h in get_args(hint))
-    if origin is tuple:
-        return isinstance(value, tuple)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _want(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return "expected one of " + ", ".join(repr(a) for a in get_args(hint))
-    if origin is tuple:
-        return "expected a list"
-    if origin is dict:
-        return "expected a mapping"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " or ".join(_want(h) for h in get_args(hint))
-    return f"expected {getattr(hint, '__name__', str(hint))}"
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
