@@ -217,25 +217,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     (``*name``: a "billion laughs" file expands exponentially), nesting deeper than
     :data:`MAX_CONFIG_DEPTH`, keys that are not text, and a top level that is not a mapping.
     """
-    import yaml
-
     path = Path(path)
-    text = _read_config_text(path)
-    refused, loader = _yaml_loader()
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 (a SafeLoader subclass)
-    except refused as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
-    except (ValueError, OverflowError) as exc:  # e.g. an int of 5000 digits, a 13th month
-        raise ConfigError(
-            f"config file {path} holds a value that cannot be read ({_short(str(exc))}); fix it"
-        ) from None
-    except RecursionError:
-        raise ConfigError(f"config file {path} is nested too deeply; simplify it") from None
+    data = parse_yaml(_read_config_text(path), f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -244,6 +227,31 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             "option: value"
         )
     return data
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML ``text`` with geoseg's bounded loader (see :func:`load_yaml`).
+
+    Used for config files and for ``KEY=VALUE`` options alike, so a value on the command line
+    cannot expand aliases either; errors are one-line :class:`ConfigError`s naming ``where``.
+    """
+    import yaml
+
+    refused, loader = _yaml_loader()
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 (a SafeLoader subclass)
+    except refused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{at}; fix the syntax") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an int of 5000 digits, a 13th month
+        raise ConfigError(
+            f"{where} holds a value that cannot be read ({_short(str(exc))}); fix it"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply; simplify it") from None
 
 
 def _read_config_text(path: Path) -> str:

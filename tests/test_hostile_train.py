@@ -167,6 +167,12 @@ TRAIN_CASES = [
         ["encoder_depth"],
     ),
     ("scale-range-one", ["--out", "{root}/new", "--set", "scale_range=[1]"], ["scale_range"]),
+    (
+        "set-alias-laughs",  # a billion laughs in one --set value
+        ["--out", "{root}/new", "--set", "seed=[&a [1, 1], &b [*a, *a], [*b, *b]]"],
+        ["--set", "alias"],
+    ),
+    ("set-deep", ["--out", "{root}/new", "--set", "seed=" + "[" * 40 + "]" * 40], ["nesting"]),
     ("ignore-colours-int", ["--out", "{root}/new", "--set", "ignore_colours=5"], ["ignore_col"]),
     ("class-weights-text", ["--out", "{root}/new", "--set", "class_weights=x"], ["class_weig"]),
     ("flip-text", ["--out", "{root}/new", "--set", "flip=maybe"], ["flip"]),

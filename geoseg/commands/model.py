@@ -8,33 +8,13 @@ import math
 import click
 
 from geoseg.checkpoint import check_checkpoint_target
-from geoseg.commands.options import overwrite_opt, verbose_opt
+from geoseg.commands.options import overwrite_opt, parse_key_values, verbose_opt
 from geoseg.errors import ConfigError
 
 
 @click.group()
 def model() -> None:
     """Create and inspect geoseg checkpoints."""
-
-
-def _parse_options(values: tuple[str, ...]) -> dict:
-    import yaml
-
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(
-                f"{item!r} is not key=value; e.g. --option encoder_depth=3", param_hint="--option"
-            )
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise click.BadParameter(
-                f"{item!r}: the value is not YAML; e.g. --option 'decoder_channels=[32,16,8]'",
-                param_hint="--option",
-            ) from None
-    return out
 
 
 def _check_create(classes: int, bands: int, tile: int, scale: float, seed: int) -> None:
@@ -102,7 +82,7 @@ def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, o
         std=[0.25] * bands,
         scale=scale,
         tile_size=tile,
-        model_options=_parse_options(options),
+        model_options=parse_key_values(options, "--option", "encoder_depth=3"),
         extra={"created_by": "geoseg model create", "seed": seed},
     )
     torch.manual_seed(seed)

@@ -56,3 +56,32 @@ dashboard_opt = click.option(
         "127.0.0.1:8787). It has no authentication: another host than loopback only if named."
     ),
 )
+
+
+def parse_key_values(values: tuple[str, ...], option: str, example: str) -> dict[str, object]:
+    """Parse repeated ``OPTION KEY=VALUE`` into a dict; each VALUE is YAML (bounded loader).
+
+    Parameters
+    ----------
+    values : tuple of str
+        The option's values as given.
+    option : str
+        The option's name for messages (``"--set"``).
+    example : str
+        A valid ``KEY=VALUE`` shown in messages.
+    """
+    from geoseg.config import parse_yaml
+    from geoseg.errors import ConfigError
+
+    out: dict[str, object] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{item!r} is not KEY=VALUE; e.g. {option} {example}", param_hint=option
+            )
+        try:
+            out[key.strip()] = parse_yaml(raw, f"{option} {item!r}: the value")
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
+    return out

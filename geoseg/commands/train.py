@@ -8,27 +8,13 @@ from typing import Any
 
 import click
 
-from geoseg.commands.options import overwrite_opt, progress_opt, quiet_opt, verbose_opt
-
-
-def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(
-                f"{item!r} is not KEY=VALUE (e.g. --set lr=3e-4)", param_hint="--set"
-            )
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise click.BadParameter(
-                f"{item!r}: the value is not YAML; e.g. --set 'loss_weights=[1, 0.5]'",
-                param_hint="--set",
-            ) from None
-    return out
+from geoseg.commands.options import (
+    overwrite_opt,
+    parse_key_values,
+    progress_opt,
+    quiet_opt,
+    verbose_opt,
+)
 
 
 def _parse_class_map(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -102,7 +88,7 @@ def _config(config_path, overrides: dict[str, Any], sets: tuple[str, ...]):
     from geoseg.train.config import build_train_config
 
     base = load_yaml(config_path) if config_path else {}
-    return build_train_config(base, overrides, _parse_set(sets))
+    return build_train_config(base, overrides, parse_key_values(sets, "--set", "lr=3e-4"))
 
 
 def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
