@@ -219,6 +219,19 @@ def main(argv: list[str] | None = None) -> None:
     except GeosegError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the system refused (disk full, permissions) where geoseg did not ask
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(
+            f"Error: {where}{exc.strerror or exc}; check the path, its permissions and the free "
+            "disk space",
+            err=True,
+        )
+        sys.exit(1)
+    except MemoryError:
+        click.echo(
+            "Error: out of memory; use a smaller --tile, --batch-size or --block-size", err=True
+        )
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 

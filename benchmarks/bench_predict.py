@@ -116,8 +116,8 @@ def make_mosaic(path: Path, size: int, images) -> Path:
     return path
 
 
-def run_predict(src: Path, out: Path, model: Path, *extra: str) -> dict:
-    """Run `geoseg predict` in a fresh process; return its summary and peak RSS."""
+def run_predict(src: Path, out: Path, model: Path, *extra: str, repo: Path = REPO) -> dict:
+    """Run `geoseg predict` of checkout ``repo`` in a fresh process; summary and peak RSS."""
     t0 = time.perf_counter()
     proc = subprocess.run(
         [
@@ -135,7 +135,8 @@ def run_predict(src: Path, out: Path, model: Path, *extra: str) -> dict:
         ],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

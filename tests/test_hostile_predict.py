@@ -455,3 +455,21 @@ def test_probabilities_file_not_written_by_geoseg_is_kept(tmp_path, scene, ckpt,
     before = snapshot(tmp_path)["o_probabilities.tif"]
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
     assert snapshot(tmp_path)["o_probabilities.tif"] == before
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/o.tif"), ["/data/o.tif", "space"]),
+        (MemoryError(), ["out of memory", "--tile"]),
+    ],
+)
+def test_system_errors_are_one_line(tmp_path, monkeypatch, scene, ckpt, exc, words):
+    """Where the system refuses (disk, memory) outside geoseg's own checks: still one line."""
+    import geoseg.pipeline
+
+    def fail(*args, **kw):
+        raise exc
+
+    monkeypatch.setattr(geoseg.pipeline, "predict_file", fail)
+    refused(tmp_path, "predict", scene, tmp_path / "o.tif", "--model", ckpt, *TINY, words=words)
