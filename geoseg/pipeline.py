@@ -133,7 +133,7 @@ class BackgroundWriter:
 
     After the last block of a block row is written, the writer is flushed and
     ``on_row_done(rows_done, digest)`` records the durable progress with the block row's digest
-    as read back from disk.
+    (of the bytes written; ``--resume`` checks it against the files).
     """
 
     def __init__(
@@ -163,7 +163,7 @@ class BackgroundWriter:
                 self._writer.write(w.row, w.col, block.classes, block.probs)
                 if self._on_row_done is not None and w.col_stop == self._width:
                     self._writer.flush()
-                    self._on_row_done(w.row_stop, self._writer.digest_rows(w.row, w.row_stop))
+                    self._on_row_done(w.row_stop, self._writer.take_row_digest())
             except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                 self._error = exc
 
@@ -406,7 +406,7 @@ def predict_file(
             if resume:
                 files = partial_files(run.directory, cfg.probabilities)
                 check_partial_files(files)
-                run.verify(lambda r0, r1: digest(files, r0, r1))
+                run.verify(lambda r0, r1: digest(files, r0, r1, plan.block_size))
                 log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
             first_batch = plan.resume_point(start_row)[0] if start_row else 0
             results = ordered_results(

@@ -1,14 +1,14 @@
 """Durable progress of a prediction: a partial folder beside the output.
 
 ``.<output name>.geoseg-partial/`` holds the temporary output files, ``progress.json`` (what
-is being computed, how many rows are final on disk, and a digest of each finished block row as
-read back from the partial files; rewritten atomically after each block row is flushed and
-fsync'd) and ``lock`` (pid and host of the job writing it). A killed job leaves the folder
-behind; ``--resume`` checks that the input, model and options are the same, that the recorded
-progress is well-formed and that every recorded block row still reads back with its digest,
-and restarts at the first unfinished block row, which
-:meth:`geoseg.predict.Plan.resume_point` reproduces bit for bit. Everything read back from the
-folder is validated before it is trusted; a finished job removes the folder.
+is being computed, how many rows are final on disk, and a digest of each finished block row's
+bytes; rewritten atomically after each block row is flushed and fsync'd) and ``lock`` (pid and
+host of the job writing it). A killed job leaves the folder behind; ``--resume`` checks that
+the input, model and options are the same, that the recorded progress is well-formed and that
+every recorded block row still reads back with its digest, and restarts at the first
+unfinished block row, which :meth:`geoseg.predict.Plan.resume_point` reproduces bit for bit.
+Everything read back from the folder is validated before it is trusted; a finished job removes
+the folder.
 """
 
 from __future__ import annotations

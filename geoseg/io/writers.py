@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 FORMATS = {".tif": "gtiff", ".tiff": "gtiff", ".zarr": "zarr"}
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 PROB_NODATA = 255
-DIGEST_COLUMNS = 2048  # columns read back at a time when a block row's digest is computed
 
 __all__ = [
     "FORMATS",
@@ -264,11 +263,19 @@ def partial_files(partial_dir: Path, probabilities: bool = False) -> list[Path]:
     )
 
 
-def rows_digest(paths: Iterable[Path], row0: int, row1: int) -> str:
-    """SHA-256 of rows ``[row0, row1)`` of every band of each GeoTIFF, read back from disk.
+def combined_digest(hashers: Iterable[Any]) -> str:
+    """One SHA-256 over the per-file hashes of a block row (classes, probabilities)."""
+    import hashlib
 
-    Recorded with each durable block row of a resumable run and recomputed on ``--resume``,
-    so progress that does not match the partial files is refused instead of trusted.
+    return hashlib.sha256("".join(h.hexdigest() for h in hashers).encode()).hexdigest()
+
+
+def rows_digest(paths: Iterable[Path], row0: int, row1: int, block_size: int) -> str:
+    """Digest of rows ``[row0, row1)`` of each GeoTIFF, read back from disk block by block.
+
+    Equal to :meth:`GeoTiffWriter.take_row_digest` of the blocks (``block_size`` wide) that
+    were written there, so that ``--resume`` refuses partial files that do not hold what the
+    recorded progress says.
     """
     import hashlib
 
@@ -276,21 +283,23 @@ def rows_digest(paths: Iterable[Path], row0: int, row1: int) -> str:
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
-    digest = hashlib.sha256()
+    hashers = []
     for path in paths:
+        digest = hashlib.sha256()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with rasterio.open(path) as src:
                     if not 0 <= row0 < row1 <= src.height:
                         raise OutputError(f"rows {row0}..{row1} are outside {path}")
-                    for col in range(0, src.width, DIGEST_COLUMNS):  # bounded memory
-                        width = min(DIGEST_COLUMNS, src.width - col)
+                    for col in range(0, src.width, block_size):
+                        width = min(block_size, src.width - col)
                         data = src.read(window=Window(col, row0, width, row1 - row0))
                         digest.update(np.ascontiguousarray(data).tobytes())
         except RasterioError as exc:
             raise OutputError(f"cannot read back {path} ({exc}); run without --resume") from None
-    return digest.hexdigest()
+        hashers.append(digest)
+    return combined_digest(hashers)
 
 
 def check_output(
@@ -501,6 +510,7 @@ class GeoTiffWriter(ClassMapWriter):
             self._main_tmp, *rest = partial_files(partial_dir, spec.probabilities)
             self._prob_tmp = rest[0] if rest else None
         self._dst = self._prob = None
+        self._hashers = self._new_hashers()
         try:  # an interrupt before the `with` block is entered must not leave the temporaries
             self._open_files(resume)
         except BaseException:
@@ -540,10 +550,20 @@ class GeoTiffWriter(ClassMapWriter):
         if self._prob_tmp is not None:
             self._prob = self._reopen(self._prob_tmp)
 
-    def digest_rows(self, row0: int, row1: int) -> str:
-        """:func:`rows_digest` of this writer's files, as they are on disk now."""
-        files = [p for p in (self._main_tmp, self._prob_tmp) if p is not None]
-        return rows_digest(files, row0, row1)
+    def take_row_digest(self) -> str:
+        """Digest of the blocks written since the last call (one block row, left to right).
+
+        Hashed from the bytes handed to GDAL, so recording progress costs no read-back;
+        :func:`rows_digest` recomputes it from the files on ``--resume``.
+        """
+        digest = combined_digest(self._hashers)
+        self._hashers = self._new_hashers()
+        return digest
+
+    def _new_hashers(self) -> list[Any]:
+        import hashlib
+
+        return [hashlib.sha256() for _ in range(1 + (self._prob_tmp is not None))]
 
     def abort(self) -> None:
         """Drop the output; with a partial directory, keep its files for ``--resume``."""
@@ -612,8 +632,10 @@ class GeoTiffWriter(ClassMapWriter):
         window = Window(col, row, classes.shape[1], classes.shape[0])
         try:
             self._dst.write(classes, 1, window=window)
+            self._hashers[0].update(np.ascontiguousarray(classes).tobytes())
             if q is not None and self._prob is not None:
                 self._prob.write(q, window=window)
+                self._hashers[1].update(np.ascontiguousarray(q).tobytes())
         except RasterioError as exc:
             raise OutputError(
                 f"cannot write block row={row} col={col} to {self.path}: {exc}; check free disk "
