@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -41,12 +42,23 @@ def check_outputs(
     OutputError, OutputExistsError
         See :func:`geoseg.io.files.check_target`.
     """
+    from geoseg.io.writers import touched_paths
+
     given = [(opt, p) for opt, p in outputs.items() if p]
+    written = {opt: [p] for opt, p in given}
+    if outputs.get("--error-map"):
+        with contextlib.suppress(InputError):  # a bad extension is reported below
+            written["--error-map"] = touched_paths(outputs["--error-map"])
     for i, (opt, p) in enumerate(given):
         for other, q in given[:i]:
-            if is_same_or_inside(p, q) or is_same_or_inside(q, p):
+            if any(
+                is_same_or_inside(a, b) or is_same_or_inside(b, a)
+                for a in written[opt]
+                for b in written[other]
+            ):
                 raise InputError(
-                    f"{opt} {p} and {other} {q} are the same file; give each output its own path"
+                    f"{opt} {p} and {other} {q} would write the same file; give each output "
+                    "its own path"
                 )
     for opt, p in given:
         if opt == "--error-map":

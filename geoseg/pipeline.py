@@ -343,14 +343,14 @@ def predict_file(
     :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
-    from geoseg.io.raster import open_raster
+    from geoseg.io.raster import open_raster, raster_files
     from geoseg.io.writers import check_output, open_writer, output_format, partial_files
     from geoseg.io.writers import rows_digest as digest
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
-    inputs = [input_path, f"{os.fspath(input_path)}.aux.xml", checkpoint, *other_inputs]
+    inputs = [*raster_files(input_path), checkpoint, *other_inputs]
     check_output(output_path, overwrite, inputs, probabilities=cfg.probabilities)
     durable = output_format(output_path) == "gtiff"
     if resume and not durable:

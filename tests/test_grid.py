@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from geoseg.blend import nearest_centre_spans, window_weights
 from geoseg.errors import ConfigError
-from tilers.grid import Grid, Window, axis_starts, blocks
+from tilers.grid import Grid, Window, axis_count, axis_starts, blocks
 
 sizes = st.integers(1, 400)
 tiles = st.integers(1, 128)
@@ -120,3 +120,16 @@ def test_nearest_centre_spans_partition():
     spans = nearest_centre_spans((0, 384, 488), 512, 1000)
     assert spans[0][0] == 0 and spans[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+@given(st.integers(1, 5000), st.integers(1, 600), st.data())
+def test_axis_count_is_the_number_of_starts(size, tile, data):
+    stride = data.draw(st.integers(1, tile))
+    assert axis_count(size, tile, stride) == len(axis_starts(size, tile, stride))
+
+
+def test_absurd_window_counts_are_refused_before_planning():
+    from geoseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="windows, more than"):
+        Grid.create(10_000_000, 10_000_000, 512, 128)

@@ -119,6 +119,37 @@ def test_evaluate_two_outputs_same_path(ws, first, second):
     refused(ws["root"], pair_args(ws, first, out, second, out), "same file")
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize(
+    "command",
+    ["json", "csv", "plot", "geojson", "quicklook", "predict-probabilities"],
+)
+def test_an_input_sidecar_is_never_written(ws, command, overwrite):
+    """GDAL reads ``X.aux.xml`` as part of raster X: no output may replace it."""
+    side = lambda key: Path(f"{ws[key]}.aux.xml")  # noqa: E731
+    if command in ("json", "csv", "plot"):
+        args = pair_args(ws, f"--{command}", side("pred"))
+    elif command == "geojson":
+        args = ["tiles", ws["image"], "--tile", "16", "--overlap", "4", "--geojson", side("image")]
+    elif command == "quicklook":
+        args = ["quicklook", ws["image"], ws["cls"], side("cls")]
+    else:
+        from helpers import make_checkpoint
+
+        ckpt = make_checkpoint(ws["root"] / "m.geoseg", tile=32)
+        probs = ws["root"] / "x_probabilities.tif"  # an input whose name is o's probabilities
+        probs.write_bytes(Path(ws["image"]).read_bytes())
+        args = ["predict", probs, ws["root"] / "x.tif", "--model", ckpt, "--probabilities"]
+    refused(ws["root"], [*args, *overwrite], "input")
+
+
+def test_evaluate_report_onto_the_error_maps_sidecar(ws):
+    err = ws["root"] / "err.tif"
+    args = pair_args(ws, "--error-map", err, "--json", f"{err}.aux.xml")
+    refused(ws["root"], args, "same file")
+    refused(ws["root"], [*args, "--overwrite"], "same file")
+
+
 def test_evaluate_outputs_checked_before_work(ws):
     # the first output is fine, the second already exists: nothing at all is written
     (ws["root"] / "old.csv").write_text("keep")

@@ -473,3 +473,18 @@ def test_system_errors_are_one_line(tmp_path, monkeypatch, scene, ckpt, exc, wor
 
     monkeypatch.setattr(geoseg.pipeline, "predict_file", fail)
     refused(tmp_path, "predict", scene, tmp_path / "o.tif", "--model", ckpt, *TINY, words=words)
+
+
+@pytest.mark.parametrize("command", ["predict", "tiles"])
+def test_a_raster_declaring_absurd_dimensions(tmp_path, ckpt, command):
+    """A 300-byte VRT of 10^7 x 10^7 pixels: refused at once, not planned window by window."""
+    vrt = tmp_path / "huge.vrt"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="10000000" rasterYSize="10000000">'
+        "<GeoTransform>0, 1, 0, 0, 0, -1</GeoTransform>"
+        + "".join(f'<VRTRasterBand dataType="Byte" band="{b}"></VRTRasterBand>' for b in (1, 2, 3))
+        + "</VRTDataset>"
+    )
+    args = ["--model", ckpt, *TINY] if command == "predict" else ["--no-skip-check"]
+    out = [tmp_path / "o.tif"] if command == "predict" else []
+    refused(tmp_path, command, vrt, *out, *args, words=["windows"])

@@ -60,6 +60,16 @@ def as_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+# More windows than this is a mistake (a tiny tile on a huge raster, or a raster whose header
+# declares absurd dimensions): the grid and its batches are planned in memory up front.
+MAX_WINDOWS = 2**24
+
+
+def axis_count(size: int, tile: int, stride: int) -> int:
+    """Number of windows along one axis (the length of :func:`axis_starts`), in O(1)."""
+    return 1 if size <= tile else -(-(size - tile) // stride) + 1
+
+
 def axis_starts(size: int, tile: int, stride: int) -> tuple[int, ...]:
     """Window start offsets along one axis.
 
@@ -112,6 +122,13 @@ class Grid:
         validate_tiling((th, tw), (oh, ow))
         if height <= 0 or width <= 0:
             raise ConfigError(f"raster is {height}x{width} pixels; it must not be empty")
+        n = axis_count(height, th, th - oh) * axis_count(width, tw, tw - ow)
+        if n > MAX_WINDOWS:
+            raise ConfigError(
+                f"--tile {th}x{tw} with --overlap {oh}x{ow} cuts the {width}x{height} px raster "
+                f"into {n:,} windows, more than {MAX_WINDOWS:,}; use a larger --tile or a "
+                "smaller --overlap"
+            )
         return cls(int(height), int(width), (th, tw), (oh, ow))
 
     @property

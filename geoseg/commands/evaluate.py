@@ -88,6 +88,7 @@ def evaluate(
     """Score PRED against LABEL (rasters), or a model / prediction folder on --dataset."""
     from geoseg.commands.progress import ProgressBar
     from geoseg.evaluate_report import check_outputs, report
+    from geoseg.io.raster import raster_files
     from geoseg.metrics import summarize
 
     _check_numbers(
@@ -100,7 +101,7 @@ def evaluate(
     )
     outputs = {"--json": json_out, "--csv": csv_out, "--plot": plot, "--error-map": error_map}
     root = dataset.partition(":")[2] if dataset else None
-    inputs = [pred, label, config_file, model, pred_dir, root]
+    inputs = [*raster_files(pred), *raster_files(label), config_file, model, pred_dir, root]
     check_outputs(outputs, overwrite, inputs)
     bar = ProgressBar("evaluate", unit="items", enabled=progress and not quiet)
     if dataset:

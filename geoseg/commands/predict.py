@@ -188,7 +188,10 @@ def _batch(
         raise click.UsageError("--from-list needs --output-dir DIR")
     inputs = expand_inputs(paths, from_list)
     items = plan_outputs(inputs, output_dir, name_pattern)
-    check_batch_outputs(items, [*inputs, *extra_inputs, model])
+    from geoseg.io.raster import raster_files
+
+    read = [f for path in inputs for f in raster_files(path)]
+    check_batch_outputs(items, [*read, *extra_inputs, model])
     with _cluster(cfg) as client:
 
         def run_one(item):

@@ -183,6 +183,7 @@ def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> No
     """Render RASTER beside the colour CLASSMAP with a legend into OUT (PNG)."""
     from geoseg.errors import AlignmentError
     from geoseg.io.files import check_target
+    from geoseg.io.raster import raster_files
 
     for value, hint, top in ((max_size, "--max-size", MAX_PANEL), (dpi, "--dpi", MAX_DPI)):
         if not 1 <= value <= top:
@@ -190,7 +191,7 @@ def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> No
                 f"{value} is outside 1..{top}; e.g. {hint} {1200 if hint == '--max-size' else 100}",
                 param_hint=hint,
             )
-    inputs = [raster, classmap, model_path]
+    inputs = [*raster_files(raster), *raster_files(classmap), model_path]
     check_target(out, overwrite=overwrite, inputs=inputs, what="OUT")
     image, _, _, _ = _read(raster, max_size)
     cls, nodata, cmap, tags = _read(classmap, max_size, classmap=True)

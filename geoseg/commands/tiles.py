@@ -31,14 +31,14 @@ def tiles(input, tile, overlap, bands, geojson, skip_check, overwrite, progress)
     from geoseg.commands.predict import parse_bands
     from geoseg.commands.progress import ProgressBar
     from geoseg.io.files import check_target
-    from geoseg.io.raster import check_input_file, open_raster
+    from geoseg.io.raster import check_input_file, open_raster, raster_files
     from geoseg.tiles_report import grid_report, write_geojson
     from tilers.grid import Grid, validate_tiling
 
     band_sel = parse_bands(click.get_current_context(), None, bands)
     validate_tiling((tile, tile), (overlap, overlap))
     if geojson:
-        check_target(geojson, overwrite=overwrite, inputs=[input], what="--geojson")
+        check_target(geojson, overwrite=overwrite, inputs=raster_files(input), what="--geojson")
     check_input_file(input, "input raster", folder_ok=True)
     with open_raster(input, band_sel) as source:
         info = source.info
@@ -50,7 +50,12 @@ def tiles(input, tile, overlap, bands, geojson, skip_check, overwrite, progress)
         click.echo(f"{key:<12} {value}")
     if geojson:
         write_geojson(
-            geojson, grid, info, report.skipped_indices, overwrite=overwrite, inputs=[input]
+            geojson,
+            grid,
+            info,
+            report.skipped_indices,
+            overwrite=overwrite,
+            inputs=raster_files(input),
         )
         click.echo(f"wrote {len(grid)} windows to {geojson}")
 

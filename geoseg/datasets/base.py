@@ -119,15 +119,21 @@ def read_picture(path: Path) -> np.ndarray:
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """Read a single-band label image as (H, W) int64 (palette PNGs keep their indices)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read a single-band label image as (H, W) int64 (palette PNGs keep their indices).
 
+    FIFOs and devices are refused before opening, and so are decompression bombs (headers
+    declaring more pixels than any label image needs), with one-line errors.
+    """
     from geoseg.errors import RasterReadError
+    from geoseg.train.sources import open_pil
 
+    path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_pil(path, "label") as im:
             arr = np.asarray(im)
-    except (OSError, UnidentifiedImageError) as exc:
+    except RasterReadError:
+        raise
+    except (OSError, ValueError) as exc:
         raise RasterReadError(f"cannot read label {path} ({exc}); check the file") from None
     if arr.ndim != 2:
         raise DatasetError(

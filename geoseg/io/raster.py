@@ -35,6 +35,7 @@ __all__ = [
     "RasterSource",
     "check_input_file",
     "open_raster",
+    "raster_files",
 ]
 
 
@@ -699,6 +700,35 @@ def check_input_file(
             f"{what} {p} is not a regular file (a FIFO, socket or device); pass a raster file"
         )
     return p
+
+
+def raster_files(path: str | os.PathLike[str] | None) -> list[str]:
+    """Every file GDAL reads for the raster ``path``: the file itself and its sidecars.
+
+    The ``.aux.xml`` sidecar is listed whether it exists or not (GDAL reads one written later
+    as part of the raster), plus whatever GDAL reports (overviews, masks, world files), so that
+    no output of a command ever replaces a part of one of its inputs.
+    """
+    if path is None or not os.fspath(path):
+        return []
+    text = os.fspath(path)
+    out = [text, f"{text}.aux.xml"]
+    try:
+        regular = stat.S_ISREG(os.stat(text).st_mode)
+    except OSError:
+        return out
+    if regular:
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(text) as src:
+                    out += [f for f in src.files if f not in out]
+        except RasterioError:
+            pass
+    return out
 
 
 def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterSource:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,47 +46,129 @@ class Sample:
 
 
 # --------------------------------------------------------------------------- readers
-def read_picture(path: Path, rgb: bool = False) -> np.ndarray:
-    """Read an image file as (bands, H, W) (or (H, W, 3) RGB for colour masks)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return _read_raster(path)[0]
+# Whole-raster reads are bounded: a (tiny, hostile or mistyped) file declaring more than 2**28
+# pixels per band (16384 x 16384) would need gigabytes per band in memory; tile such scenes
+# (gdal_retile.py) or train from windows of them instead.
+MAX_PIXELS = 2**28
+
+
+def _check_size(path: Path, width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise RasterReadError(
+            f"{what} {path} declares {width}x{height} pixels, more than {MAX_PIXELS} per band "
+            "(reading it whole would need gigabytes); cut it into smaller tiles "
+            "(gdal_retile.py) or check the file"
+        )
+
+
+def open_pil(path: Path, what: str = "image"):
+    """Open an image with PIL after refusing FIFOs, devices and decompression bombs.
+
+    Returns an open ``PIL.Image`` (use it as a context manager).
+
+    Raises
+    ------
+    RasterReadError
+        Missing, not a regular file, unreadable, or declaring too many pixels.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    from geoseg.io.raster import check_input_file
+
+    check_input_file(path, what)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise RasterReadError(
+            f"{what} {path} declares {size}, more than PIL decodes safely "
+            f"({Image.MAX_IMAGE_PIXELS * 2} pixels); it is corrupt or a decompression bomb: "
+            "check the file"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the file") from None
+    try:
+        _check_size(path, im.width, im.height, what)
+    except RasterReadError:
+        im.close()
+        raise
+    return im
+
+
+def read_picture(path: Path, rgb: bool = False, what: str = "image") -> np.ndarray:
+    """Read an image file as (bands, H, W) (or (H, W, 3) RGB for colour masks)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_raster(path, what)[0]
+    try:
+        with open_pil(path, what) as im:
             if rgb:
                 return np.asarray(im.convert("RGB"))
             arr = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise RasterReadError(f"cannot read image {path} ({exc}); check the file") from None
+    except RasterReadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the file") from None
     return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
 
 
-def _read_raster(path: Path):
+def _check_label_array(data: np.ndarray, path: Path) -> None:
+    """Refuse a multi-band or non-integer label image (float ids would be truncated)."""
+    from geoseg.labels import check_integer_dtype
+
+    if data.ndim == 3 and data.shape[0] != 1:
+        raise LabelError(
+            f"label {path} has {data.shape[0]} bands; label_mode ids needs a single-band id "
+            f"image: extract one with gdal_translate -b N {path} labels.tif (or set "
+            "label_mode: rgb for colour masks)"
+        )
+    check_integer_dtype(data.dtype, f"label {path}")
+
+
+def _read_raster(path: Path, what: str = "raster", label: bool = False):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+    from geoseg.io.raster import check_input_file
+
+    check_input_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
+                _check_size(path, src.width, src.height, what)
+                if label:
+                    from geoseg.labels import check_integer_dtype
+
+                    if src.count != 1:
+                        raise LabelError(
+                            f"{what} {path} has {src.count} bands; labels must be a single-band "
+                            f"class-id raster: extract one with gdal_translate -b N {path} "
+                            "labels.tif"
+                        )
+                    check_integer_dtype(src.dtypes[0], f"{what} {path}")
                 data = src.read()
                 valid = src.dataset_mask() > 0 if src.nodata is not None else None
                 return data, valid, src.profile
     except RasterioIOError as exc:
-        raise RasterReadError(f"cannot read raster {path} ({exc}); check the path") from None
+        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the path") from None
 
 
 def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
     k = len(cfg.classes)
     if cfg.label_mode == "rgb":
-        rgb = read_picture(path, rgb=True)
+        rgb = read_picture(path, rgb=True, what="mask")
         if rgb.ndim == 3 and rgb.shape[0] in (3, 4) and rgb.shape[-1] not in (3, 4):
             rgb = np.moveaxis(rgb[:3], 0, -1)
         colours = [c.colour for c in cfg.classes]
         return rgb_to_ids(rgb, colours, list(cfg.ignore_colours), cfg.ignore_index, str(path))
-    ids = read_picture(path)
-    return check_ids(ids[0], k, cfg.ignore_index, str(path))
+    ids = read_picture(path, what="mask")
+    _check_label_array(ids, path)
+    return check_ids(ids[0].astype(np.int64), k, cfg.ignore_index, str(path))
 
 
 def _selected(name: str, spec: SourceSpec) -> bool:
@@ -152,11 +235,13 @@ def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     """A georeferenced image raster and its label raster (same grid, or ``align``)."""
     if not spec.labels:
         raise _no_labels("raster", spec.path)
-    image, valid, iprof = _read_raster(Path(spec.path))
-    labels, _, lprof = _read_raster(Path(spec.labels))
+    image, valid, iprof = _read_raster(Path(spec.path), "image raster")
+    labels, _, lprof = _read_raster(Path(spec.labels), "label raster", label=True)
     labels = labels[0].astype(np.int64)
-    if lprof.get("nodata") is not None:
-        labels[labels == int(lprof["nodata"])] = cfg.ignore_index
+    nodata = lprof.get("nodata")
+    # an integer raster's pixels can only equal an integral nodata value (NaN never matches)
+    if nodata is not None and math.isfinite(nodata) and float(nodata).is_integer():
+        labels[labels == int(nodata)] = cfg.ignore_index
     if not _same_grid(iprof, lprof):
         if not cfg.align:
             raise AlignmentError(
@@ -196,14 +281,25 @@ def vector_shapes(path: Path, attr: str, names: list[str], dst_crs) -> list[tupl
             f"vector labels {path} are not GeoJSON; convert them (ogr2ogr -f GeoJSON out.geojson "
             f"{path.name})"
         )
+    from geoseg.io.raster import check_input_file
+
+    check_input_file(path, "vector labels")
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read vector labels {path} ({exc}); check the file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise InputError(f"cannot read vector labels {path} ({msg}); check the file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("features", []), list):
+        raise InputError(
+            f"vector labels {path} are not a GeoJSON FeatureCollection; check the file"
+        )
     src_crs = (doc.get("crs") or {}).get("properties", {}).get("name", "EPSG:4326")
     shapes = []
     for i, feat in enumerate(doc.get("features", [])):
-        props = feat.get("properties") or {}
+        props = feat.get("properties") if isinstance(feat, dict) else None
+        if not isinstance(feat, dict) or not isinstance(props or {}, dict):
+            raise InputError(f"{path}: feature {i} is not a GeoJSON feature; check the file")
+        props = props or {}
         if attr not in props:
             raise LabelError(
                 f"{path}: feature {i} has no attribute {attr!r} (has {sorted(props)}); "
@@ -222,7 +318,7 @@ def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
 
     if not spec.labels:
         raise _no_labels("vector", spec.path)
-    image, valid, prof = _read_raster(Path(spec.path))
+    image, valid, prof = _read_raster(Path(spec.path), "image raster")
     shapes = vector_shapes(Path(spec.labels), spec.class_attr, cfg.class_names, prof["crs"])
     mask = np.full((prof["height"], prof["width"]), cfg.ignore_index, np.int64)
     if shapes:
