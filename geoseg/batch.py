@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ def output_name(input_path: str, pattern: str) -> str:
     stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.stem
     fields = "use {stem}, {name} or {parent}, e.g. --name '{stem}_classes.tif'"
     try:
+        for _, field, spec, conversion in string.Formatter().parse(pattern):
+            if field is not None and (spec or conversion):  # '{stem:>2000000000}' fills RAM
+                raise ValueError(f"{{{field}}} takes no format spec or conversion")
         name = pattern.format(stem=stem, name=p.name, parent=p.parent.name)
     except (KeyError, IndexError, AttributeError) as exc:
         raise ConfigError(f"--name {pattern!r} uses an unknown field ({exc}); {fields}") from None
@@ -118,9 +122,16 @@ def check_batch_outputs(
     from geoseg.resume import partial_dir
 
     inputs = list(inputs)
+    written: dict[Path, str] = {}
     for it in items:
         for path in [*touched_paths(it.output), partial_dir(it.output)]:
             refuse_inputs(path, inputs, f"the output of {it.input}")
+            other = written.setdefault(path.resolve(), it.input)
+            if other != it.input:
+                raise ConfigError(
+                    f"the outputs of {other} and {it.input} would both write {path}; make "
+                    "--name unique, e.g. --name '{stem}_classes.tif'"
+                )
 
 
 def run_batch(

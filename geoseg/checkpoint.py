@@ -38,6 +38,11 @@ MAX_BANDS = 1024
 MAX_CLASSES = 65535
 MAX_TILE = 65536
 MAX_OPTION_INT = 4096
+# ... and per-integer bounds do not bound their product (decoder_channels [4096] * 5 builds
+# 1.4e9 parameters, 5 GiB): models are first built on torch's meta device (no memory) and
+# refused above 1e9 parameters (4 GiB of fp32 weights, before gradients and optimizer state),
+# more than the largest stock smp encoder with its decoder (unet with resnext101_32x48d: 0.84e9)
+MAX_PARAMETERS = 10**9
 # create_model's own arguments; never model options (encoder_weights would download weights)
 RESERVED_OPTIONS = ("encoder_name", "encoder_weights", "in_channels", "classes", "kwargs")
 # smp options geoseg cannot run: an auxiliary head makes the model return a tuple, and an
@@ -276,20 +281,49 @@ def check_option_names(arch: str, options: dict[str, Any]) -> None:
         )
 
 
-def build_model(meta: ModelMeta):
-    """Create the (randomly initialized) smp model described by ``meta``."""
+def _create(meta: ModelMeta):
     import segmentation_models_pytorch as smp
 
-    check_option_names(meta.arch, meta.model_options)
+    return smp.create_model(
+        meta.arch,
+        encoder_name=meta.encoder,
+        encoder_weights=None,
+        in_channels=meta.in_channels,
+        classes=meta.classes,
+        **meta.model_options,
+    )
+
+
+def _check_model_size(meta: ModelMeta) -> None:
+    """Refuse a model above :data:`MAX_PARAMETERS`, counted on the meta device (no memory)."""
+    import torch
+
     try:
-        return smp.create_model(
-            meta.arch,
-            encoder_name=meta.encoder,
-            encoder_weights=None,
-            in_channels=meta.in_channels,
-            classes=meta.classes,
-            **meta.model_options,
+        with torch.device("meta"):
+            probe = _create(meta)
+    except Exception:  # noqa: BLE001 - the real build below reports its own error
+        return
+    n = sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
+    del probe
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{meta.arch}/{meta.encoder} with options {meta.model_options} would have "
+            f"{n:,} parameters ({n * 4 / 2**30:.1f} GiB of fp32 weights), more than the "
+            f"{MAX_PARAMETERS:,} geoseg builds (no stock smp model needs more); use smaller "
+            "model_options such as decoder_channels"
         )
+
+
+def build_model(meta: ModelMeta):
+    """Create the (randomly initialized) smp model described by ``meta``.
+
+    The model is first built on torch's meta device, which allocates nothing, and refused
+    above :data:`MAX_PARAMETERS`; only then is it built for real.
+    """
+    check_option_names(meta.arch, meta.model_options)
+    _check_model_size(meta)
+    try:
+        return _create(meta)
     except KeyError as exc:
         raise CheckpointError(
             f"unknown smp architecture or encoder {meta.arch!r}/{meta.encoder!r}: {_one_line(exc)}"
@@ -441,6 +475,7 @@ def load_checkpoint(path: str | os.PathLike):
         model = build_model(meta)
     except CheckpointError as exc:
         raise CheckpointError(f"{path / GEOSEG_FILE}: {exc}") from None
+    _check_weights_header(weights, model, meta)
     try:
         state = load_file(str(weights))
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -456,3 +491,36 @@ def load_checkpoint(path: str | os.PathLike):
         )
     model.eval()
     return model, meta
+
+
+def _check_weights_header(weights: Path, model, meta: ModelMeta) -> None:
+    """Compare the safetensors header (names, shapes) with the model before loading any data.
+
+    Reading the header costs nothing, so a file with other tensors, or with tensors far larger
+    than the model's, is refused before its data is read into memory.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{weights} is corrupt ({_one_line(exc)}); re-create the checkpoint"
+        ) from None
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match {meta.arch}/{meta.encoder}: {len(missing)} missing and "
+            f"{len(unexpected)} unexpected tensors; the checkpoint is corrupt or mislabelled"
+        )
+    wrong = [k for k in expected if shapes[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{weights} does not match {meta.arch}/{meta.encoder}: {len(wrong)} tensor(s) of "
+            f"another shape (e.g. {k} {list(shapes[k])}, expected {list(expected[k])}); the "
+            "checkpoint is corrupt or mislabelled"
+        )

@@ -7,6 +7,7 @@ once; it wires :mod:`geoseg.io`, :mod:`geoseg.scheduling` and :mod:`geoseg.predi
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -257,10 +258,20 @@ def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
 def job_identity(
     input_path: Any, checkpoint: Any, plan: Plan, info: Any, device: str, cfg: PredictConfig
 ) -> dict[str, Any]:
-    """What a resumable run computes: a resumed job must match it exactly."""
-    return {
+    """What a resumable run computes: a resumed job must match it exactly.
+
+    The input's files are identified by size and modification time (a rewritten scene is not
+    resumed into), the checkpoint by the digest of its files (retrained into the same folder,
+    it is another model). JSON-normalized, as it is compared with what ``progress.json`` holds.
+    """
+    from geoseg.io.files import content_digest, stamps
+    from geoseg.io.raster import raster_files
+
+    identity = {
         "input": str(Path(input_path).resolve()),
+        "input_files": stamps(raster_files(input_path)),
         "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_digest": content_digest([checkpoint]),
         "plan": [
             info.height,
             info.width,
@@ -273,6 +284,7 @@ def job_identity(
         "engine": [device, cfg.precision, cfg.tta, cfg.bands],
         "output": [cfg.cog, cfg.probabilities],
     }
+    return json.loads(json.dumps(identity))
 
 
 def output_spec(info: Any, meta: ModelMeta, cfg: PredictConfig) -> Any:
@@ -343,8 +355,9 @@ def predict_file(
     :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
+    from geoseg.io.gdal_meta import sidecar_path
     from geoseg.io.raster import open_raster, raster_files
-    from geoseg.io.writers import check_output, open_writer, output_format, partial_files
+    from geoseg.io.writers import check_output, open_writer, output_format, partial_files, read_pam
     from geoseg.io.writers import rows_digest as digest
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
@@ -387,7 +400,7 @@ def predict_file(
             progress(stats.windows, total)
 
     resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
-    identity = job_identity(input_path, checkpoint, plan, info, device, cfg)
+    identity = job_identity(input_path, checkpoint, plan, info, device, cfg) if durable else {}
     with (
         dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
         kept_torch_threads(),
@@ -397,7 +410,7 @@ def predict_file(
         # task is scheduled (and in-process workers reuse this cached engine).
         warn_stride(plan, cached_engine(spec).stride)
         claim = (
-            partial_run(output_path, identity, resume, info.height, plan.block_size)
+            partial_run(output_path, identity, resume, info.height, plan.block_size, overwrite)
             if durable
             else None
         )
@@ -406,6 +419,8 @@ def predict_file(
             if resume:
                 files = partial_files(run.directory, cfg.probabilities)
                 check_partial_files(files)
+                for path in files:
+                    read_pam(sidecar_path(path))
                 run.verify(lambda r0, r1: digest(files, r0, r1, plan.block_size))
                 log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
             first_batch = plan.resume_point(start_row)[0] if start_row else 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import ConfigError, OutputError
+from geoseg.errors import ConfigError, OutputError, OutputExistsError
 from geoseg.io.files import atomic_write, remove_ours
 
 PID_MAX = 2**31 - 1  # pid_t
@@ -123,7 +123,7 @@ def _read_json(path: Path) -> Any:
         if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size > 2**24:
             return None
         return json.loads(path.read_bytes().decode())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -181,9 +181,20 @@ def read_progress(
 
 
 def _ours(entry: Path) -> bool:
+    """A file geoseg writes in a partial folder, or a temporary of one (``.NAME.XXXX.tmp``)."""
     name = entry.name
-    known = name in PARTIAL_FILES or name.endswith(".aux.xml") or name.startswith(".progress.json")
+    bases = (*PARTIAL_FILES, *(f"{f}.aux.xml" for f in PARTIAL_FILES))
+    known = name in bases or any(name.startswith(f".{b}.") for b in bases)
     return known and not (entry.is_dir() and not entry.is_symlink())
+
+
+def refuse_unasked_restart(directory: Path, output: str, overwrite: bool) -> None:
+    """Refuse to throw away an earlier job's resumable progress unless ``--overwrite``."""
+    if not overwrite and (directory / "progress.json").exists():
+        raise OutputExistsError(
+            f"{output} has an unfinished earlier run in {directory}; continue it with "
+            "--resume, or pass --overwrite to start over"
+        )
 
 
 def clear_leftovers(directory: Path) -> None:
@@ -268,12 +279,14 @@ def partial_run(
     resume: bool,
     height: int,
     block_size: int,
+    overwrite: bool = False,
 ) -> Iterator[PartialRun]:
     """Lock ``output``'s partial folder for one job and clean it up afterwards.
 
     With ``resume`` the job starts at the recorded row (refused when ``identity`` differs or
-    the state is not valid); otherwise leftovers of an earlier job are removed. On success the
-    folder is removed; on failure it is kept only if it holds progress to resume from.
+    the state is not valid); otherwise an earlier job's resumable progress is kept unless
+    ``overwrite`` (refused), and its leftovers are removed. On success the folder is removed;
+    on failure it is kept only if it holds progress to resume from.
     """
     directory = partial_dir(output)
     lock = Lock.acquire(directory)
@@ -287,6 +300,7 @@ def partial_run(
             if run.start_row >= height:  # killed while committing: redo the last steps
                 run.start_row, run.digests = 0, []
         else:
+            refuse_unasked_restart(directory, str(output), overwrite)
             clear_leftovers(directory)
         yield run
         done = True

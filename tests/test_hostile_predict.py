@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -450,7 +451,7 @@ def test_probabilities_file_not_written_by_geoseg_is_kept(tmp_path, scene, ckpt,
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY).code == 0
     make_raster(height=16, width=16, name="o_probabilities.tif")  # the user's file
     refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, "--probabilities",
-            "--overwrite", words=["not written by geoseg"])
+            "--overwrite", words=["geoseg wrote"])
     # without --probabilities the user's file is left alone (only geoseg's stale ones go)
     before = snapshot(tmp_path)["o_probabilities.tif"]
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
@@ -488,3 +489,141 @@ def test_a_raster_declaring_absurd_dimensions(tmp_path, ckpt, command):
     args = ["--model", ckpt, *TINY] if command == "predict" else ["--no-skip-check"]
     out = [tmp_path / "o.tif"] if command == "predict" else []
     refused(tmp_path, command, vrt, *out, *args, words=["windows"])
+
+
+# --------------------------------------------------------------------------------------------
+# found in review: what a partial run may and may not be resumed into
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["model", "input"])
+def test_resume_into_another_model_or_scene_is_refused(tmp_path, monkeypatch, scene, change):
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", tile=32)
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    if change == "model":  # retrained into the same folder
+        make_checkpoint(tmp_path / "m2.geoseg", tile=32, seed=1)
+        weights = (tmp_path / "m2.geoseg" / "model.safetensors").read_bytes()
+        (ckpt / "model.safetensors").write_bytes(weights)
+        word = "checkpoint_digest"
+    else:  # the scene re-downloaded to the same path
+        with rasterio.open(scene, "r+") as dst:
+            dst.write(255 - dst.read())
+        word = "input_files"
+    refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, "--resume", words=[word])
+
+
+def test_resume_with_bands_and_cog(tmp_path, monkeypatch, make_raster, ckpt):
+    src = make_raster(height=96, width=64, bands=4, name="four.tif")
+    extra = ["--bands", "3,2,1", "--cog", "--probabilities"]
+    ref = tmp_path / "ref.tif"
+    assert run_cli("predict", src, ref, "--model", ckpt, *TINY, *extra).code == 0
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, src, out, ckpt, extra)
+    result = run_cli("predict", src, out, "--model", ckpt, *TINY, *extra, "--resume")
+    assert result.code == 0, result.err
+    assert np.array_equal(read(out), read(ref))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", ["progress.json", "lock"])
+def test_deeply_nested_json_state(tmp_path, monkeypatch, scene, ckpt, name):
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    (partial_dir(out) / name).write_text("[" * 200000 + "]" * 200000)
+    extra = ["--resume"] if name == "progress.json" else ["--overwrite"]
+    refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, *extra, words=[name])
+
+
+def test_a_tampered_partial_sidecar(tmp_path, monkeypatch, scene, ckpt):
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    (partial_dir(out) / "classes.tif.aux.xml").write_text("<PAMDataset><oops")
+    refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, "--resume",
+            words=["aux.xml"])
+
+
+def test_a_failed_cog_leaves_no_temporary_and_stays_resumable(tmp_path, monkeypatch, scene, ckpt):
+    from geoseg.io import writers
+
+    def no_install(*args, **kw):
+        raise writers.OutputError("simulated failure while installing")
+
+    out = tmp_path / "o.tif"
+    with monkeypatch.context() as m:
+        m.setattr(writers, "install", no_install)
+        result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--cog")
+    assert result.code != 0 and "simulated failure" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.tif.geoseg-partial", "scene.tif"]
+    result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--cog", "--resume")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o.tif.aux.xml", "scene.tif"]
+
+
+def test_overwrite_removes_only_geosegs_own_stale_probabilities(tmp_path, scene, ckpt):
+    out = tmp_path / "o.tif"
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY).code == 0
+    other = tmp_path / "o_probabilities.tif"  # a class map the user wrote under that name
+    assert run_cli("predict", scene, other, "--model", ckpt, *TINY).code == 0
+    before = snapshot(tmp_path)
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
+    after = snapshot(tmp_path)
+    for name in ("o_probabilities.tif", "o_probabilities.tif.aux.xml"):
+        assert after[name] == before[name]
+    # geoseg's own stale probabilities go, with their sidecar
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--probabilities",
+                   "--overwrite", "--block-size", "32").code != 0  # the user's map is in the way
+    other.unlink()
+    Path(f"{other}.aux.xml").unlink()
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--probabilities",
+                   "--overwrite").code == 0
+    assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o.tif.aux.xml", "scene.tif"]
+
+
+def test_batch_outputs_that_collide_through_their_sidecars(tmp_path, make_raster, ckpt):
+    (tmp_path / "s").mkdir()
+    a = make_raster(height=40, width=40, name="s/x_probabilities.tif")
+    b = make_raster(height=40, width=40, name="s/x.tif")
+    (tmp_path / "o").mkdir()
+    refused(tmp_path, "predict", a, b, "--output-dir", tmp_path / "o", "--name", "{stem}.tif",
+            "--model", ckpt, *TINY, "--overwrite", words=["both write"])
+
+
+def test_batch_resume_does_not_take_a_foreign_file_as_done(tmp_path, scene, ckpt):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "scene_classes.tif").write_text("not a class map")
+    before = snapshot(tmp_path)
+    result = run_cli("predict", scene, "--output-dir", tmp_path / "o", "--model", ckpt, *TINY,
+                     "--resume")
+    assert result.code == 1 and "already done" not in result.out and "1 failed" in result.out
+    assert snapshot(tmp_path) == before
+
+
+def test_a_rerun_without_resume_keeps_an_earlier_partial_run(tmp_path, monkeypatch, scene, ckpt):
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    refused(tmp_path, "predict", scene, out, "--model", ckpt, *TINY, words=["--resume"])
+    result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite")
+    assert result.code == 0, result.err
+    assert not partial_dir(out).exists()
+
+
+def test_a_vrt_whose_source_is_a_fifo(tmp_path, ckpt):
+    os.mkfifo(tmp_path / "fifo.tif")
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">fifo.tif</SourceFilename>'
+        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt = tmp_path / "in.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="80" rasterYSize="96">{bands}</VRTDataset>')
+    refused(tmp_path, "predict", vrt, tmp_path / "o.tif", "--model", ckpt, *TINY,
+            words=["fifo.tif", "not a regular file"])
+
+
+def test_batch_name_format_specs_are_refused(tmp_path, scene, ckpt):
+    (tmp_path / "o").mkdir()
+    refused(tmp_path, "predict", scene, "--output-dir", tmp_path / "o", "--name",
+            "{stem:>2000000000}.tif", "--model", ckpt, *TINY, words=["format spec"])

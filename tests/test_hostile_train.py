@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_geotiff  # noqa: E402
 from helpers import make_checkpoint  # noqa: E402
-from hostile import assert_refused, run_cli, snapshot  # noqa: E402
+from hostile import assert_refused, run_cli, run_subprocess, snapshot  # noqa: E402
 from train_helpers import write_config, write_folder  # noqa: E402
 
-from geoseg.train.runs import MARKER  # noqa: E402
+from geoseg.train.runs import MARKER, is_run  # noqa: E402
 
 FAST = {"epochs": 1, "chips_per_epoch": 4, "batch_size": 4}
 
@@ -66,7 +66,58 @@ def world(tmp_path_factory) -> Path:
     write_geotiff(root / "target.tif", img)
     write_geotiff(root / "nodata.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
     write_geotiff(root / "nan.tif", np.full((3, 64, 64), np.nan, np.float32))
+    # a run holding user content under names geoseg's own entries and temporaries use
+    shutil.copytree(root / "run", root / "run_tmpdir")
+    (root / "run_tmpdir" / ".last.mybackup.tmp").mkdir()
+    (root / "run_tmpdir" / ".last.mybackup.tmp" / "precious.txt").write_text("keep\n")
+    shutil.copytree(root / "run", root / "run_logdir")
+    (root / "run_logdir" / "log.csv").unlink()
+    (root / "run_logdir" / "log.csv").mkdir()
+    (root / "run_logdir" / "log.csv" / "scene.tif").write_bytes(b"precious")
+    shutil.copytree(root / "run", root / "run_cfgdir")
+    (root / "run_cfgdir" / "config.json").unlink()
+    (root / "run_cfgdir" / "config.json").mkdir()
+    (root / "run_cfgdir" / "config.json" / "mine.json").write_text("{}")
+    shutil.copytree(root / "run", root / "run_oldtmp")
+    (root / "run_oldtmp" / ".best.x.tmp.old" / "photos").mkdir(parents=True)
+    (root / "run_oldtmp" / ".best.x.tmp.old" / "photos" / "a.jpg").write_bytes(b"jpeg")
+    # a decompression bomb: a valid PNG header declaring 20000 x 20000 pixels
+    shutil.copytree(data, root / "bombdata")
+    _bomb_png(root / "bombdata" / "images" / "part_001.png", 20000, 20000)
+    # label rasters that cannot be used as they are
+    from train_helpers import scene
+
+    img, ids = scene(64, 64, 0)
+    write_geotiff(root / "img.tif", img)
+    write_geotiff(root / "lab_float.tif", (ids + 0.9).astype(np.float32))
+    write_geotiff(root / "lab_nan.tif", ids.astype(np.float32), nodata=float("nan"))
+    write_geotiff(
+        root / "lab_3band.tif", np.stack([ids, ids * 0 + 7, ids * 0 + 7]).astype(np.uint8)
+    )
+    for name, mask in (
+        ("floatmask", (ids[:48, :40] + 0.9).astype(np.float32)[None]),
+        ("bandmask", np.stack([ids[:48, :40]] * 3).astype(np.uint8)),
+    ):
+        folder = root / name
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        shutil.copy(data / "images" / "part_000.png", folder / "images" / "part_000.png")
+        write_geotiff(folder / "masks" / "part_000.tif", mask)
+    (root / "bad.geojson").write_text("[1, 2]")
     return root
+
+
+def _bomb_png(path: Path, width: int, height: int) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
 
 
 def _refused(root: Path, args: list, *words: str) -> None:
@@ -76,6 +127,7 @@ def _refused(root: Path, args: list, *words: str) -> None:
 
 
 TRAIN = ["train", "--config", "{root}/train.yaml", "--no-progress", "-q"]
+RASTER = "train=[{{kind: raster, path: '{{root}}/img.tif', labels: '{{root}}/{}.tif'}}]"
 FINETUNE = ["finetune", "--config", "{root}/train.yaml", "--no-progress", "-q"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 
@@ -180,6 +232,77 @@ TRAIN_CASES = [
     ("class-map-int", ["--out", "{root}/new", "--set", "class_map=5"], ["class_map"]),
     ("source-kind", ["--out", "{root}/new", "--set", "train=[{kind: x, path: y}]"], ["kind"]),
     ("arch-unknown", ["--out", "{root}/new", "--set", "arch=nosuch"], ["nosuch"]),
+    # --overwrite checks what a run's entries hold, not only their names
+    ("run-temp-folder", ["--out", "{root}/run_tmpdir", "--overwrite"], ["not a geoseg run"]),
+    ("run-log-folder", ["--out", "{root}/run_logdir", "--overwrite"], ["not a geoseg run"]),
+    ("run-config-folder", ["--out", "{root}/run_cfgdir", "--overwrite"], ["not a geoseg run"]),
+    ("run-old-folder", ["--out", "{root}/run_oldtmp", "--overwrite"], ["not a geoseg run"]),
+    # unreadable or unusable data
+    (
+        "image-bomb",
+        ["--out", "{root}/new", "--train", "folder:{root}/bombdata"],
+        ["part_001.png", "400000000 pixels"],
+    ),
+    (
+        "label-float",
+        ["--out", "{root}/new", "--set", RASTER.format("lab_float")],
+        ["lab_float.tif", "float32", "integers"],
+    ),
+    (
+        "label-nan-nodata",
+        ["--out", "{root}/new", "--set", RASTER.format("lab_nan")],
+        ["lab_nan.tif", "float32"],
+    ),
+    (
+        "label-3-bands",
+        ["--out", "{root}/new", "--set", RASTER.format("lab_3band")],
+        ["lab_3band.tif", "3 bands"],
+    ),
+    (
+        "label-missing",
+        ["--out", "{root}/new", "--set", RASTER.format("nosuch")],
+        ["nosuch.tif", "does not exist"],
+    ),
+    (
+        "ids-mask-float",
+        ["--out", "{root}/new", "--train", "folder:{root}/floatmask", "--set", "label_mode=ids"],
+        ["part_000.tif", "float32"],
+    ),
+    (
+        "ids-mask-3-bands",
+        ["--out", "{root}/new", "--train", "folder:{root}/bandmask", "--set", "label_mode=ids"],
+        ["part_000.tif", "3 bands"],
+    ),
+    (
+        "vector-not-geojson",
+        [
+            "--out",
+            "{root}/new",
+            "--set",
+            "train=[{kind: vector, path: '{root}/img.tif', labels: '{root}/bad.geojson'}]",
+        ],
+        ["bad.geojson", "FeatureCollection"],
+    ),
+    (
+        "colour-twice",
+        [
+            "--out",
+            "{root}/new",
+            "--set",
+            "classes=[{name: Sea, colour: '#0000FF'}, {name: Lake, colour: '#0000FF'}]",
+        ],
+        ["'Sea'", "'Lake'", "same colour", "#0000FF"],
+    ),
+    (
+        "model-too-big",
+        [
+            "--out",
+            "{root}/new",
+            "--set",
+            "model_options={encoder_depth: 5, decoder_channels: [4096, 4096, 4096, 4096, 4096]}",
+        ],
+        ["parameters", "1,000,000,000"],
+    ),
 ]
 
 
@@ -236,6 +359,57 @@ def _state(**change):
     return edit
 
 
+def _row(**change):
+    def edit(p: Path) -> None:
+        state = torch.load(p, weights_only=True)
+        state["rows"][0].update(change)
+        state["rows"][0] = {k: v for k, v in state["rows"][0].items() if v is not None}
+        torch.save(state, p)
+
+    return edit
+
+
+def _steps(step: int):
+    """A consistent but impossible step count (the log row and the state agree)."""
+
+    def edit(p: Path) -> None:
+        state = torch.load(p, weights_only=True)
+        state["step"] = state["rows"][-1]["step"] = step
+        torch.save(state, p)
+
+    return edit
+
+
+def _config(change):
+    def edit(p: Path) -> None:
+        doc = json.loads(p.read_text())
+        change(doc["config"])
+        p.write_text(json.dumps(doc))
+
+    return edit
+
+
+def _fingerprint(value: str):
+    def edit(p: Path) -> None:
+        doc = json.loads(p.read_text())
+        doc["fingerprint"] = value
+        p.write_text(json.dumps(doc))
+
+    return edit
+
+
+def _move_and_link(p: Path) -> None:
+    mine = p.parent.parent / "mylast"
+    shutil.move(p, mine)
+    p.symlink_to(mine)
+
+
+def _to_folder(p: Path) -> None:
+    p.unlink()
+    p.mkdir()
+    (p / "scene.tif").write_bytes(b"precious")
+
+
 RESUME_CASES = [
     ("config-not-json", "config.json", lambda p: p.write_text("{not json"), "config.json"),
     ("config-list", "config.json", lambda p: p.write_text("[1, 2]"), "config.json"),
@@ -260,6 +434,25 @@ RESUME_CASES = [
         _state(optimizer={"state": {}, "param_groups": [{"params": [0]}]}),
         "train_state.pt",
     ),
+    ("state-row-empty", "last/train_state.pt", _state(rows=[{}]), "log row 1"),
+    ("state-row-list", "last/train_state.pt", _state(rows=[[1]]), "log row 1"),
+    ("state-miou-text", "last/train_state.pt", _row(val_miou="x"), "val_miou"),
+    ("state-miou-inf", "last/train_state.pt", _row(val_miou=float("inf")), "val_miou"),
+    ("state-iou-text", "last/train_state.pt", _row(iou_Sea=[1]), "iou_Sea"),
+    ("state-row-epoch", "last/train_state.pt", _row(epoch=5), "log row 1"),
+    ("state-row-unknown", "last/train_state.pt", _row(evil=1), "evil"),
+    ("state-row-loss", "last/train_state.pt", _row(train_loss=None), "train_loss"),
+    ("state-step-row", "last/train_state.pt", _state(step=999), "step 999"),
+    ("state-step-zero", "last/train_state.pt", _state(step=0), "step 0"),
+    ("state-step-plan", "last/train_state.pt", _steps(999), "steps per epoch"),
+    ("config-empty", "config.json", lambda p: p.write_text('{"config": {}}'), "lacks"),
+    ("config-no-lr", "config.json", _config(lambda c: c.pop("lr")), "lacks the option(s) lr"),
+    ("config-lr", "config.json", _config(lambda c: c.update(lr=0.5)), "lr (0.5"),
+    ("config-fingerprint", "config.json", _fingerprint("0" * 16), "fingerprint"),
+    ("last-symlink", "last", _move_and_link, "not a geoseg run"),
+    ("best-plus-file", "best/notes.txt", lambda p: p.write_text("mine\n"), "not a geoseg run"),
+    ("log-folder", "log.csv", _to_folder, "not a geoseg run"),
+    ("run-plus-file", "notes.txt", lambda p: p.write_text("mine\n"), "not a geoseg run"),
     ("last-weights", "last/model.safetensors", _garbage, "model.safetensors"),
     (
         "last-classes",
@@ -322,6 +515,11 @@ META_CASES = [
     ("extra-list", _meta_edit(extra=[1]), "extra"),
     ("decoder-2e9", _meta_edit(model_options={"decoder_channels": [2 * 10**9, 8, 4]}), "4096"),
     ("option-unknown", _meta_edit(model_options={"nosuch": 1}), "nosuch"),
+    (
+        "model-too-big",
+        _meta_edit(model_options={"encoder_depth": 5, "decoder_channels": [4096] * 5}),
+        "parameters",
+    ),
     ("option-weights", _meta_edit(model_options={"encoder_weights": "imagenet"}), "not allowed"),
     ("format-future", _meta_edit(format_version=99), "format_version"),
     ("missing-field", lambda d: {k: v for k, v in d.items() if k != "std"}, "std"),
@@ -351,8 +549,11 @@ META_RUNS = [
     (command, *case)
     for command in ("info", "adapt", "finetune")
     for case in META_CASES
-    if (command != "finetune" or case[0] in ("std-nan", "decoder-2e9", "option-unknown", "a-list"))
-    and (command != "info" or case[0] not in ("option-unknown",))
+    if (
+        command != "finetune"
+        or case[0] in ("std-nan", "decoder-2e9", "option-unknown", "a-list", "model-too-big")
+    )
+    and (command != "info" or case[0] not in ("option-unknown", "model-too-big"))
 ]
 
 
@@ -435,6 +636,11 @@ CREATE_CASES = [
     ("out-link", ["{root}/link", "--classes", "2", "--overwrite"], ["symbolic link"]),
     ("out-exists", ["{root}/ckpt", "--classes", "2"], ["exists", "--overwrite"]),
     ("out-no-parent", ["{root}/nosuch/m", "--classes", "2"], ["does not exist"]),
+    (
+        "model-too-big",
+        ["{root}/new", "--classes", "2", "--option", "decoder_channels=[4096,4096,4096,4096,4096]"],
+        ["parameters", "1,000,000,000"],
+    ),
 ]
 
 
@@ -587,3 +793,85 @@ def test_outputs_get_the_umask_modes(world, tmp_path, mask, fmode, dmode):
         os.umask(old)
     modes = _modes(tmp_path / "out")
     assert modes == {("file", fmode), ("dir", dmode)}, [oct(m) for _, m in modes]
+
+
+# ------------------------------------------------------------------------------- FIFOs, bombs
+def _fifo_world(tmp_path: Path, world: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(world / "data", data)
+    return data
+
+
+FIFO_CASES = [
+    ("image", "images/part_001.png", "train"),
+    ("mask", "masks/part_001.png", "train"),
+    ("prediction", "preds/part_000.png", "evaluate"),
+]
+
+
+@pytest.mark.parametrize("name,file,command", FIFO_CASES, ids=[c[0] for c in FIFO_CASES])
+def test_fifo_input_refused_not_hanging(world, tmp_path, name, file, command):
+    """A FIFO would block the reader forever: refused before opening (in a real process)."""
+    data = _fifo_world(tmp_path, world)
+    (data / "preds").mkdir()
+    if command == "train":
+        args = [*TRAIN, "--out", tmp_path / "run", "--train", f"folder:{data}"]
+        args = [str(a).replace("{root}", str(world)) for a in args]
+    else:
+        cfg = tmp_path / "ds.yaml"
+        cfg.write_text(
+            "label_mode: rgb\nignore_colours: ['#000000']\nclasses:\n"
+            "  - {name: Sea, colour: [0, 0, 255]}\n  - {name: Sand, colour: [255, 255, 0]}\n"
+            "  - {name: Town, colour: [255, 0, 0]}\n"
+        )
+        args = ["evaluate", "--dataset", f"folder:{data}", "--config", cfg, "--pred-dir"]
+        args += [data / "preds"]
+        from PIL import Image
+
+        for stem in ("part_001", "part_002", "part_003"):
+            Image.fromarray(np.zeros((48, 40), np.uint8)).save(data / "preds" / f"{stem}.png")
+    (data / file).unlink(missing_ok=True)
+    os.mkfifo(data / file)
+    before = snapshot(tmp_path)
+    result = run_subprocess(*args, timeout=60)
+    assert_refused(result, before, snapshot(tmp_path), file.rsplit("/", 1)[-1], "FIFO")
+
+
+def test_prediction_bomb_refused(tmp_path):
+    """A PNG header declaring 20000 x 20000 pixels: one error naming the file and its size."""
+    from geoseg.datasets.base import read_label_png
+    from geoseg.errors import RasterReadError
+
+    _bomb_png(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(RasterReadError, match="bomb.png declares 400000000 pixels"):
+        read_label_png(tmp_path / "bomb.png")
+
+
+# ------------------------------------------------------------------------------- run entries
+def test_is_run_accepts_only_geoseg_temporaries(world, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run, symlinks=True)
+    shutil.copytree(run / "last", run / ".last.abc.tmp")  # a checkpoint being written
+    (run / ".best.x.tmp.old").mkdir()
+    shutil.copytree(run / "best", run / ".best.x.tmp.old" / "best")  # one being swapped out
+    (run / ".log.csv.y.tmp").write_text("epoch\n")
+    (run / ".config.json.z.tmp").mkdir()  # an empty temporary folder
+    assert is_run(run)
+    (run / ".config.json.z.tmp" / "precious.txt").write_text("keep\n")
+    assert not is_run(run)
+    (run / ".config.json.z.tmp" / "precious.txt").unlink()
+    os.symlink(run / "best", run / ".best.w.tmp")
+    assert not is_run(run)
+    (run / ".best.w.tmp").unlink()
+    (run / MARKER).unlink()
+    assert not is_run(run) and is_run(run, require_marker=False)
+
+
+def test_resume_of_a_run_without_marker_writes_it(world, tmp_path):
+    """Runs written before the marker existed resume (their entries are checked)."""
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run, symlinks=True)
+    (run / MARKER).unlink()
+    r = _train(world, "--out", run, "--resume", "--epochs", "2")
+    assert r.code == 0, r.err
+    assert is_run(run)

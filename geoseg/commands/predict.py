@@ -177,10 +177,10 @@ def _batch(
     resume,
     extra_inputs,
 ):
-    from pathlib import Path
 
     from geoseg.batch import check_batch_outputs, expand_inputs, plan_outputs, run_batch
     from geoseg.commands.progress import ProgressBar
+    from geoseg.io.writers import is_geoseg_output
     from geoseg.pipeline import predict_file
     from geoseg.resume import partial_dir
 
@@ -195,7 +195,7 @@ def _batch(
     with _cluster(cfg) as client:
 
         def run_one(item):
-            if resume and Path(item.output).exists():
+            if resume and is_geoseg_output(item.output):
                 return None  # finished before the job was killed (outputs appear atomically)
             bar = ProgressBar(f"{item.input}", enabled=progress and not quiet)
             partial = (partial_dir(item.output) / "progress.json").exists()

@@ -31,6 +31,7 @@ PathLike = str | os.PathLike[str]
 __all__ = [
     "atomic_write",
     "check_target",
+    "content_digest",
     "exclusive_temp",
     "fsync_path",
     "install",
@@ -38,6 +39,7 @@ __all__ = [
     "refuse_inputs",
     "remove_ours",
     "reserve_temp",
+    "stamps",
     "temp_dir",
     "umask_mode",
 ]
@@ -254,6 +256,38 @@ def install(src: PathLike, dst: PathLike, is_ours: Callable[[Path], bool] | None
     else:
         os.replace(s, d)
     fsync_path(d.parent)
+
+
+def stamps(paths: Iterable[PathLike]) -> list[list]:
+    """``[path, size, mtime_ns]`` of each existing file (a folder's files, walked, in order).
+
+    A cheap identity of inputs too large to hash (rasters, Zarr stores): a rewritten file gets
+    a new stamp, so state recorded against the old one is not trusted.
+    """
+    out: list[list] = []
+    for item in paths:
+        p = Path(item)
+        found = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for q in found:
+            with contextlib.suppress(OSError):
+                st = q.stat()
+                out.append([str(q.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def content_digest(paths: Iterable[PathLike]) -> str:
+    """SHA-256 of the contents of ``paths`` (the files of a folder, in order): small inputs."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for item in paths:
+        p = Path(item)
+        for q in sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]:
+            digest.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+            with open(q, "rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_ours(path: PathLike) -> None:

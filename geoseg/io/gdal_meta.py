@@ -42,7 +42,12 @@ def pam_with_categories(names: list[str], existing: str | None = None, band: int
     str
         The XML document.
     """
-    root = ET.fromstring(existing) if existing else ET.Element("PAMDataset")
+    try:
+        root = ET.fromstring(existing) if existing else ET.Element("PAMDataset")
+    except ET.ParseError as exc:
+        raise ValueError(f"not a GDAL PAM document ({exc})") from None
+    if root.tag != "PAMDataset":
+        raise ValueError(f"not a GDAL PAM document (root <{root.tag}>)")
     node = next(
         (b for b in root.findall("PAMRasterBand") if b.get("band") == str(band)),
         None,

@@ -766,6 +766,9 @@ def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None
         raise RasterReadError(
             f"input {text} is a directory; expected a raster file or a .zarr store"
         )
+    for part in raster_files(text)[2:]:  # a VRT's sources, overviews, masks: GDAL reads them
+        if os.path.lexists(part):
+            check_input_file(part, f"file {part} of input raster", folder_ok=True)
     gdal = GdalSource(text, bands)
     try:
         gdal.probe()

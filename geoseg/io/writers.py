@@ -45,12 +45,14 @@ __all__ = [
     "OutputSpec",
     "ZarrWriter",
     "check_output",
+    "geoseg_output_kind",
     "is_geoseg_output",
     "open_writer",
     "output_paths",
     "partial_files",
     "probabilities_path",
     "quantize_probs",
+    "read_pam",
     "rows_digest",
 ]
 
@@ -226,8 +228,8 @@ def touched_paths(path: str | os.PathLike[str]) -> list[Path]:
     return output_paths(path, probabilities=output_format(path) == "gtiff")
 
 
-def is_geoseg_output(path: str | os.PathLike[str]) -> bool:
-    """True for a class map, probabilities file or Zarr store that geoseg wrote.
+def geoseg_output_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"classes"``, ``"probabilities"`` or ``"zarr"`` for an output geoseg wrote, else None.
 
     Recognised by what geoseg writes into them (the ``CLASS_NAMES`` band tag, the probabilities'
     ``QUANTIZATION`` tag, the Zarr ``classes`` array's ``class_names`` attribute), so that
@@ -235,15 +237,16 @@ def is_geoseg_output(path: str | os.PathLike[str]) -> bool:
     """
     p = Path(path)
     if p.is_symlink():
-        return False
+        return None
     if p.is_dir():
         try:
             meta = json.loads((p / "classes" / "zarr.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(meta, dict) and "class_names" in (meta.get("attributes") or {})
+        except (OSError, ValueError, RecursionError):
+            return None
+        ours = isinstance(meta, dict) and "class_names" in (meta.get("attributes") or {})
+        return "zarr" if ours else None
     if not p.is_file():
-        return False
+        return None
     import rasterio
     from rasterio.errors import RasterioError
 
@@ -251,9 +254,16 @@ def is_geoseg_output(path: str | os.PathLike[str]) -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with rasterio.open(p) as src:
-                return "CLASS_NAMES" in src.tags(1) or "QUANTIZATION" in src.tags()
+                if "CLASS_NAMES" in src.tags(1):
+                    return "classes"
+                return "probabilities" if "QUANTIZATION" in src.tags() else None
     except RasterioError:
-        return False
+        return None
+
+
+def is_geoseg_output(path: str | os.PathLike[str]) -> bool:
+    """True for a class map, probabilities file or Zarr store that geoseg wrote."""
+    return geoseg_output_kind(path) is not None
 
 
 def partial_files(partial_dir: Path, probabilities: bool = False) -> list[Path]:
@@ -345,15 +355,38 @@ def check_output(
     for p in touched_paths(path):
         refuse_inputs(p, inputs, what)
     paths = output_paths(path, probabilities)
+    kinds = {0: "zarr" if fmt == "zarr" else "classes", 2: "probabilities"}
     for i, p in enumerate(paths):
         label = what if i == 0 else f"{what} sidecar"
         check_target(p, overwrite=overwrite, what=label, folder=fmt == "zarr")
-        if p.exists() and p.suffix != ".xml" and not is_geoseg_output(p):
+        if i in kinds and p.exists() and geoseg_output_kind(p) != kinds[i]:
             raise OutputError(
-                f"{p} exists and was not written by geoseg; --overwrite only replaces geoseg's "
-                "own outputs: remove it yourself or choose another output path"
+                f"{p} exists and is not a {kinds[i]} output geoseg wrote; --overwrite only "
+                "replaces geoseg's own outputs: remove it yourself or choose another output path"
             )
     return fmt
+
+
+def read_pam(aux: Path) -> str | None:
+    """The text of GDAL's PAM sidecar ``aux`` of a file being written, validated (or None).
+
+    A partial run's sidecar could have been edited: it must be a regular file of at most
+    1 MiB holding a ``PAMDataset`` document, else OutputError.
+    """
+    from geoseg.io.gdal_meta import pam_with_categories
+
+    if not os.path.lexists(aux):
+        return None
+    try:
+        if aux.is_symlink() or not aux.is_file() or aux.stat().st_size > 2**20:
+            raise ValueError("not a regular file of at most 1 MiB")
+        text = aux.read_bytes().decode()
+        pam_with_categories([], text)
+    except (ValueError, OSError) as exc:
+        raise OutputError(
+            f"{aux} is unusable ({exc}); run again without --resume to start over"
+        ) from None
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,12 +599,21 @@ class GeoTiffWriter(ClassMapWriter):
         return [hashlib.sha256() for _ in range(1 + (self._prob_tmp is not None))]
 
     def abort(self) -> None:
-        """Drop the output; with a partial directory, keep its files for ``--resume``."""
+        """Drop the output; with a partial directory, keep its files for ``--resume``.
+
+        Temporaries beside the output (a COG being assembled) are removed either way.
+        """
+        from geoseg.io.gdal_meta import sidecar_path
+
         if self._partial is None:
             super().abort()
             return
         self._done = True
         self._close_handles()
+        for temp in self._temps:
+            if self._partial not in temp.parents:
+                remove_ours(temp)
+                remove_ours(sidecar_path(temp))
 
     def _profile(self, count: int, dtype: str, nodata: int) -> dict[str, Any]:
         s = self.spec
@@ -657,8 +699,8 @@ class GeoTiffWriter(ClassMapWriter):
                 self._prob_tmp = self._to_cog(self._prob_tmp, "AVERAGE")
         aux = sidecar_path(self._main_tmp)
         self._temps.append(aux)
-        existing = aux.read_text() if aux.is_file() and not aux.is_symlink() else None
-        atomic_write(aux, pam_with_categories(list(self.spec.class_names), existing))
+        pam = pam_with_categories(list(self.spec.class_names), read_pam(aux))
+        atomic_write(aux, pam)
 
     def _to_cog(self, src: Path, resampling: str) -> Path:
         from rasterio.errors import RasterioError
@@ -678,7 +720,8 @@ class GeoTiffWriter(ClassMapWriter):
             )
         except RasterioError as exc:
             raise OutputError(f"cannot write the COG {self.path}: {exc}") from None
-        remove_ours(src)
+        if src in self._temps:  # a partial folder's file stays until the run is done
+            remove_ours(src)
         return dst
 
     def _install(self) -> None:
@@ -699,9 +742,12 @@ class GeoTiffWriter(ClassMapWriter):
 
     def _drop_stale_probabilities(self, prob_final: Path) -> None:
         """Remove probabilities that described the class map being replaced, if geoseg's own."""
-        if self.overwrite and is_geoseg_output(prob_final):
+        from geoseg.io.gdal_meta import sidecar_path
+
+        if self.overwrite and geoseg_output_kind(prob_final) == "probabilities":
             log.info("removing %s, left by an earlier run over %s", prob_final, self.path)
             remove_ours(prob_final)
+            remove_ours(sidecar_path(prob_final))
         else:
             log.warning("%s is left as it is; it does not describe the new map", prob_final)
 

@@ -162,6 +162,8 @@ class TrainConfig:
                     f"{len(self.class_weights)} class_weights for {len(self.classes)} classes; "
                     "give one per class or 'auto'"
                 )
+        if self.label_mode == "rgb":
+            _check_distinct_colours(self.classes)
         if self.scale_range is not None:
             if len(self.scale_range) != 2:
                 raise ConfigError(f"scale_range {list(self.scale_range)} must be [low, high]")
@@ -186,11 +188,35 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_ABSENT = object()
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Options (present in both) that differ and must not change when resuming a run."""
+    """Options that differ (or are missing from one side) and must not change on resume.
+
+    An option absent from the run's stored config counts as changed: a truncated or edited
+    ``config.json`` must not let ``lr``, ``loss`` or ``chip_size`` change unnoticed.
+    """
     return sorted(
-        k for k in old.keys() & new.keys() if k not in RESUMABLE_CHANGES and old[k] != new[k]
+        k
+        for k in old.keys() | new.keys()
+        if k not in RESUMABLE_CHANGES and old.get(k, _ABSENT) != new.get(k, _ABSENT)
     )
+
+
+def _check_distinct_colours(classes: tuple[ClassSpec, ...]) -> None:
+    """In RGB label mode a colour names one class: a second class of that colour is unlabelable."""
+    seen: dict[tuple[int, int, int], str] = {}
+    for c in classes:
+        colour = tuple(c.colour)
+        if colour in seen:
+            hexc = "#{:02X}{:02X}{:02X}".format(*colour)
+            raise ConfigError(
+                f"classes {seen[colour]!r} and {c.name!r} have the same colour {hexc}; with "
+                "label_mode rgb no pixel could be labelled as the second: give each class its "
+                "own colour"
+            )
+        seen[colour] = c.name
 
 
 _FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast")

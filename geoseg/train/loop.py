@@ -212,6 +212,14 @@ def fit(
     if cfg.class_balanced and cfg.sampling == "random":
         index = chipmod.ClassIndex.build([s.mask for s in train], meta.classes, seed=cfg.seed)
     steps = math.ceil(len(epoch_chips(cfg, shapes, index, 0)) / cfg.batch_size)
+    if resume_state is not None and state.step != steps * state.epoch:
+        from geoseg.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{run.last}/train_state.pt records step {state.step} after {state.epoch} epochs, "
+            f"but this run takes {steps} steps per epoch ({steps * state.epoch} in all); the "
+            "state is tampered or the training data changed: restart without --resume"
+        )
     total = steps * cfg.epochs
     ac = _autocast_dtype(device, cfg.precision)
     for epoch in range(state.epoch, cfg.epochs):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.checkpoint import (
+    CHECKPOINT_FILES,
     STATE_FILE,
     give_umask_modes,
     is_checkpoint,
@@ -43,25 +44,70 @@ _TEMP = re.compile(r"^\.(\.geoseg-run|config\.json|log\.csv|best|last)\..+\.tmp(
 __all__ = ["MARKER", "STATE_FILE", "RunDir", "is_run"]
 
 
-def is_run(path: str | os.PathLike) -> bool:
-    """True for a folder geoseg wrote as a run: the marker, and only a run's own entries."""
-    p = Path(path)
-    if p.is_symlink() or not p.is_dir() or not (p / MARKER).is_file():
+def _plain_file(p: Path) -> bool:
+    return not p.is_symlink() and p.is_file()
+
+
+def _checkpoint_like(p: Path) -> bool:
+    """A checkpoint folder, or one being assembled (only regular checkpoint files, or empty)."""
+    if p.is_symlink() or not p.is_dir():
         return False
-    try:
-        doc = json.loads((p / MARKER).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    return all(e.name in CHECKPOINT_FILES and _plain_file(e) for e in p.iterdir())
+
+
+def _is_run_temp(entry: Path) -> bool:
+    """A temporary geoseg leaves in a run: a file, a checkpoint folder or an ``.old`` wrapper."""
+    if entry.is_symlink():
         return False
-    if not isinstance(doc, dict) or doc.get("kind") != "geoseg-run":
-        return False
+    if entry.is_file():
+        return True
+    if is_checkpoint(entry) or _checkpoint_like(entry):
+        return True
+    if entry.name.endswith(".old") and entry.is_dir():
+        return all(_plain_file(e) or _checkpoint_like(e) for e in entry.iterdir())
+    return False
+
+
+def _only_run_entries(p: Path) -> bool:
     for entry in p.iterdir():
         if _TEMP.match(entry.name):
+            if not _is_run_temp(entry):
+                return False
             continue
         if entry.name not in RUN_FILES or entry.is_symlink():
             return False
-        if entry.name in ("best", "last") and not is_checkpoint(entry):
+        if entry.name in ("best", "last"):
+            if not is_checkpoint(entry):
+                return False
+        elif not entry.is_file():  # the marker, config.json and log.csv are regular files
             return False
     return True
+
+
+def is_run(path: str | os.PathLike, require_marker: bool = True) -> bool:
+    """True for a folder geoseg wrote as a run: the marker, and only a run's own entries.
+
+    Entries are checked by kind as well as name: ``config.json``, ``log.csv`` and the marker
+    must be regular files, ``best``/``last`` checkpoints, and a temporary-looking name only
+    passes when it holds what geoseg's temporaries hold (a file, checkpoint files, or an
+    ``.old`` wrapper of those), so ``--overwrite`` never deletes user content inside a run.
+    ``require_marker=False`` accepts runs written before the marker existed (used by
+    ``--resume`` only; ``--overwrite`` always needs the marker).
+    """
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir():
+        return False
+    marker = p / MARKER
+    if require_marker or marker.exists() or marker.is_symlink():
+        if not _plain_file(marker):
+            return False
+        try:
+            doc = json.loads(marker.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return False
+        if not isinstance(doc, dict) or doc.get("kind") != "geoseg-run":
+            return False
+    return _only_run_entries(p)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -147,14 +193,39 @@ class RunDir:
                 f"{self.path} holds no resumable run (config.json and last/{STATE_FILE}); "
                 "drop --resume to start a new run"
             )
+        # everything a resumed run rewrites (best/, last/, log.csv, config.json) must be
+        # geoseg's own, so a refused entry is found before any epoch replaces the others;
+        # runs written before the marker existed are resumable (their entries are checked)
+        if not is_run(self.path, require_marker=False):
+            raise CheckpointError(
+                f"--resume of {self.path}: it is not a geoseg run directory (symbolic links, "
+                "or files and folders geoseg did not write, e.g. a last/ or best/ that is not "
+                "a checkpoint); restore the run or start a new --out"
+            )
         doc = _read_config(cfg_file)
         old = doc["config"]
         changed = config_changes(old, config)
-        if changed:
-            what = ", ".join(f"{k} ({old[k]!r} -> {config[k]!r})" for k in changed)[:300]
+        lacking = [k for k in changed if k not in old]
+        if lacking:
             raise ConfigError(
-                f"--resume of {self.path}: the config differs from the run's in {what}; resume "
-                "with the run's config or start a new --out"
+                f"--resume of {self.path}: its config.json lacks the option(s) "
+                f"{', '.join(lacking)[:300]} (it was edited or truncated), so changes to them "
+                "cannot be ruled out; restore config.json or start a new --out"
+            )
+        if changed:
+            missing = "<missing>"
+            what = ", ".join(
+                f"{k} ({old.get(k, missing)!r} -> {config.get(k, missing)!r})" for k in changed
+            )
+            raise ConfigError(
+                f"--resume of {self.path}: the config differs from the run's in {what[:300]}; "
+                "resume with the run's config or start a new --out"
+            )
+        if doc.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"--resume of {self.path}: the run's config fingerprint "
+                f"{str(doc.get('fingerprint'))[:40]!r} is not this config's {fingerprint!r} "
+                "(config.json was edited); resume with the run's config or start a new --out"
             )
         history = doc.get("resumed", []) + [{"epochs": config.get("epochs")}]
         self._pending = dict(doc, config=config, fingerprint=fingerprint, resumed=history)
@@ -179,6 +250,9 @@ class RunDir:
         if self._pending is not None:
             doc, self._pending = self._pending, None
             files.atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+            if not (self.path / MARKER).exists():  # a run from before the marker existed
+                marker = {"kind": "geoseg-run", "format": 1}
+                files.atomic_write(self.path / MARKER, json.dumps(marker) + "\n")
         if self._tmp is not None:
             tmp, self._tmp = self._tmp, None
             files.install(tmp, self.target, lambda d: is_run(d) or not any(d.iterdir()))
@@ -256,6 +330,39 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_real(v: Any) -> bool:
+    """A number that is not infinite (NaN allowed: an IoU or mIoU without pixels is NaN)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isinf(v)
+
+
+_ROW_NUMBERS = ("lr", "train_loss", "seconds", "val_miou")
+
+
+def _row_problem(row: Any, epoch: int, last_step: int) -> str | None:
+    """What is wrong with one log row of a training state (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"a {type(row).__name__}, not a mapping"
+    bad_keys = [
+        k
+        for k in row
+        if not isinstance(k, str)
+        or (k not in ("epoch", "step", *_ROW_NUMBERS) and not k.startswith("iou_"))
+    ]
+    if bad_keys:
+        return f"unknown field {str(bad_keys[0])[:40]!r}"
+    for key in ("epoch", "train_loss", "seconds"):
+        if key not in row:
+            return f"no {key}"
+    if row["epoch"] != epoch or not _is_int(row["epoch"]):
+        return f"epoch {str(row['epoch'])[:40]!r}, expected {epoch}"
+    if "step" in row and not (_is_int(row["step"]) and row["step"] > last_step):
+        return f"step {str(row['step'])[:40]!r} after step {last_step}"
+    for key, value in row.items():
+        if (key in _ROW_NUMBERS or key.startswith("iou_")) and not _is_real(value):
+            return f"{key} {str(value)[:40]!r} is not a finite number"
+    return None
+
+
 def check_state(state: Any, path: Path) -> None:
     """Refuse a ``train_state.pt`` whose fields have the wrong types or impossible values."""
     import torch
@@ -277,11 +384,21 @@ def check_state(state: Any, path: Path) -> None:
     best = state["best_miou"]
     if not isinstance(best, int | float) or isinstance(best, bool) or math.isinf(best):
         raise bad(f"best_miou {best!r}")
+    if epoch < 1:
+        raise bad(f"epoch {epoch}: a saved state has at least one epoch")
+    if step < epoch:
+        raise bad(f"step {step} for {epoch} epochs (every epoch takes at least one step)")
     rows = state["rows"]
     if not isinstance(rows, list) or len(rows) != epoch:
         raise bad(f"log rows do not match epoch {epoch}")
-    if not all(isinstance(r, dict) for r in rows):
-        raise bad(f"log rows do not match epoch {epoch}")
+    last_step = 0
+    for i, row in enumerate(rows):
+        problem = _row_problem(row, i + 1, last_step)
+        if problem:
+            raise bad(f"log row {i + 1}: {problem}")
+        last_step = row.get("step", last_step)
+    if "step" in rows[-1] and rows[-1]["step"] != step:
+        raise bad(f"step {step} is not the last log row's step {rows[-1]['step']}")
     opt = state["optimizer"]
     if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list):
         raise bad("optimizer state is not an optimizer's state_dict")
