@@ -251,7 +251,12 @@ def install(src: PathLike, dst: PathLike, is_ours: Callable[[Path], bool] | None
             )
         old = temp_dir(d, ".old")
         os.replace(d, old / d.name)
-        os.replace(s, d)
+        try:
+            os.replace(s, d)
+        except OSError:
+            os.replace(old / d.name, d)  # put the old output back: nothing lost
+            old.rmdir()
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(s, d)
