@@ -82,6 +82,19 @@ def _holder(path: Path) -> dict[str, Any]:
     return {"pid": pid, "host": host}
 
 
+@contextlib.contextmanager
+def _serialized(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (taken by every job that locks it)."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 @dataclass
 class Lock:
     """An exclusive claim on an output (a file created with ``O_EXCL``)."""
@@ -93,11 +106,16 @@ class Lock:
         """Take the lock; a stale lock of a dead process on this host is taken over."""
         check_partial_folder(directory)
         directory.mkdir(exist_ok=True)
+        with _serialized(directory):  # two jobs taking over one stale lock: one wins
+            return cls._take(directory)
+
+    @classmethod
+    def _take(cls, directory: Path) -> Lock:
         path = directory / "lock"
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666)
             except FileExistsError:
                 holder = _holder(path)
                 if holder["host"] == me["host"] and not _pid_alive(holder["pid"]):

@@ -627,3 +627,31 @@ def test_batch_name_format_specs_are_refused(tmp_path, scene, ckpt):
     (tmp_path / "o").mkdir()
     refused(tmp_path, "predict", scene, "--output-dir", tmp_path / "o", "--name",
             "{stem:>2000000000}.tif", "--model", ckpt, *TINY, words=["format spec"])
+
+
+def test_a_stale_lock_is_taken_over_by_one_job_only(tmp_path):
+    """Jobs racing to take over a dead job's lock: exactly one of them gets it."""
+    import threading
+
+    from geoseg.errors import OutputError
+    from geoseg.resume import Lock
+
+    pdir = partial_dir(tmp_path / "o.tif")
+    pdir.mkdir()
+    (pdir / "lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))
+    won, refused_ = [], []
+    start = threading.Barrier(8)
+
+    def take():
+        start.wait()
+        try:
+            won.append(Lock.acquire(pdir))
+        except OutputError:
+            refused_.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused_) == 7
