@@ -255,6 +255,40 @@ def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
         )
 
 
+def check_outputs(
+    output_path: Any, inputs: list[Any], probabilities: bool, overwrite: bool, resume: bool
+) -> bool:
+    """Refuse the output before any work (see :func:`geoseg.io.writers.check_output`).
+
+    The rasters among ``inputs`` count with the files GDAL reads for them (sidecars, a VRT's
+    sources). Returns whether the output is durable (a GeoTIFF, written through a resumable
+    partial folder, which must not hold an input either).
+    """
+    from geoseg.io.raster import raster_files
+    from geoseg.io.writers import check_output, output_format
+
+    inputs = [*raster_files(inputs[0]), *inputs[1:]]
+    check_output(output_path, overwrite, inputs, probabilities=probabilities)
+    durable = output_format(output_path) == "gtiff"
+    if resume and not durable:
+        raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
+    if durable:
+        refuse_inputs(partial_dir(output_path), inputs, "partial folder")
+    return durable
+
+
+def verify_partial(run: Any, probabilities: bool) -> None:
+    """Refuse to resume from partial files that are not what ``run``'s progress records."""
+    from geoseg.io.gdal_meta import sidecar_path
+    from geoseg.io.writers import partial_files, read_pam, rows_digest
+
+    files = partial_files(run.directory, probabilities)
+    check_partial_files(files)
+    for path in files:
+        read_pam(sidecar_path(path))
+    run.verify(lambda row0, row1: rows_digest(files, row0, row1, run.block_size))
+
+
 def job_identity(
     input_path: Any, checkpoint: Any, plan: Plan, info: Any, device: str, cfg: PredictConfig
 ) -> dict[str, Any]:
@@ -355,21 +389,14 @@ def predict_file(
     :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
-    from geoseg.io.gdal_meta import sidecar_path
-    from geoseg.io.raster import open_raster, raster_files
-    from geoseg.io.writers import check_output, open_writer, output_format, partial_files, read_pam
-    from geoseg.io.writers import rows_digest as digest
+    from geoseg.io.raster import open_raster
+    from geoseg.io.writers import open_writer
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
-    inputs = [*raster_files(input_path), checkpoint, *other_inputs]
-    check_output(output_path, overwrite, inputs, probabilities=cfg.probabilities)
-    durable = output_format(output_path) == "gtiff"
-    if resume and not durable:
-        raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
-    if durable:
-        refuse_inputs(partial_dir(output_path), inputs, "partial folder")
+    inputs = [input_path, checkpoint, *other_inputs]
+    durable = check_outputs(output_path, inputs, cfg.probabilities, overwrite, resume)
     meta = read_meta(checkpoint)
     source = open_raster(input_path, cfg.bands)
     info = source.info
@@ -417,11 +444,7 @@ def predict_file(
         with claim or contextlib.nullcontext() as run:
             start_row = run.start_row if run else 0
             if resume:
-                files = partial_files(run.directory, cfg.probabilities)
-                check_partial_files(files)
-                for path in files:
-                    read_pam(sidecar_path(path))
-                run.verify(lambda r0, r1: digest(files, r0, r1, plan.block_size))
+                verify_partial(run, cfg.probabilities)
                 log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
             first_batch = plan.resume_point(start_row)[0] if start_row else 0
             results = ordered_results(
