@@ -240,3 +240,15 @@ def test_nodata_is_ignored_and_kept_out_of_stats(tmp_path):
     meta = fresh_meta(_cfg(), [s], {})
     expect = img[:, :, 10:].reshape(3, -1).mean(1) / 255.0
     np.testing.assert_allclose(meta.mean, expect, rtol=1e-6)
+
+
+def test_finetune_options_layer_defaults_then_file_then_flags(tmp_path):
+    """The config file's lr beats finetune's own default; an explicit --lr beats the file."""
+    from geoseg.commands.train import FINETUNE_DEFAULTS, _config
+
+    cfg_file = tmp_path / "ft.yaml"
+    cfg_file.write_text("lr: 3.0e-4\nclasses: [a, b]\n")
+    assert _config(cfg_file, {"lr": None}, (), FINETUNE_DEFAULTS).lr == 3e-4
+    assert _config(cfg_file, {"lr": 5e-5}, (), FINETUNE_DEFAULTS).lr == 5e-5
+    assert _config(None, {"lr": None}, (), FINETUNE_DEFAULTS).lr == 1e-4
+    assert _config(cfg_file, {"lr": 5e-5}, ("lr=2e-5",), FINETUNE_DEFAULTS).lr == 2e-5

@@ -83,12 +83,17 @@ def _common(f):
     return f
 
 
-def _config(config_path, overrides: dict[str, Any], sets: tuple[str, ...]):
+# finetune's own defaults: below the config file and the flags (defaults < file < flags)
+FINETUNE_DEFAULTS = {"lr": 1e-4}
+
+
+def _config(config_path, overrides: dict[str, Any], sets: tuple[str, ...], defaults=None):
     from geoseg.config import load_yaml
     from geoseg.train.config import build_train_config
 
     base = load_yaml(config_path) if config_path else {}
-    return build_train_config(base, overrides, parse_key_values(sets, "--set", "lr=3e-4"))
+    sets_layer = parse_key_values(sets, "--set", "lr=3e-4")
+    return build_train_config(defaults, base, overrides, sets_layer)
 
 
 def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
@@ -199,9 +204,8 @@ def train(config_path, out, sets, resume, overwrite, progress, quiet, **kw) -> N
 @click.option(
     "--lr",
     type=float,
-    default=1e-4,
-    show_default=True,
-    help="Learning rate (lower than training from scratch).",
+    default=None,
+    help="Learning rate [default: the config's, else 1e-4, lower than training from scratch].",
 )
 @click.option("--freeze-encoder", is_flag=True, default=None, help="Train only the decoder/head.")
 @click.option(
@@ -218,7 +222,7 @@ def finetune(
 
     over = _overrides(kw)
     over["class_map"] = _parse_class_map(class_map)
-    cfg = _config(config_path, over, sets)
+    cfg = _config(config_path, over, sets, FINETUNE_DEFAULTS)
     result = run_training(
         cfg,
         out,
