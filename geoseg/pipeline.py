@@ -289,6 +289,21 @@ def verify_partial(run: Any, probabilities: bool) -> None:
     run.verify(lambda row0, row1: rows_digest(files, row0, row1, run.block_size))
 
 
+ZARR_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+
+def input_data_files(path: Any) -> list[Path]:
+    """The files whose stamps identify an input: the raster file, or a Zarr store's metadata.
+
+    Sidecars are left out (a viewer writing statistics into ``.aux.xml`` changes no pixel), and
+    so are a store's chunk files (hundreds of thousands of them in a large store).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    return sorted(q for name in ZARR_METADATA for q in (*p.glob(name), *p.glob(f"*/{name}")))
+
+
 def job_identity(
     input_path: Any, checkpoint: Any, plan: Plan, info: Any, device: str, cfg: PredictConfig
 ) -> dict[str, Any]:
@@ -298,14 +313,15 @@ def job_identity(
     resumed into), the checkpoint by the digest of its files (retrained into the same folder,
     it is another model). JSON-normalized, as it is compared with what ``progress.json`` holds.
     """
+    from geoseg.checkpoint import GEOSEG_FILE, SMP_CONFIG, WEIGHTS
     from geoseg.io.files import content_digest, stamps
-    from geoseg.io.raster import raster_files
 
+    ckpt = Path(checkpoint)
     identity = {
         "input": str(Path(input_path).resolve()),
-        "input_files": stamps(raster_files(input_path)),
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_digest": content_digest([checkpoint]),
+        "input_files": stamps(input_data_files(input_path)),
+        "checkpoint": str(ckpt.resolve()),
+        "checkpoint_digest": content_digest([ckpt / f for f in (GEOSEG_FILE, SMP_CONFIG, WEIGHTS)]),
         "plan": [
             info.height,
             info.width,

@@ -25,6 +25,7 @@ from typing import Any
 
 from geoseg.errors import ConfigError, OutputError, OutputExistsError
 from geoseg.io.files import atomic_write, remove_ours
+from geoseg.io.writers import START_OVER
 
 PID_MAX = 2**31 - 1  # pid_t
 # what a partial folder may hold: geoseg's own files (and their PAM sidecars, temporaries)
@@ -104,10 +105,15 @@ class Lock:
     @classmethod
     def acquire(cls, directory: Path) -> Lock:
         """Take the lock; a stale lock of a dead process on this host is taken over."""
-        check_partial_folder(directory)
-        directory.mkdir(exist_ok=True)
-        with _serialized(directory):  # two jobs taking over one stale lock: one wins
-            return cls._take(directory)
+        for _ in range(5):
+            check_partial_folder(directory)
+            directory.mkdir(exist_ok=True)
+            try:
+                with _serialized(directory):  # two jobs taking over one stale lock: one wins
+                    return cls._take(directory)
+            except FileNotFoundError:
+                continue  # a finishing job removed the folder meanwhile: make it again
+        raise OutputError(f"cannot take the lock in {directory}; try again")
 
     @classmethod
     def _take(cls, directory: Path) -> Lock:
@@ -171,7 +177,7 @@ def read_progress(
 
     def bad(what: str) -> ConfigError:
         return ConfigError(
-            f"--resume: {path} is not valid ({what}); run again without --resume to start over"
+            f"--resume: {path} is not valid ({what}); {START_OVER}"
         )
 
     if not isinstance(doc, dict):
@@ -183,7 +189,7 @@ def read_progress(
     if diff:
         raise ConfigError(
             f"--resume: the partial run of {output} used different {', '.join(diff)}; run "
-            "again with the same input, model and options, or without --resume to start over"
+            f"again with the same input, model and options, or {START_OVER}"
         )
     rows, digests = doc.get("rows_done"), doc.get("digests")
     if type(rows) is not int or not 0 <= rows <= height:
@@ -242,8 +248,7 @@ def check_partial_files(files: list[Path]) -> None:
     for path in files:
         if path.is_symlink() or not path.is_file():
             raise ConfigError(
-                f"--resume: {path} is missing or not a regular file; run again without "
-                "--resume to start over"
+                f"--resume: {path} is missing or not a regular file; {START_OVER}"
             )
 
 
@@ -285,8 +290,7 @@ class PartialRun:
             if digest_rows(row0, row1) != recorded:
                 raise ConfigError(
                     f"--resume: rows {row0}..{row1} of the partial output in {self.directory} "
-                    "differ from what was recorded (the partial files were changed); run again "
-                    "without --resume to start over"
+                    f"differ from what was recorded (the partial files were changed); {START_OVER}"
                 )
 
 
@@ -314,15 +318,16 @@ def partial_run(
         if resume:
             progress = read_progress(directory, identity, str(output), height, block_size)
             run.digests = list(progress.digests)
-            run.start_row = progress.rows_done
-            if run.start_row >= height:  # killed while committing: redo the last steps
-                run.start_row, run.digests = 0, []
+            run.start_row = progress.rows_done  # == height: only the commit is left to do
         else:
             refuse_unasked_restart(directory, str(output), overwrite)
             clear_leftovers(directory)
         yield run
         done = True
     finally:
-        lock.release()
-        if done or not (directory / "progress.json").exists():
-            discard(directory)
+        with _serialized(directory) if directory.is_dir() else contextlib.nullcontext():
+            # no job takes the lock while the folder is cleared
+            if done or not (directory / "progress.json").exists():
+                discard(directory)  # the lock with it
+            else:
+                lock.release()

@@ -557,7 +557,11 @@ def test_a_failed_cog_leaves_no_temporary_and_stays_resumable(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == [".o.tif.geoseg-partial", "scene.tif"]
     result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--cog", "--resume")
     assert result.code == 0, result.err
+    assert " 0 windows run" in result.out  # every row was durable: only the commit is redone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o.tif.aux.xml", "scene.tif"]
+    ref = tmp_path / "ref.tif"
+    assert run_cli("predict", scene, ref, "--model", ckpt, *TINY, "--cog").code == 0
+    assert np.array_equal(read(out), read(ref))
 
 
 def test_overwrite_removes_only_geosegs_own_stale_probabilities(tmp_path, scene, ckpt):
@@ -655,3 +659,22 @@ def test_a_stale_lock_is_taken_over_by_one_job_only(tmp_path):
     for t in threads:
         t.join()
     assert len(won) == 1 and len(refused_) == 7
+
+
+def test_a_viewer_writing_the_inputs_sidecar_does_not_block_resume(tmp_path, monkeypatch, scene,
+                                                                   ckpt):
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    Path(f"{scene}.aux.xml").write_text("<PAMDataset/>")  # e.g. QGIS computing statistics
+    result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--resume")
+    assert result.code == 0, result.err
+
+
+def test_a_refused_resume_says_how_to_start_over(tmp_path, monkeypatch, scene, ckpt):
+    out = tmp_path / "o.tif"
+    interrupted_run(monkeypatch, scene, out, ckpt)
+    tamper_progress(partial_dir(out), "rows_done", 40)
+    result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--resume")
+    assert result.code != 0 and "--overwrite instead of --resume" in result.err
+    result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite")
+    assert result.code == 0, result.err

@@ -253,7 +253,7 @@ def install(src: PathLike, dst: PathLike, is_ours: Callable[[Path], bool] | None
         os.replace(d, old / d.name)
         try:
             os.replace(s, d)
-        except OSError:
+        except BaseException:  # a full disk, or Ctrl-C between the two renames
             os.replace(old / d.name, d)  # put the old output back: nothing lost
             old.rmdir()
             raise
@@ -264,34 +264,29 @@ def install(src: PathLike, dst: PathLike, is_ours: Callable[[Path], bool] | None
 
 
 def stamps(paths: Iterable[PathLike]) -> list[list]:
-    """``[path, size, mtime_ns]`` of each existing file (a folder's files, walked, in order).
+    """``[path, size, mtime_ns]`` of each existing file of ``paths``.
 
-    A cheap identity of inputs too large to hash (rasters, Zarr stores): a rewritten file gets
-    a new stamp, so state recorded against the old one is not trusted.
+    A cheap identity of inputs too large to hash (rasters): a rewritten file gets a new stamp,
+    so state recorded against the old one is not trusted.
     """
     out: list[list] = []
     for item in paths:
-        p = Path(item)
-        found = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        for q in found:
-            with contextlib.suppress(OSError):
-                st = q.stat()
-                out.append([str(q.resolve()), st.st_size, st.st_mtime_ns])
+        with contextlib.suppress(OSError):
+            st = os.stat(item)
+            out.append([str(Path(item).resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
 def content_digest(paths: Iterable[PathLike]) -> str:
-    """SHA-256 of the contents of ``paths`` (the files of a folder, in order): small inputs."""
+    """SHA-256 of the names and contents of the files ``paths`` (small inputs: a model)."""
     import hashlib
 
     digest = hashlib.sha256()
     for item in paths:
-        p = Path(item)
-        for q in sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]:
-            digest.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-            with open(q, "rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+        digest.update(Path(item).name.encode())
+        with open(item, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

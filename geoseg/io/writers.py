@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 FORMATS = {".tif": "gtiff", ".tiff": "gtiff", ".zarr": "zarr"}
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 PROB_NODATA = 255
+# how a refused --resume tells the user to begin again (a plain rerun keeps the partial run)
+START_OVER = "start over with --overwrite instead of --resume"
 
 __all__ = [
     "FORMATS",
@@ -307,7 +309,7 @@ def rows_digest(paths: Iterable[Path], row0: int, row1: int, block_size: int) ->
                         data = src.read(window=Window(col, row0, width, row1 - row0))
                         digest.update(np.ascontiguousarray(data).tobytes())
         except RasterioError as exc:
-            raise OutputError(f"cannot read back {path} ({exc}); run without --resume") from None
+            raise OutputError(f"cannot read back {path} ({exc}); {START_OVER}") from None
         hashers.append(digest)
     return combined_digest(hashers)
 
@@ -384,7 +386,7 @@ def read_pam(aux: Path) -> str | None:
         pam_with_categories([], text)
     except (ValueError, OSError) as exc:
         raise OutputError(
-            f"{aux} is unusable ({exc}); run again without --resume to start over"
+            f"{aux} is unusable ({exc}); {START_OVER}"
         ) from None
     return text
 
@@ -570,7 +572,7 @@ class GeoTiffWriter(ClassMapWriter):
         except RasterioError as exc:
             raise OutputError(
                 f"cannot resume {self.path}: its partial file {path} is unreadable ({exc}); "
-                "run again without --resume"
+                f"{START_OVER}"
             ) from None
 
     def flush(self) -> None:
