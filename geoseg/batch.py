@@ -93,10 +93,13 @@ def output_name(input_path: str, pattern: str) -> str:
 
 
 def plan_outputs(inputs: list[str], output_dir: str | os.PathLike, pattern: str) -> list[BatchItem]:
-    """Pair each input with its output path; two inputs may not share an output."""
+    """Pair each input with its output path; two inputs may not share an output.
+
+    A missing ``output_dir`` is fine: the command creates it once the batch is checked.
+    """
     out_dir = Path(output_dir)
-    if not out_dir.is_dir():
-        raise ConfigError(f"--output-dir {out_dir} does not exist; create it first")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output-dir {out_dir} is a file; give a folder (it is created)")
     items = [BatchItem(i, str(out_dir / output_name(i, pattern))) for i in inputs]
     seen: dict[str, str] = {}
     for it in items:

@@ -678,3 +678,21 @@ def test_a_refused_resume_says_how_to_start_over(tmp_path, monkeypatch, scene, c
     assert result.code != 0 and "--overwrite instead of --resume" in result.err
     result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite")
     assert result.code == 0, result.err
+
+
+def test_a_missing_output_dir_is_made_and_removed_again_when_nothing_was_written(
+    tmp_path, scene, ckpt
+):
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    result = run_cli("predict", bad, "--output-dir", tmp_path / "out" / "a", "--model", ckpt,
+                     *TINY)
+    assert result.code == 1 and "1 failed" in result.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tif", "scene.tif"]
+    result = run_cli("predict", scene, "--output-dir", tmp_path / "out" / "a", "--model", ckpt,
+                     *TINY)
+    assert result.code == 0, result.err
+    assert (tmp_path / "out" / "a" / "scene_classes.tif").is_file()
+    (tmp_path / "f").write_text("x")
+    refused(tmp_path, "predict", scene, "--output-dir", tmp_path / "f", "--model", ckpt, *TINY,
+            words=["is a file"])

@@ -143,7 +143,7 @@ TRAIN_CASES = [
     ("inside-input", ["--out", "{root}/data/images/run"], ["input"]),
     ("file", ["--out", "{root}/afile.txt", "--overwrite"], ["is a file"]),
     ("symlink", ["--out", "{root}/link", "--overwrite"], ["symbolic link"]),
-    ("no-parent", ["--out", "{root}/nosuch/run"], ["does not exist"]),
+    ("parent-is-a-file", ["--out", "{root}/afile.txt/sub/run"], ["afile.txt"]),
     ("run-exists", ["--out", "{root}/run"], ["exists", "--overwrite"]),
     ("resume-nothing", ["--out", "{root}/unrelated", "--resume"], ["no resumable run"]),
     # failures before the first epoch leave nothing behind
@@ -744,6 +744,29 @@ def test_failed_run_leaves_nothing_and_keeps_the_earlier_run(world, tmp_path):
     with pytest.raises(Boom):
         run_training(cfg, str(run), overwrite=True, callbacks=Callbacks(on_step=boom))
     assert snapshot(tmp_path) == before
+
+
+def test_missing_parents_of_a_run_are_made_and_removed_again_on_failure(world, tmp_path):
+    from geoseg.config import load_yaml
+    from geoseg.train.config import build_train_config
+    from geoseg.train.loop import Callbacks
+    from geoseg.train.session import run_training
+
+    class Boom(Exception):
+        pass
+
+    def boom(info):
+        raise Boom
+
+    cfg = build_train_config(load_yaml(world / "train.yaml"))
+    with pytest.raises(Boom):
+        run_training(cfg, str(tmp_path / "runs" / "a" / "run"), callbacks=Callbacks(boom))
+    assert _listing(tmp_path) == []  # the parents it made are gone again
+    r = _train(world, "--out", tmp_path / "runs" / "a" / "run")
+    assert r.code == 0, r.err
+    assert _listing(tmp_path / "runs" / "a" / "run") == sorted(
+        [MARKER, "best", "config.json", "last", "log.csv"]
+    )
 
 
 def test_resume_updates_config_only_after_success(world, tmp_path):

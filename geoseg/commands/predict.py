@@ -177,21 +177,37 @@ def _batch(
     resume,
     extra_inputs,
 ):
-
-    from geoseg.batch import check_batch_outputs, expand_inputs, plan_outputs, run_batch
-    from geoseg.commands.progress import ProgressBar
-    from geoseg.io.writers import is_geoseg_output
-    from geoseg.pipeline import predict_file
-    from geoseg.resume import partial_dir
+    """Check the whole batch, make --output-dir if needed, run it, summarise (exit 1 on failure)."""
+    from geoseg.batch import check_batch_outputs, expand_inputs, plan_outputs
+    from geoseg.io.files import make_dirs, remove_created
+    from geoseg.io.raster import raster_files
 
     if output_dir is None:
         raise click.UsageError("--from-list needs --output-dir DIR")
     inputs = expand_inputs(paths, from_list)
     items = plan_outputs(inputs, output_dir, name_pattern)
-    from geoseg.io.raster import raster_files
-
     read = [f for path in inputs for f in raster_files(path)]
     check_batch_outputs(items, [*read, *extra_inputs, model])
+    created = make_dirs(output_dir)
+    try:
+        run = (inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume)
+        items = _run_batch(items, *run)
+    finally:
+        remove_created(created)  # when nothing was written into it
+    failed = [it for it in items if it.error]
+    click.echo(f"{len(items) - len(failed)} of {len(items)} rasters done, {len(failed)} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume):
+    """Predict every raster of a checked batch on one cluster; report each as it ends."""
+    from geoseg.batch import run_batch
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.io.writers import is_geoseg_output
+    from geoseg.pipeline import predict_file
+    from geoseg.resume import partial_dir
+
     with _cluster(cfg) as client:
 
         def run_one(item):
@@ -220,8 +236,4 @@ def _batch(
                 line = item.summary.line()
             click.echo(f"{item.input}: {line}")
 
-        items = run_batch(items, run_one, done)
-    failed = [it for it in items if it.error]
-    click.echo(f"{len(items) - len(failed)} of {len(items)} rasters done, {len(failed)} failed")
-    if failed:
-        raise SystemExit(1)
+        return run_batch(items, run_one, done)

@@ -36,6 +36,8 @@ __all__ = [
     "fsync_path",
     "install",
     "is_same_or_inside",
+    "make_dirs",
+    "remove_created",
     "refuse_inputs",
     "remove_ours",
     "reserve_temp",
@@ -109,6 +111,7 @@ def check_target(
     inputs: Iterable[PathLike | None] = (),
     what: str = "output",
     folder: bool = False,
+    make_parents: bool = False,
 ) -> Path:
     """Refuse an output path before any work is done, and return it.
 
@@ -124,6 +127,9 @@ def check_target(
         How to name ``path`` in messages (the option, e.g. ``"--json"``).
     folder : bool
         The output is a folder (a Zarr store, a checkpoint); otherwise a regular file.
+    make_parents : bool
+        Missing parent folders will be created (:func:`make_dirs`): the nearest existing one
+        must be a writable folder.
 
     Raises
     ------
@@ -142,6 +148,8 @@ def check_target(
             "or choose another path"
         )
     parent = target.parent
+    if make_parents:
+        parent = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor))
     if not parent.is_dir():
         raise OutputError(f"directory {parent} of {what} {target} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -192,6 +200,32 @@ def temp_dir(target: PathLike, suffix: str = "") -> Path:
     path = Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=f".tmp{suffix}", dir=t.parent))
     os.chmod(path, umask_mode(directory=True))
     return path
+
+
+def make_dirs(folder: PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents (umask's modes); return those created.
+
+    The list (outermost first) lets a failed command remove exactly what it created, with
+    :func:`remove_created`, and nothing that was there before.
+    """
+    target = _plain(folder)
+    missing = [p for p in (target, *target.parents) if not p.exists()][::-1]
+    created = []
+    for p in missing:
+        try:
+            p.mkdir()
+        except OSError as exc:
+            remove_created(created)
+            raise OutputError(f"cannot create the folder {p} ({exc.strerror or exc})") from None
+        created.append(p)
+    return created
+
+
+def remove_created(created: Iterable[Path]) -> None:
+    """Remove folders :func:`make_dirs` created, innermost first, where they are still empty."""
+    for p in reversed(list(created)):
+        with contextlib.suppress(OSError):
+            p.rmdir()
 
 
 def fsync_path(path: PathLike) -> None:

@@ -134,6 +134,7 @@ class RunDir:
         self.path = self.target
         self._pending: dict[str, Any] | None = None
         self._tmp: Path | None = None
+        self._created: list[Path] = []
 
     @property
     def best(self) -> Path:
@@ -160,7 +161,9 @@ class RunDir:
         ------
         OutputExistsError, OutputError, InputError, CheckpointError, ConfigError
         """
-        files.check_target(self.target, overwrite=True, inputs=inputs, what="--out", folder=True)
+        files.check_target(
+            self.target, overwrite=True, inputs=inputs, what="--out", folder=True, make_parents=True
+        )
         if resume:
             self._check_resume(config, fingerprint)
             return
@@ -238,12 +241,17 @@ class RunDir:
         """
         if resume:
             return
-        self._tmp = files.temp_dir(self.target)
-        self.path = self._tmp
-        marker = {"kind": "geoseg-run", "format": 1}
-        files.atomic_write(self.path / MARKER, json.dumps(marker) + "\n")
-        doc = {"fingerprint": fingerprint, "config": config}
-        files.atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+        self._created = files.make_dirs(self.target.parent)  # a run folder's parents are ours
+        try:
+            self._tmp = files.temp_dir(self.target)
+            self.path = self._tmp
+            marker = {"kind": "geoseg-run", "format": 1}
+            files.atomic_write(self.path / MARKER, json.dumps(marker) + "\n")
+            doc = {"fingerprint": fingerprint, "config": config}
+            files.atomic_write(self.path / "config.json", json.dumps(doc, indent=2) + "\n")
+        except BaseException:
+            self.abort()
+            raise
 
     def commit(self) -> None:
         """Install the new run at ``--out`` (or record the resumption); later calls do nothing."""
@@ -257,6 +265,7 @@ class RunDir:
             tmp, self._tmp = self._tmp, None
             files.install(tmp, self.target, lambda d: is_run(d) or not any(d.iterdir()))
             self.path = self.target
+            self._created = []
 
     def abort(self) -> None:
         """Remove what this run created if it was never committed (nothing else)."""
@@ -264,6 +273,8 @@ class RunDir:
             files.remove_ours(self._tmp)
             self._tmp = None
             self.path = self.target
+        files.remove_created(self._created)  # the parents this run made, when still empty
+        self._created = []
         self._pending = None
 
     def save_last(self, model, meta, state: dict[str, Any]) -> None:
