@@ -10,7 +10,6 @@ any number of workers.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -271,15 +270,10 @@ def _error_writer(spec, path, height, width, crs, transform, overwrite):
 
 def class_names_from_raster(path: str) -> list[str] | None:
     """Class names stored by geoseg in a class-map GeoTIFF (``CLASS_NAMES`` tag), if any."""
+    from geoseg.labels import class_names_from_tags
+
     with _open(path) as src:
-        raw = src.tags(1).get("CLASS_NAMES") or src.tags().get("CLASS_NAMES")
-    if not raw:
-        return None
-    try:
-        names = json.loads(raw)
-    except json.JSONDecodeError:
-        names = raw.split(",")
-    return [str(n) for n in names]
+        return class_names_from_tags({**src.tags(), **src.tags(1)})
 
 
 def find_prediction(pred_dir: Path, name: str) -> Path:

@@ -98,3 +98,28 @@ def check_integer_dtype(dtype: Any, where: str, max_bits: int | None = None) -> 
             f"gdal_translate -ot {fix}"
         )
     return dt
+
+
+CLASS_NAME_TAGS = ("CLASS_NAMES", "class_names", "classes")
+
+
+def class_names_from_tags(tags: dict[str, str]) -> list[str] | None:
+    """Class names a class map carries in its tags (geoseg writes ``CLASS_NAMES`` as JSON).
+
+    The one parser of them, for every reader (evaluate, quicklook): a JSON list, else a
+    comma-separated list; None when no tag holds any.
+    """
+    import json
+
+    for key in CLASS_NAME_TAGS:
+        raw = tags.get(key)
+        if not raw:
+            continue
+        try:
+            names = json.loads(raw)
+        except json.JSONDecodeError:
+            names = [n.strip() for n in raw.split(",")]
+        if isinstance(names, list) and names:
+            return [str(n) for n in names]
+    return None
+

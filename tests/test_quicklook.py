@@ -50,3 +50,19 @@ def test_quicklook_cli_png(make_raster, tmp_path):
     r = run_cli("quicklook", str(small), str(classes), str(tmp_path / "x.png"))
     assert r.returncode == 1 and "does not match" in r.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_quicklook_legend_reads_the_class_names_geoseg_writes(make_raster, tmp_path):
+    """predict writes CLASS_NAMES on band 1; the legend shows them, not 'class 0..'."""
+    from helpers import make_checkpoint
+    from hostile import run_cli as run
+
+    from geoseg.commands.quicklook import _read, legend_for
+
+    image = make_raster(height=40, width=40, bands=3)
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", classes=4, tile=32)
+    out = tmp_path / "classes.tif"
+    assert run("predict", image, out, "--model", ckpt, "--no-progress").code == 0
+    _, _, cmap, tags = _read(str(out), 100, classmap=True)
+    names, colours = legend_for(str(out), None, 4, cmap, tags)
+    assert names == ["c0", "c1", "c2", "c3"] and len(colours) == 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import click
 import numpy as np
@@ -74,7 +73,7 @@ def _read(path: str, max_size: int, classmap: bool = False):
                     cmap = src.colormap(1)
                 except ValueError:
                     cmap = None
-                return data, src.nodata, cmap, src.tags()
+                return data, src.nodata, cmap, {**src.tags(), **src.tags(1)}  # names: band 1
     except RasterioError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RasterReadError(
@@ -108,15 +107,9 @@ def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
     if model_path:
         meta = read_meta(model_path)
         return list(meta.class_names), [tuple(c) for c in meta.colours]
-    names = None
-    for key in ("class_names", "CLASS_NAMES", "classes"):
-        if key in tags:
-            try:
-                names = list(json.loads(tags[key]))
-            except json.JSONDecodeError:
-                names = [s.strip() for s in tags[key].split(",")]
-            break
-    names = names or [f"class {i}" for i in range(n)]
+    from geoseg.labels import class_names_from_tags
+
+    names = class_names_from_tags(tags) or [f"class {i}" for i in range(n)]
     if cmap:
         colours = [tuple(cmap.get(i, (0, 0, 0, 255))[:3]) for i in range(len(names))]
     else:
