@@ -276,22 +276,30 @@ def class_names_from_raster(path: str) -> list[str] | None:
         return class_names_from_tags({**src.tags(), **src.tags(1)})
 
 
+# How a prediction file is named after its image: as the image, or as `geoseg predict
+# --output-dir` names it by default (--name '{stem}_classes.tif').
+PREDICTION_NAMES = ("{stem}.png", "{stem}.tif", "{stem}.tiff", "{stem}_classes.tif")
+
+
 def find_prediction(pred_dir: Path, name: str) -> Path:
-    """The prediction file of sample ``name`` in ``pred_dir`` (by name or base name)."""
+    """The prediction file of sample ``name`` in ``pred_dir`` (:data:`PREDICTION_NAMES`).
+
+    GDAL's ``.aux.xml`` sidecars beside predictions are never taken for one.
+    """
     base = name.split("/")[-1]
     for stem in (name, base):
-        for ext in (".png", ".tif", ".tiff"):
-            p = pred_dir / f"{stem}{ext}"
+        for pattern in PREDICTION_NAMES:
+            p = pred_dir / pattern.format(stem=stem)
             if p.is_file():
                 return p
-    hits = sorted(pred_dir.rglob(f"{base}*"))
+    hits = sorted(p for p in pred_dir.rglob(f"{base}*") if not p.name.endswith(".aux.xml"))
     if len(hits) == 1:
         return hits[0]
     from geoseg.errors import DatasetError
 
     raise DatasetError(
-        f"no prediction for {name} in {pred_dir} (looked for {base}.png/.tif); name prediction "
-        "files after their images"
+        f"no prediction for {name} in {pred_dir} (looked for {base}.png/.tif or "
+        f"{base}_classes.tif); name prediction files after their images"
     )
 
 

@@ -211,3 +211,16 @@ def test_model_on_a_list_of_raster_pairs(tmp_path, make_raster):
         ckpt,
     )
     assert bad.returncode != 0 and "4 classes" in bad.stderr and "has 5" in bad.stderr
+
+
+def test_pred_dir_finds_predict_batch_outputs(tmp_path):
+    """`predict --output-dir` writes {stem}_classes.tif plus an .aux.xml: both are understood."""
+    from geoseg.evaluate import find_prediction
+
+    (tmp_path / "a_classes.tif").write_bytes(b"x")
+    (tmp_path / "a_classes.tif.aux.xml").write_text("<PAMDataset/>")
+    assert find_prediction(tmp_path, "sub/a") == tmp_path / "a_classes.tif"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "c_0.tif").write_bytes(b"x")
+    (tmp_path / "b" / "c_0.tif.aux.xml").write_text("<PAMDataset/>")
+    assert find_prediction(tmp_path, "c_0") == tmp_path / "b" / "c_0.tif"
