@@ -539,3 +539,23 @@ def test_tiles_geojson_exists_without_overwrite(ws):
     (ws["root"] / "w.geojson").write_text("{}")
     args = ["tiles", ws["image"], "--geojson", ws["root"] / "w.geojson"]
     refused(ws["root"], args, "--overwrite")
+
+
+def test_shifted_share_is_pure_and_bounded():
+    from geoseg.metrics import shifted_share
+
+    cm = np.array([[0, 9, 0], [0, 0, 8], [1, 0, 0]])
+    assert shifted_share(cm) == 17 / 18
+    assert shifted_share(np.eye(3, dtype=np.int64)) == 0.0
+    assert shifted_share(np.zeros((3, 4), np.int64)) == 0.0
+
+
+@pytest.mark.integration
+def test_ade20k_predictions_in_annotation_encoding_are_refused(shared_data, tmp_path):
+    """ADE20K annotation ids (1..150) as predictions: refused, not a silent mIoU of 0."""
+    root = shared_data / "ade20k-sample" / "ADEChallengeData2016"
+    annotations = root / "annotations" / "validation"
+    before = snapshot(tmp_path)
+    result = run_cli("evaluate", "--dataset", f"ade20k:{root}", "--pred-dir", annotations,
+                     "--no-progress", "--json", tmp_path / "m.json")
+    assert_refused(result, before, snapshot(tmp_path), "shifted by one", "0..149")

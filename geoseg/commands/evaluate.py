@@ -289,4 +289,24 @@ def _dataset(
     else:
         raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
     cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
+    if pred_dir:
+        _check_encoding(cm, spec, pred_dir)
     return cm, list(ds.classes.names), notes, read
+
+
+def _check_encoding(cm, spec: str, pred_dir: str) -> None:
+    """Refuse predictions that are one class off everywhere (an encoding mistake, not a score)."""
+    from geoseg.errors import LabelError
+    from geoseg.metrics import shifted_share
+
+    share = shifted_share(cm)
+    if share > 0.5:
+        hint = (
+            "ADE20K predictions use 0..149 (the annotation ids minus one)"
+            if spec.startswith("ade20k:")
+            else "predictions use the dataset's class ids 0..K-1"
+        )
+        raise LabelError(
+            f"{share:.0%} of the pixels in {pred_dir} predict their true class + 1: the "
+            f"predictions look shifted by one; {hint}: subtract 1 from them"
+        )
