@@ -722,45 +722,37 @@ def test_overwrite_replaces_only_an_earlier_run(world, tmp_path):
     assert _listing(run) == sorted([MARKER, "best", "config.json", "last", "log.csv"])
 
 
-def test_failed_run_leaves_nothing_and_keeps_the_earlier_run(world, tmp_path):
+class Boom(Exception):
+    """Raised from inside training: a run failing during its first epoch."""
+
+
+def _fail_training(world: Path, out: Path, **kw) -> None:
+    """Run training into ``out`` and make it fail at its first step."""
     from geoseg.config import load_yaml
     from geoseg.train.config import build_train_config
     from geoseg.train.loop import Callbacks
     from geoseg.train.session import run_training
-
-    class Boom(Exception):
-        pass
 
     def boom(info):
         raise Boom
 
     cfg = build_train_config(load_yaml(world / "train.yaml"))
     with pytest.raises(Boom):
-        run_training(cfg, str(tmp_path / "fresh"), callbacks=Callbacks(on_step=boom))
+        run_training(cfg, str(out), callbacks=Callbacks(on_step=boom), **kw)
+
+
+def test_failed_run_leaves_nothing_and_keeps_the_earlier_run(world, tmp_path):
+    _fail_training(world, tmp_path / "fresh")
     assert _listing(tmp_path) == []
     run = tmp_path / "run"
     shutil.copytree(world / "run", run, symlinks=True)
     before = snapshot(tmp_path)
-    with pytest.raises(Boom):
-        run_training(cfg, str(run), overwrite=True, callbacks=Callbacks(on_step=boom))
+    _fail_training(world, run, overwrite=True)
     assert snapshot(tmp_path) == before
 
 
 def test_missing_parents_of_a_run_are_made_and_removed_again_on_failure(world, tmp_path):
-    from geoseg.config import load_yaml
-    from geoseg.train.config import build_train_config
-    from geoseg.train.loop import Callbacks
-    from geoseg.train.session import run_training
-
-    class Boom(Exception):
-        pass
-
-    def boom(info):
-        raise Boom
-
-    cfg = build_train_config(load_yaml(world / "train.yaml"))
-    with pytest.raises(Boom):
-        run_training(cfg, str(tmp_path / "runs" / "a" / "run"), callbacks=Callbacks(boom))
+    _fail_training(world, tmp_path / "runs" / "a" / "run")
     assert _listing(tmp_path) == []  # the parents it made are gone again
     r = _train(world, "--out", tmp_path / "runs" / "a" / "run")
     assert r.code == 0, r.err
