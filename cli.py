@@ -30,6 +30,8 @@ COMMANDS = {
     "finetune": "geoseg.commands.train:finetune",
     "adapt": "geoseg.commands.adapt:adapt",
     "quicklook": "geoseg.commands.quicklook:quicklook",
+    "vectorize": "geoseg.commands.vectorize:vectorize",
+    "stats": "geoseg.commands.stats:stats",
 }
 
 HELP = {
@@ -41,6 +43,8 @@ HELP = {
     "finetune": "Fine-tune a checkpoint on labelled chips of a new region.",
     "adapt": "Adapt a checkpoint to a new region without labels.",
     "quicklook": "Render an image beside its colour class map as a PNG.",
+    "vectorize": "Turn a class map into polygons (GeoPackage, FlatGeobuf, GeoJSON, Parquet).",
+    "stats": "Per-class pixel counts, areas and shares of a class map (zonal with --aoi).",
 }
 
 
