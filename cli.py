@@ -74,19 +74,6 @@ def cli() -> None:
     """geoseg: semantic segmentation of very large georeferenced rasters."""
 
 
-def quiet_georeference_warnings() -> None:
-    """Silence rasterio's per-open warnings about a missing georeference, process-wide.
-
-    geoseg says it once, in words (``WARNING: ... has no georeference``). A process-wide filter
-    is needed because ``warnings.catch_warnings`` is not thread-safe: with files opened on the
-    reader and writer threads at once, a local filter can be undone by another thread.
-    """
-    import warnings
-
-    for message in ("Dataset has no geotransform", "The given matrix is equal to Affine.identity"):
-        warnings.filterwarnings("ignore", message=message)
-
-
 class Terminated(KeyboardInterrupt):
     """A termination signal (SIGTERM, SIGHUP), raised in the main thread like Ctrl-C.
 
@@ -204,14 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP).
     """
     from geoseg.errors import GeosegError
-    from geoseg.memory import bound_gdal_cache, tune_malloc
+    from geoseg.runtime import configure
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         with termination_as_interrupt():
-            bound_gdal_cache()
-            tune_malloc()
-            quiet_georeference_warnings()
+            configure()
             cli.main(args=args, prog_name="geoseg", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         message, code = interrupted(args, exc)

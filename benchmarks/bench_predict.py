@@ -175,13 +175,11 @@ def efficiency(
     """
     from geoseg.config import PredictConfig
     from geoseg.engine import Engine, available_cores
-    from geoseg.memory import bound_gdal_cache, tune_malloc
     from geoseg.pipeline import predict_file
+    from geoseg.runtime import configure
     from geoseg.scheduling import cpu_threads_per_call, local_threads
 
-    # the process-wide settings `geoseg predict` runs with, for predict and the model alike
-    bound_gdal_cache()
-    tune_malloc()
+    configure()  # the process-wide settings `geoseg predict` runs with, for predict and model
 
     cfg = PredictConfig(tile=tile, overlap=overlap, batch_size=batch_size, device="cpu")
     lanes = local_threads()

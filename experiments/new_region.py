@@ -76,7 +76,7 @@ def variants(model: Path, threads: str) -> dict[str, Path]:
             method,
             "--windows",
             "64",
-            "--window",
+            "--tile",
             "256",
             "--threads",
             threads,

@@ -62,7 +62,7 @@ def check_outputs(
                 )
     for opt, p in given:
         if opt == "--error-map":
-            from geoseg.evaluate import check_error_map
+            from geoseg.scoring import check_error_map
 
             check_error_map(p, overwrite, inputs)
         else:
@@ -110,16 +110,14 @@ def to_csv(result: EvalResult) -> str:
 
 def plot_png(result: EvalResult) -> bytes:
     """Row-normalized confusion-matrix heatmap beside a per-class IoU bar chart, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # an object of its own: no pyplot state, any backend
 
     k = len(result.class_names)
     cm = result.confusion[:, :k].astype(np.float64)
     norm = cm / np.maximum(result.confusion.sum(1, keepdims=True), 1)
     size = max(6.0, 0.35 * k + 3)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(2 * size, size))
+    fig = Figure(figsize=(2 * size, size))
+    a, b = fig.subplots(1, 2)
     im = a.imshow(norm, cmap="viridis", vmin=0, vmax=1)
     a.set_title("confusion matrix (rows: ground truth, normalized)")
     a.set_xlabel("prediction")
@@ -137,7 +135,6 @@ def plot_png(result: EvalResult) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -127,6 +127,32 @@ def dask_client(
         yield c
 
 
+def default_scheduler(workers: int | None, scheduler: str | None) -> str | None:
+    """The scheduler to use: ``--scheduler``, else Dask's own ``scheduler-address`` setting.
+
+    Dask users set ``DASK_SCHEDULER_ADDRESS`` (or ``scheduler-address`` in Dask's YAML) once
+    for every Dask tool; geoseg honours it unless ``--workers`` or ``--scheduler`` says
+    otherwise, and names the setting when its value is not an address.
+    """
+    import dask
+
+    from geoseg.config import check_scheduler_address
+    from geoseg.errors import ConfigError
+
+    if scheduler or workers is not None:
+        return scheduler
+    address = dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    try:
+        return check_scheduler_address(str(address))
+    except ConfigError:
+        raise ConfigError(
+            f"DASK_SCHEDULER_ADDRESS (Dask's scheduler-address) is {str(address)[:80]!r}, not a "
+            "scheduler address; set it to one like tcp://HOST:8786, or unset it to run locally"
+        ) from None
+
+
 def check_workers(workers: int | None) -> None:
     """Refuse a worker count below 1 or above the cores this process may use."""
     from geoseg.errors import ConfigError

@@ -165,7 +165,7 @@ def test_adapt_stats_and_adabn(source_model, target_rasters, tmp_path):
             "adabn,stats",
             "--windows",
             "6",
-            "--window",
+            "--tile",
             "32",
             "-q",
         ],

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pyogrio
+import pyproj
 import pytest
 import rasterio
 from helpers import make_checkpoint
@@ -218,9 +220,34 @@ def test_tiles_summary_and_geojson(tmp_path, make_raster):
     doc = json.loads(gj.read_text())
     assert len(doc["features"]) == 6
     assert sum(f["properties"]["skipped"] for f in doc["features"]) == 2
+    # RFC 7946 by default: WGS84 lon/lat, no crs member, edges densified
+    assert "crs" not in doc
     with rasterio.open(src) as ds:
-        x0, y0 = ds.transform * (0, 0)
+        corner, far = ds.transform * (0, 0), ds.transform * (128, 128)
     ring = doc["features"][0]["geometry"]["coordinates"][0]
-    assert ring[0] == pytest.approx([x0, y0])
+    to_wgs84 = pyproj.Transformer.from_crs("EPSG:32618", "EPSG:4326", always_xy=True)
+    assert ring[0] == pytest.approx(list(to_wgs84.transform(*corner)), abs=1e-6)
+    assert ring[16] == pytest.approx(list(to_wgs84.transform(*far)), abs=1e-6)
+    assert len(ring) == 33 and ring[0] == ring[-1]
+    info = pyogrio.read_info(gj)
+    assert info["crs"] == "EPSG:4326" and info["features"] == 6
+    # --crs native: the raster's own coordinates, the CRS named as GDAL reads it
+    native = tmp_path / "native.geojson"
+    args = ["--tile", "128", "--overlap", "32", "--geojson", native, "--crs", "native"]
+    assert geoseg("tiles", src, *args).returncode == 0
+    doc = json.loads(native.read_text())
+    ring = doc["features"][0]["geometry"]["coordinates"][0]
+    assert ring[0] == pytest.approx(list(corner))
+    np.testing.assert_allclose(ring[2], list(far))
     assert "32618" in doc["crs"]["properties"]["name"]
-    np.testing.assert_allclose(ring[2], list(ds.transform * (128, 128)))
+    assert pyogrio.read_info(native)["crs"] == "EPSG:32618"
+
+
+def test_tiles_shows_the_grid_predict_would_use_with_the_model(tmp_path, make_raster):
+    src = make_raster(height=300, width=200, bands=3)
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", bands=3, tile=64)
+    proc = geoseg("tiles", src, "--model", ckpt, "--no-skip-check")
+    assert proc.returncode == 0, proc.stderr
+    assert "tile         64 x 64" in proc.stdout and "overlap      16 x 16" in proc.stdout
+    proc = geoseg("tiles", src, "--no-skip-check")
+    assert "tile         512 x 512" in proc.stdout and "overlap      128 x 128" in proc.stdout

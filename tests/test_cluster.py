@@ -167,6 +167,23 @@ def test_existing_scheduler_survives_a_killed_worker(tmp_path, make_raster, ckpt
     assert np.array_equal(read(out), read(ref))
 
 
+def test_dask_scheduler_address_sends_predict_to_that_cluster(tmp_path, make_raster, ckpt, cluster):
+    from distributed import Client
+
+    addr, _ = cluster
+    src = make_raster(height=256, width=256, name="env.tif")
+    ref, out = tmp_path / "ref.tif", tmp_path / "out.tif"
+    assert geoseg("predict", src, ref, "--model", ckpt, "--tile", "64").returncode == 0
+    with Client(addr, timeout="30s") as c:
+        before = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        env = dict(os.environ, DASK_SCHEDULER_ADDRESS=addr)
+        res = geoseg("predict", src, out, "--model", ckpt, "--tile", "64", env=env)
+        after = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    assert res.returncode == 0, res.stderr
+    assert after > before, "the job's tasks never reached the scheduler of DASK_SCHEDULER_ADDRESS"
+    assert np.array_equal(read(out), read(ref))
+
+
 def test_batch_resume_skips_finished_rasters(tmp_path, make_raster, ckpt):
     a = make_raster(height=64, width=64, name="a.tif", seed=1)
     b = make_raster(height=64, width=64, name="b.tif", seed=2)

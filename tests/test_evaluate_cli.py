@@ -12,7 +12,7 @@ import rasterio
 from conftest import write_geotiff
 from PIL import Image
 
-from geoseg.evaluate import PairSpec, evaluate_pair
+from geoseg.scoring import PairSpec, evaluate_pair
 from geoseg.metrics import confusion_matrix
 
 
@@ -215,7 +215,7 @@ def test_model_on_a_list_of_raster_pairs(tmp_path, make_raster):
 
 def test_pred_dir_finds_predict_batch_outputs(tmp_path):
     """`predict --output-dir` writes {stem}_classes.tif plus an .aux.xml: both are understood."""
-    from geoseg.evaluate import find_prediction
+    from geoseg.scoring import find_prediction
 
     (tmp_path / "a_classes.tif").write_bytes(b"x")
     (tmp_path / "a_classes.tif.aux.xml").write_text("<PAMDataset/>")

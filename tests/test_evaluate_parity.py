@@ -10,7 +10,7 @@ from PIL import Image
 
 from geoseg.datasets import open_dataset
 from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
-from geoseg.evaluate import evaluate_dataset, find_prediction
+from geoseg.scoring import evaluate_dataset, find_prediction
 from geoseg.metrics import confusion_matrix, summarize
 
 

@@ -229,6 +229,42 @@ def test_scheduler_that_is_no_address_is_refused(world, address):
     assert_refused(res, before, snapshot(world.root), "--scheduler", "tcp://HOST:8786")
 
 
+@pytest.mark.parametrize("address", ["not a url", "http://127.0.0.1:8787"])
+def test_dask_scheduler_address_that_is_no_address_is_refused_by_name(world, address):
+    import dask
+
+    before = snapshot(world.root)
+    with dask.config.set({"scheduler-address": address}):
+        res = run_cli("predict", world.src, world.root / "o.tif", "--model", world.ckpt)
+    assert_refused(res, before, snapshot(world.root), "DASK_SCHEDULER_ADDRESS", "unset it")
+
+
+def test_dask_scheduler_address_is_the_default_scheduler_and_workers_override_it(world):
+    import dask
+
+    before = snapshot(world.root)
+    with closed_port() as port, dask.config.set({"scheduler-address": f"tcp://127.0.0.1:{port}"}):
+        res = run_cli("predict", world.src, world.root / "o.tif", "--model", world.ckpt)
+        assert_refused(res, before, snapshot(world.root), "cannot connect", str(port))
+        local = run_cli(
+            "predict", world.src, world.root / "o.tif", "--model", world.ckpt, "--workers", "1"
+        )
+    assert local.code == 0, local.err
+    assert (world.root / "o.tif").exists()
+    (world.root / "o.tif").unlink()
+    for aux in world.root.glob("o.tif*"):
+        aux.unlink()
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield port
+
+
 @contextlib.contextmanager
 def hostile_server(answer: bytes | None, close: bool = False):
     """A TCP server on 127.0.0.1 that accepts and then never answers, answers ``answer``, or

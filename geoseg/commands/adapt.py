@@ -25,7 +25,9 @@ from geoseg.errors import ConfigError
     show_default=True,
     help="Comma-separated: stats, adabn, tent, self-training.",
 )
-@click.option("--window", type=int, default=256, show_default=True, help="Window side (px).")
+@click.option(
+    "--tile", type=int, default=256, show_default=True, help="Side of each target window (px)."
+)
 @click.option(
     "--windows",
     type=int,
@@ -57,7 +59,7 @@ def adapt(
     model_path,
     out,
     method,
-    window,
+    tile,
     windows,
     batch_size,
     tent_steps,
@@ -82,7 +84,7 @@ def adapt(
         raise click.BadParameter(str(exc), param_hint="--method") from None
     cfg = ad.AdaptConfig(
         methods,
-        window,
+        tile,
         windows,
         batch_size,
         tent_steps,
@@ -99,7 +101,7 @@ def adapt(
     if num_threads:
         torch.set_num_threads(num_threads)
     model, meta = load_checkpoint(model_path)
-    target = ad.sample_windows(paths, cfg.window, cfg.windows, cfg.seed, meta.in_channels)
+    target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta.in_channels)
 
     def on_method(name: str) -> None:
         if not quiet:

@@ -193,21 +193,13 @@ def _check_numbers(**values: int | None) -> None:
 def _pair(
     pred, label, num_classes, ignore_index, align, block_size, workers, error_map, overwrite, bar
 ):
-    from geoseg.evaluate import PairSpec, class_names_from_raster, evaluate_pair
+    from geoseg.errors import ConfigError
+    from geoseg.scoring import PairSpec, evaluate_pair, pair_classes
 
-    names = class_names_from_raster(pred)
-    if num_classes is None:
-        if names is None:
-            raise click.BadParameter(
-                f"{pred} carries no class names; give the class count, e.g. --num-classes 6",
-                param_hint="--num-classes",
-            )
-        num_classes = len(names)
-    if names is None or len(names) != num_classes:
-        from geoseg.metrics import check_num_classes
-
-        check_num_classes(num_classes, f"the class count of {pred}")
-        names = [f"class_{i}" for i in range(num_classes)]
+    try:
+        num_classes, names = pair_classes(pred, num_classes)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--num-classes") from None
     spec = PairSpec(pred, label, num_classes, ignore_index, align)
     cm, notes = evaluate_pair(
         spec,
@@ -238,7 +230,7 @@ def _dataset(
     from pathlib import Path
 
     from geoseg.datasets import open_dataset
-    from geoseg.evaluate import evaluate_dataset, find_prediction
+    from geoseg.scoring import evaluate_dataset, find_prediction
 
     ds = open_dataset(spec, config_file, split)
     read = [os.fspath(f) for pair in ds.pairs for f in (pair.image, pair.mask)]

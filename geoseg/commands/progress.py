@@ -1,49 +1,55 @@
-"""A small progress bar for the terminal (windows/s and ETA), fed through a callback."""
+"""The one progress bar of every command: tqdm behind a ``bar(done, total)`` callback.
+
+Compute code never prints: it calls ``bar(done, total)`` (and training ``bar.note(...)``).
+"""
 
 from __future__ import annotations
 
 import sys
-import time
+from typing import Any
 
 
 class ProgressBar:
-    """Render ``done/total`` with rate and ETA on stderr; silent when disabled.
+    """Show ``done/total`` with rate and ETA on stderr; silent when disabled.
 
-    Compute code never prints: it calls ``bar(done, total)``.
+    The tqdm bar is made on the first call, when the total is known, and closed when
+    ``done`` reaches it. Off a terminal it redraws every few seconds only, so logs stay short.
     """
 
-    def __init__(self, label: str, unit: str = "windows", enabled: bool = True) -> None:
-        self.label, self.unit, self.enabled = label, unit, enabled
-        self._t0 = time.perf_counter()
-        self._last = 0.0
-        self._tty = sys.stderr.isatty()
+    def __init__(
+        self, label: str, unit: str = "windows", enabled: bool = True, leave: bool = True
+    ) -> None:
+        self.label, self.unit, self.enabled, self.leave = label, unit, enabled, leave
+        self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
-        """Update the bar."""
+        """Move the bar to ``done`` of ``total``."""
         if not self.enabled:
             return
-        now = time.perf_counter()
-        if done < total and now - self._last < (0.2 if self._tty else 5.0):
-            return
-        self._last = now
-        elapsed = now - self._t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        width = 30
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "-" * (width - filled)
-        line = (
-            f"{self.label} [{bar}] {done}/{total} {self.unit} "
-            f"{rate:.2f} {self.unit}/s ETA {_fmt(eta)}"
-        )
-        end = "\n" if (done >= total or not self._tty) else ""
-        sys.stderr.write(("\r" if self._tty else "") + line + end)
-        sys.stderr.flush()
+        if self._bar is None:
+            from tqdm import tqdm
 
+            self._bar = tqdm(
+                total=total,
+                desc=self.label,
+                unit=f" {self.unit}",
+                file=sys.stderr,
+                leave=self.leave,
+                dynamic_ncols=True,
+                mininterval=0.2 if sys.stderr.isatty() else 5.0,
+            )
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
 
-def _fmt(seconds: float) -> str:
-    if seconds != seconds:  # NaN
-        return "--:--"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+    def note(self, **values: Any) -> None:
+        """Show ``key=value`` figures after the bar (the loss and learning rate in training)."""
+        if self._bar is not None:
+            self._bar.set_postfix(values, refresh=False)
+
+    def close(self) -> None:
+        """End the bar's line (also when the work stops early)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

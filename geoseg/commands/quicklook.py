@@ -125,10 +125,7 @@ def render_png(
     ``out`` goes through :func:`geoseg.io.files.atomic_write` (exclusive temporary, umask's
     mode, never one of ``inputs``, never through a link).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # an object of its own: no pyplot state, any backend
     from matplotlib.patches import Patch
 
     from geoseg.io.files import atomic_write

@@ -123,25 +123,17 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _callbacks(progress: bool, quiet: bool):
-    from tqdm import tqdm
-
+    from geoseg.commands.progress import ProgressBar
     from geoseg.train.loop import Callbacks
 
     bar: dict[str, Any] = {}
 
     def on_step(info) -> None:
-        if not progress or quiet:
-            return
         if "b" not in bar:
-            bar["b"] = tqdm(
-                total=info.steps,
-                desc=f"epoch {info.epoch}",
-                file=sys.stderr,
-                leave=False,
-                dynamic_ncols=True,
-            )
-        bar["b"].update(1)
-        bar["b"].set_postfix(loss=f"{info.loss:.3f}", lr=f"{info.lr:.1e}")
+            enabled = progress and not quiet
+            bar["b"] = ProgressBar(f"epoch {info.epoch}", "steps", enabled=enabled, leave=False)
+        bar["b"].note(loss=f"{info.loss:.3f}", lr=f"{info.lr:.1e}")
+        bar["b"](info.step, info.steps)
 
     def on_epoch(row) -> None:
         if "b" in bar:

@@ -52,7 +52,7 @@ class AdaptConfig:
     """Options of ``geoseg adapt``."""
 
     methods: tuple[str, ...]
-    window: int = 256
+    tile: int = 256
     windows: int = 64
     batch_size: int = 8
     tent_steps: int = 40
@@ -65,17 +65,17 @@ class AdaptConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("window", "windows", "batch_size", "rounds"):
+        for name in ("tile", "windows", "batch_size", "rounds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
         for name in ("tent_steps", "steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
-        if self.window > MAX_WINDOW or self.windows * self.window**2 > MAX_PIXELS:
+        if self.tile > MAX_WINDOW or self.windows * self.tile**2 > MAX_PIXELS:
             raise ConfigError(
-                f"--windows {self.windows} of --window {self.window} px would read "
-                f"{self.windows * self.window**2:,} pixels per band; keep --window <= "
-                f"{MAX_WINDOW} and windows x window^2 <= {MAX_PIXELS:,}"
+                f"--windows {self.windows} of --tile {self.tile} px would read "
+                f"{self.windows * self.tile**2:,} pixels per band; keep --tile <= "
+                f"{MAX_WINDOW} and windows x tile^2 <= {MAX_PIXELS:,}"
             )
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"--fraction {self.fraction} must be in (0, 1]")

@@ -9,11 +9,12 @@ any number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from geoseg.errors import AlignmentError, InputError, RasterReadError
 from geoseg.metrics import confusion_matrix
 from tilers.grid import Window, blocks
 
-log = logging.getLogger("geoseg.evaluate")
+log = logging.getLogger("geoseg.scoring")
 
 # error-map values
 CORRECT, WRONG, IGNORED = 0, 1, 2
@@ -38,16 +39,6 @@ class PairSpec:
     num_classes: int
     ignore_index: int | None = 255
     align: bool = False
-
-
-@dataclass
-class EvalRun:
-    """A summed confusion matrix and what was done to get it."""
-
-    confusion: np.ndarray
-    class_names: list[str]
-    notes: list[str] = field(default_factory=list)
-    pixels: int = 0
 
 
 def _open(path: str):
@@ -231,14 +222,6 @@ def evaluate_pair(
     return cm, notes
 
 
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def check_error_map(path: str, overwrite: bool, inputs) -> None:
     """Refuse an ``--error-map`` path before any work.
 
@@ -252,7 +235,7 @@ def check_error_map(path: str, overwrite: bool, inputs) -> None:
 
 def _error_writer(spec, path, height, width, crs, transform, overwrite):
     if not path:
-        return _NullContext()
+        return contextlib.nullcontext()
     from geoseg.io.writers import OutputSpec, open_writer
 
     check_error_map(path, overwrite, (spec.pred, spec.label))
@@ -274,6 +257,24 @@ def class_names_from_raster(path: str) -> list[str] | None:
 
     with _open(path) as src:
         return class_names_from_tags({**src.tags(), **src.tags(1)})
+
+
+def pair_classes(pred: str, num_classes: int | None) -> tuple[int, list[str]]:
+    """The class count and names to score ``pred`` with: given, or from its class names."""
+    from geoseg.errors import ConfigError
+    from geoseg.metrics import check_num_classes
+
+    names = class_names_from_raster(pred)
+    if num_classes is None:
+        if names is None:
+            raise ConfigError(
+                f"{pred} carries no class names; give the class count, e.g. --num-classes 6"
+            )
+        num_classes = len(names)
+    if names is None or len(names) != num_classes:
+        check_num_classes(num_classes, f"the class count of {pred}")
+        names = [f"class_{i}" for i in range(num_classes)]
+    return num_classes, names
 
 
 # How a prediction file is named after its image: as the image, or as `geoseg predict
