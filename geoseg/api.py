@@ -100,3 +100,30 @@ def evaluate(
         spec, block_size=block_size, workers=workers, client=client, progress=progress
     )
     return summarize(cm, names)
+
+
+def vectorize(classmap: PathLike, output: PathLike, **options: Any) -> Any:
+    """Polygons of a class map, as ``geoseg vectorize`` writes them (see :mod:`geoseg.vector`).
+
+    ``options`` are :func:`geoseg.vector.vectorize`'s: ``simplify``, ``min_area`` (e.g.
+    ``"500m2"``), ``block_size``, ``overwrite``, ``progress``.
+    """
+    from geoseg.runtime import configure
+    from geoseg.vector import vectorize as run
+
+    configure()
+    return run(classmap, output, **options)
+
+
+def stats(classmap: PathLike, aoi: PathLike | None = None, **options: Any) -> Any:
+    """Per-class pixel counts, areas and shares, as ``geoseg stats`` prints them.
+
+    ``options`` are :func:`geoseg.class_stats.class_stats`'s (``block_size``, ``nodata``,
+    ``aoi_field``, ``progress``); the result has ``.rows()``, ``.table()``, ``.to_json()``
+    and ``.to_csv()``.
+    """
+    from geoseg.class_stats import class_stats
+    from geoseg.runtime import configure
+
+    configure()
+    return class_stats(classmap, aoi, **options)

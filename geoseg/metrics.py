@@ -103,9 +103,25 @@ def confusion_matrix(
     ConfigError
         If ``num_classes`` is outside ``1..MAX_CLASSES``.
     """
-    pred = np.asarray(pred)
-    target = np.asarray(target)
     check_num_classes(num_classes, "num_classes")
+    t, p = _kept_pixels(np.asarray(pred), np.asarray(target), valid, ignore_index, pred_nodata)
+    _check_labels(t, num_classes, "label")
+    cols = num_classes
+    if miss_value is not None:
+        p = np.where(p == miss_value, num_classes, p)
+        cols += 1
+    _check_labels(p, cols, "prediction")
+    return np.bincount(t * cols + p, minlength=num_classes * cols).reshape(num_classes, cols)
+
+
+def _kept_pixels(
+    pred: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray | None,
+    ignore_index: int | None,
+    pred_nodata: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (label, prediction) pairs to count, as int64: checked, ignored and nodata left out."""
     check_integer_dtype(pred.dtype, "the prediction")
     check_integer_dtype(target.dtype, "the label")
     if pred.shape != target.shape:
@@ -115,15 +131,7 @@ def confusion_matrix(
         keep &= target != ignore_index
     if pred_nodata is not None:
         keep &= pred != pred_nodata
-    t = target[keep].astype(np.int64, copy=False)
-    p = pred[keep].astype(np.int64, copy=False)
-    _check_labels(t, num_classes, "label")
-    cols = num_classes
-    if miss_value is not None:
-        p = np.where(p == miss_value, num_classes, p)
-        cols += 1
-    _check_labels(p, cols, "prediction")
-    return np.bincount(t * cols + p, minlength=num_classes * cols).reshape(num_classes, cols)
+    return target[keep].astype(np.int64, copy=False), pred[keep].astype(np.int64, copy=False)
 
 
 def shifted_share(cm: np.ndarray) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from types import SimpleNamespace
 
 import click
 
@@ -58,96 +60,41 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
 @progress_opt
 @quiet_opt
 @verbose_opt
-def evaluate(
-    pred,
-    label,
-    dataset,
-    config_file,
-    split,
-    model,
-    pred_dir,
-    pred_ids,
-    num_classes,
-    ignore_index,
-    align,
-    block_size,
-    workers,
-    tile,
-    overlap,
-    blend,
-    batch_size,
-    device,
-    json_out,
-    csv_out,
-    plot,
-    error_map,
-    overwrite,
-    progress,
-    quiet,
-):
+def evaluate(**options):
     """Score PRED against LABEL (rasters), or a model / prediction folder on --dataset."""
     from geoseg.commands.progress import ProgressBar
     from geoseg.evaluate_report import check_outputs, report
     from geoseg.io.raster import raster_files
     from geoseg.metrics import summarize
 
-    _check_numbers(
-        num_classes=num_classes,
-        block_size=block_size,
-        workers=workers,
-        tile=tile,
-        batch_size=batch_size,
-        overlap=overlap,
-    )
-    outputs = {"--json": json_out, "--csv": csv_out, "--plot": plot, "--error-map": error_map}
-    root = dataset.partition(":")[2] if dataset else None
-    inputs = [*raster_files(pred), *raster_files(label), config_file, model, pred_dir, root]
-    check_outputs(outputs, overwrite, inputs)
-    bar = ProgressBar("evaluate", unit="items", enabled=progress and not quiet)
-    if dataset:
-        if pred or label:
+    o = SimpleNamespace(**options)
+    _check_numbers(**{k: options[k] for k in _LOWER_BOUNDS})
+    outputs = {"--json": o.json_out, "--csv": o.csv_out, "--plot": o.plot}
+    outputs["--error-map"] = o.error_map
+    root = o.dataset.partition(":")[2] if o.dataset else None
+    inputs = [*raster_files(o.pred), *raster_files(o.label), o.config_file, o.model, o.pred_dir]
+    inputs.append(root)
+    check_outputs(outputs, o.overwrite, inputs)
+    bar = ProgressBar("evaluate", unit="items", enabled=o.progress and not o.quiet)
+    if o.dataset:
+        if o.pred or o.label:
             raise click.UsageError("give either PRED LABEL or --dataset, not both")
-        if error_map:
+        if o.error_map:
             raise click.UsageError("--error-map maps a PRED LABEL pair; drop it with --dataset")
-        cm, names, notes, read = _dataset(
-            dataset,
-            config_file,
-            split,
-            model,
-            pred_dir,
-            pred_ids,
-            tile,
-            overlap,
-            blend,
-            batch_size,
-            device,
-            bar,
-            check=lambda files: check_outputs(outputs, overwrite, inputs + files),
-        )
+        check = functools.partial(check_outputs, outputs, o.overwrite)
+        cm, names, notes, read = _dataset(o, bar, lambda files: check(inputs + files))
         inputs += read
     else:
-        if not (pred and label):
+        if not (o.pred and o.label):
             raise click.UsageError("give PRED and LABEL rasters, or --dataset KIND:PATH")
-        cm, names, notes = _pair(
-            pred,
-            label,
-            num_classes,
-            ignore_index,
-            align,
-            block_size,
-            workers,
-            error_map,
-            overwrite,
-            bar,
-        )
-    result = summarize(cm, names)
+        cm, names, notes = _pair(o, bar)
     report(
-        result,
+        summarize(cm, names),
         notes,
-        json_out=json_out,
-        csv_out=csv_out,
-        plot=plot,
-        overwrite=overwrite,
+        json_out=o.json_out,
+        csv_out=o.csv_out,
+        plot=o.plot,
+        overwrite=o.overwrite,
         inputs=inputs,
     )
 
@@ -190,100 +137,105 @@ def _check_numbers(**values: int | None) -> None:
         )
 
 
-def _pair(
-    pred, label, num_classes, ignore_index, align, block_size, workers, error_map, overwrite, bar
-):
+def _pair(o: SimpleNamespace, bar):
     from geoseg.errors import ConfigError
     from geoseg.scoring import PairSpec, evaluate_pair, pair_classes
 
     try:
-        num_classes, names = pair_classes(pred, num_classes)
+        num_classes, names = pair_classes(o.pred, o.num_classes)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--num-classes") from None
-    spec = PairSpec(pred, label, num_classes, ignore_index, align)
+    spec = PairSpec(o.pred, o.label, num_classes, o.ignore_index, o.align)
     cm, notes = evaluate_pair(
         spec,
-        block_size=block_size,
-        workers=workers,
-        error_map=error_map,
-        overwrite=overwrite,
+        block_size=o.block_size,
+        workers=o.workers,
+        error_map=o.error_map,
+        overwrite=o.overwrite,
         progress=bar,
     )
     return cm, names, notes
 
 
-def _dataset(
-    spec,
-    config_file,
-    split,
-    model,
-    pred_dir,
-    pred_ids,
-    tile,
-    overlap,
-    blend,
-    batch_size,
-    device,
-    bar,
-    check,
-):
+def _dataset(o: SimpleNamespace, bar, check):
     from pathlib import Path
 
     from geoseg.datasets import open_dataset
-    from geoseg.scoring import evaluate_dataset, find_prediction
+    from geoseg.scoring import evaluate_dataset
 
-    ds = open_dataset(spec, config_file, split)
+    spec, model, pred_dir = o.dataset, o.model, o.pred_dir
+    ds = open_dataset(spec, o.config_file, o.split)
     read = [os.fspath(f) for pair in ds.pairs for f in (pair.image, pair.mask)]
     check(read)
     if pred_dir and not model and not Path(pred_dir).is_dir():
         from geoseg.errors import InputError
 
         raise InputError(f"--pred-dir {pred_dir} is not a folder; give the folder of predictions")
-    k = len(ds.classes)
     notes = [f"{len(ds)} samples from {spec}; ignore index {ds.classes.ignore_index}"]
     miss = None
     if model:
-        from geoseg.engine import Engine
-        from geoseg.errors import InputError
-        from geoseg.predict import predict_array
-
-        engine = Engine.from_checkpoint(model, device=device or "auto")
-        if engine.meta.classes != k:
-            raise InputError(
-                f"the model predicts {engine.meta.classes} classes but {spec} has {k}; "
-                "evaluate a model trained on this class set"
-            )
-        t = tile or engine.meta.tile_size
-        ov = overlap if overlap is not None else min(128, t // 4)
-
-        def predict(sample):
-            return predict_array(
-                engine, sample["image"], tile=t, overlap=ov, blend=blend, batch_size=batch_size
-            )
-
-        notes.append(f"model {model}, tile {t}, overlap {ov}, blend {blend}")
+        predict, note = _model_predictor(model, len(ds.classes), o)
     elif pred_dir:
-        from geoseg.datasets.base import read_label_png
-
-        cityscapes_label_ids = spec.startswith("cityscapes:") and pred_ids == "labelIds"
-        if cityscapes_label_ids:
-            from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
-
-            miss = MISS
-
-        def predict(sample):
-            ids = read_label_png(find_prediction(Path(pred_dir), sample["name"]))
-            if cityscapes_label_ids:
-                return label_ids_to_train_ids(ids, prediction=True)
-            return ids
-
-        notes.append(f"predictions from {pred_dir}" + (" (labelIds)" if miss is not None else ""))
+        predict, note, miss = _folder_predictor(pred_dir, spec, o.pred_ids)
     else:
         raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
+    notes.append(note)
     cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
     if pred_dir:
         _check_encoding(cm, spec, pred_dir)
     return cm, list(ds.classes.names), notes, read
+
+
+def _model_predictor(model, k, o: SimpleNamespace):
+    """``predict(sample)`` running ``model`` tiled over each image, and a note saying how."""
+    from geoseg.engine import Engine
+    from geoseg.errors import InputError
+    from geoseg.pipeline import default_overlap
+    from geoseg.predict import predict_array
+
+    engine = Engine.from_checkpoint(model, device=o.device or "auto")
+    if engine.meta.classes != k:
+        raise InputError(
+            f"the model predicts {engine.meta.classes} classes but {o.dataset} has {k}; "
+            "evaluate a model trained on this class set"
+        )
+    t = o.tile or engine.meta.tile_size
+    ov = default_overlap(o.overlap, t)
+
+    def predict(sample):
+        return predict_array(
+            engine, sample["image"], tile=t, overlap=ov, blend=o.blend, batch_size=o.batch_size
+        )
+
+    return predict, f"model {model}, tile {t}, overlap {ov}, blend {o.blend}"
+
+
+def _folder_predictor(pred_dir, spec, pred_ids):
+    """``predict(sample)`` reading each image's prediction from ``pred_dir``, a note, the miss id.
+
+    Cityscapes predictions in labelIds are mapped to trainIds; ids without a trainId count as
+    misses (the last column of the confusion matrix).
+    """
+    from pathlib import Path
+
+    from geoseg.datasets.base import read_label_png
+    from geoseg.scoring import find_prediction
+
+    miss = None
+    cityscapes_label_ids = spec.startswith("cityscapes:") and pred_ids == "labelIds"
+    if cityscapes_label_ids:
+        from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
+
+        miss = MISS
+
+    def predict(sample):
+        ids = read_label_png(find_prediction(Path(pred_dir), sample["name"]))
+        if cityscapes_label_ids:
+            return label_ids_to_train_ids(ids, prediction=True)
+        return ids
+
+    note = f"predictions from {pred_dir}" + (" (labelIds)" if miss is not None else "")
+    return predict, note, miss
 
 
 def _check_encoding(cm, spec: str, pred_dir: str) -> None:

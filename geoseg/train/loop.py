@@ -196,23 +196,43 @@ def fit(
     -------
     FitState
     """
-    import torch
-
-    from geoseg.train.evaluation import evaluate_samples
-
     cb = callbacks or Callbacks()
     state = state or FitState()
     model.to(device)
-    params = freeze(model, cfg.freeze_encoder)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch_run = _EpochRun.prepare(cfg, model, meta, train, loss_fn, device)
+    optimizer = epoch_run.optimizer
+    steps = epoch_run.steps()
     if resume_state is not None:
         _restore(optimizer, resume_state, run)
-    shapes = [s.mask.shape for s in train]
-    index = None
-    if cfg.class_balanced and cfg.sampling == "random":
-        index = chipmod.ClassIndex.build([s.mask for s in train], meta.classes, seed=cfg.seed)
-    steps = math.ceil(len(epoch_chips(cfg, shapes, index, 0)) / cfg.batch_size)
-    if resume_state is not None and state.step != steps * state.epoch:
+        _check_resumed_steps(state, steps, run)
+    for epoch in range(state.epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        row = epoch_run.train(epoch, steps, state, cb)
+        improved = _validate(model, meta, val, device, cfg, state, row)
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        _record_epoch(run, epoch_run, state, row, improved)
+        cb.on_epoch(row)
+    model.eval()
+    return state
+
+
+def _record_epoch(run, epoch_run: _EpochRun, state: FitState, row, improved: bool) -> None:
+    """Log the finished epoch and save it durably: ``last/`` always, ``best/`` if improved."""
+    model, meta, cfg = epoch_run.model, epoch_run.meta, epoch_run.cfg
+    state.epoch = row["epoch"]
+    state.rows.append(row)
+    if improved:
+        state.best_miou = row.get("val_miou", float("nan"))
+        state.best_epoch = row["epoch"]
+        run.save_best(model, _with_extra(meta, row, cfg))
+    run.save_last(model, _with_extra(meta, row, cfg), _state_dict(state, epoch_run.optimizer))
+    run.write_log(state.rows)
+    run.commit()
+
+
+def _check_resumed_steps(state: FitState, steps: int, run) -> None:
+    """Refuse a resumed state whose global step does not fit this run's steps per epoch."""
+    if state.step != steps * state.epoch:
         from geoseg.errors import CheckpointError
 
         raise CheckpointError(
@@ -220,47 +240,71 @@ def fit(
             f"but this run takes {steps} steps per epoch ({steps * state.epoch} in all); the "
             "state is tampered or the training data changed: restart without --resume"
         )
-    total = steps * cfg.epochs
-    ac = _autocast_dtype(device, cfg.precision)
-    for epoch in range(state.epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        refs = epoch_chips(cfg, shapes, index, epoch)
+
+
+@dataclass
+class _EpochRun:
+    """What every epoch of one :func:`fit` trains with."""
+
+    cfg: TrainConfig
+    model: Any
+    meta: ModelMeta
+    samples: list[Sample]
+    optimizer: Any
+    loss_fn: Any
+    device: str
+    shapes: list[tuple[int, int]]
+    index: Any
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, model, meta: ModelMeta, train, loss_fn, device: str):
+        """The optimizer over the trainable parameters and the class index for sampling."""
+        import torch
+
+        params = freeze(model, cfg.freeze_encoder)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        shapes = [s.mask.shape for s in train]
+        index = None
+        if cfg.class_balanced and cfg.sampling == "random":
+            index = chipmod.ClassIndex.build([s.mask for s in train], meta.classes, seed=cfg.seed)
+        return cls(cfg, model, meta, train, optimizer, loss_fn, device, shapes, index)
+
+    def steps(self) -> int:
+        """Optimisation steps per epoch (the same every epoch)."""
+        chips = epoch_chips(self.cfg, self.shapes, self.index, 0)
+        return math.ceil(len(chips) / self.cfg.batch_size)
+
+    def train(self, epoch: int, steps: int, state: FitState, cb: Callbacks) -> dict[str, Any]:
+        """One epoch of optimisation steps; returns its log row (loss, lr, global step)."""
+        cfg = self.cfg
+        refs = epoch_chips(cfg, self.shapes, self.index, epoch)
         rng = np.random.default_rng([cfg.seed, epoch, 1])
-        set_train_mode(model, cfg.freeze_encoder)
-        losses = []
+        set_train_mode(self.model, cfg.freeze_encoder)
+        ac = _autocast_dtype(self.device, cfg.precision)
+        total = steps * cfg.epochs
+        losses, lr = [], cfg.lr
         for b in range(steps):
-            x, y = make_batch(
-                train, refs[b * cfg.batch_size : (b + 1) * cfg.batch_size], meta, cfg, rng
-            )
+            chips = refs[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x, y = make_batch(self.samples, chips, self.meta, cfg, rng)
             lr = lr_at(state.step, total, cfg.lr, cfg.schedule, cfg.warmup_steps)
-            losses.append(train_step(model, optimizer, loss_fn, x, y, lr, device, ac))
+            loss = train_step(self.model, self.optimizer, self.loss_fn, x, y, lr, self.device, ac)
+            losses.append(loss)
             state.step += 1
-            cb.on_step(StepInfo(epoch + 1, b + 1, steps, losses[-1], lr))
-        row = {
-            "epoch": epoch + 1,
-            "step": state.step,
-            "lr": lr,
-            "train_loss": float(np.mean(losses)),
-        }
-        improved = True
-        if val:
-            sc = evaluate_samples(model, meta, val, device, cfg.ignore_index)
-            row["val_miou"] = sc.miou
-            row.update({f"iou_{n}": v for n, v in zip(sc.class_names, sc.iou, strict=True)})
-            improved = sc.miou > state.best_miou
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        state.epoch = epoch + 1
-        state.rows.append(row)
-        if improved:
-            state.best_miou = row.get("val_miou", float("nan"))
-            state.best_epoch = epoch + 1
-            run.save_best(model, _with_extra(meta, row, cfg))
-        run.save_last(model, _with_extra(meta, row, cfg), _state_dict(state, optimizer))
-        run.write_log(state.rows)
-        run.commit()
-        cb.on_epoch(row)
-    model.eval()
-    return state
+            cb.on_step(StepInfo(epoch + 1, b + 1, steps, loss, lr))
+        mean = float(np.mean(losses))
+        return {"epoch": epoch + 1, "step": state.step, "lr": lr, "train_loss": mean}
+
+
+def _validate(model, meta, val, device: str, cfg: TrainConfig, state: FitState, row) -> bool:
+    """Score ``val`` into ``row`` (mIoU, per-class IoU); whether the epoch is the best yet."""
+    from geoseg.train.evaluation import evaluate_samples
+
+    if not val:
+        return True  # without validation the latest epoch is kept
+    sc = evaluate_samples(model, meta, val, device, cfg.ignore_index)
+    row["val_miou"] = sc.miou
+    row.update({f"iou_{n}": v for n, v in zip(sc.class_names, sc.iou, strict=True)})
+    return sc.miou > state.best_miou
 
 
 def _restore(optimizer, resume_state: dict[str, Any], run) -> None:

@@ -139,6 +139,15 @@ def _resumed(run: RunDir, meta: ModelMeta):
     return model, resume_state, state_from_dict(resume_state)
 
 
+def _samples(cfg: TrainConfig) -> tuple[list, list]:
+    """The training and validation samples, their chip size checked."""
+    train = load_samples(cfg.train, cfg, "training")
+    val = load_samples(cfg.val, cfg, "validation") if cfg.val else []
+    _check_chip_size(cfg, train)
+    log.info("%d training and %d validation samples", len(train), len(val))
+    return train, val
+
+
 def run_training(
     cfg: TrainConfig,
     out: str,
@@ -171,10 +180,7 @@ def run_training(
     resolve_precision(cfg.precision, device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    train = load_samples(cfg.train, cfg, "training")
-    val = load_samples(cfg.val, cfg, "validation") if cfg.val else []
-    _check_chip_size(cfg, train)
-    log.info("%d training and %d validation samples", len(train), len(val))
+    train, val = _samples(cfg)
     extra = {
         "command": command,
         "train_samples": [s.name for s in train],
