@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     run kept for ``--resume``) with one ``Error: interrupted ...`` line and exit status 128 +
     the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP).
     """
-    from geoseg.errors import GeosegError
+    from geoseg.errors import REPORTED
     from geoseg.runtime import configure
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except GeosegError as exc:
+    except REPORTED as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 1))
     except OSError as exc:  # the system refused (disk full, permissions) where geoseg did not ask
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(

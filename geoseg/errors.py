@@ -7,6 +7,8 @@ prints them without a traceback and exits non-zero.
 
 from __future__ import annotations
 
+from tilers.grid import TilingError
+
 
 class GeosegError(Exception):
     """Base class of every error geoseg raises on purpose."""
@@ -48,3 +50,8 @@ class LabelError(InputError):
 
 class DatasetError(InputError):
     """A labelled dataset is empty, incomplete or of an unknown layout."""
+
+
+# What the CLI and a batch report in one line: geoseg's errors and the tiling maths' (tilers
+# imports nothing from geoseg, so its error is its own).
+REPORTED = (GeosegError, TilingError)

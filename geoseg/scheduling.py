@@ -8,9 +8,10 @@ numbers and an :class:`~geoseg.engine.EngineSpec`; each worker process loads the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from geoseg.engine import EngineSpec, available_cores, cached_engine
@@ -109,22 +110,36 @@ def dask_client(
     """
     from distributed import Client
 
-    # distributed logs cluster start/stop at INFO and task failures (which geoseg re-raises
-    # as one-line errors) at ERROR; show them with -vv (debug) only.
-    if not logging.getLogger("geoseg").isEnabledFor(logging.DEBUG):
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    if client is not None:
-        yield client
-        return
-    if scheduler:
-        if dashboard:
-            log.warning("--dashboard is for clusters geoseg starts; %s serves its own", scheduler)
-        with connect_scheduler(scheduler) as c:
+    with quiet_distributed():
+        if client is not None:
+            yield client
+            return
+        if scheduler:
+            if dashboard:
+                log.warning("--dashboard is for clusters geoseg starts; %s serves it", scheduler)
+            with connect_scheduler(scheduler) as c:
+                yield c
+            return
+        check_workers(workers)
+        with local_cluster(workers, threads, dashboard) as cluster, Client(cluster) as c:
             yield c
-        return
-    check_workers(workers)
-    with local_cluster(workers, threads, dashboard) as cluster, Client(cluster) as c:
-        yield c
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Iterator[None]:
+    """Silence distributed's logger while geoseg runs a job; its level is restored after.
+
+    distributed logs cluster start/stop at INFO and task failures (which geoseg re-raises as
+    one-line errors) at ERROR; they show with ``-vv`` (debug) only.
+    """
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    if not logging.getLogger("geoseg").isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def default_scheduler(workers: int | None, scheduler: str | None) -> str | None:
@@ -383,37 +398,41 @@ def ordered_results(
     :func:`task_ranges`). Bounded submission keeps memory flat: only ``in_flight`` tasks'
     probabilities exist at once, however large the raster.
     """
-    pending: deque = deque()
     todo = plan.batches[first_batch:]
-    tasks = iter(task_ranges(len(todo), batches_per_task(plan), total_threads(client)))
+    spans = task_ranges(len(todo), batches_per_task(plan), total_threads(client))
+    calls = ((plan.grid, todo[span.start : span.stop], spec) for span in spans)
+    task = functools.partial(run_batch_task, source)
+    for results in submit_ordered(client, task, calls, in_flight, retries=2, resources=resources):
+        yield from results
 
-    def submit_next() -> bool:
-        span = next(tasks, None)
-        if span is None:
-            return False
-        fut = client.submit(
-            run_batch_task,
-            source,
-            plan.grid,
-            todo[span.start : span.stop],
-            spec,
-            pure=False,
-            retries=2,
-            resources=resources,
-        )
-        pending.append(fut)
-        return True
+
+def submit_ordered(
+    client: Any, func: Callable, calls: Iterable[tuple], in_flight: int, **submit: Any
+) -> Iterator[Any]:
+    """Run ``func(*args)`` for each of ``calls`` on ``client``; yield the results in order.
+
+    At most ``in_flight`` tasks are pending at once, so memory stays flat however many calls
+    there are; each result is released as soon as it is taken, and the tasks still pending
+    are cancelled when the caller stops early (an error, Ctrl-C). ``submit`` goes to
+    ``client.submit`` (``retries``, ``resources``).
+    """
+    pending: deque = deque()
+    calls = iter(calls)
+
+    def submit_next() -> None:
+        args = next(calls, None)
+        if args is not None:
+            pending.append(client.submit(func, *args, pure=False, **submit))
 
     for _ in range(max(1, in_flight)):
-        if not submit_next():
-            break
+        submit_next()
     try:
         while pending:
             fut = pending.popleft()
-            results = fut.result()
+            result = fut.result()
             fut.release()
             submit_next()
-            yield from results
+            yield result
     finally:
         cancel_pending(client, pending)
 

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,26 +161,6 @@ def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
     return cm, err
 
 
-def iter_ordered(client: Any, func: Callable, items: list, in_flight: int) -> Iterator[Any]:
-    """Submit ``func(item)`` with at most ``in_flight`` pending; yield results in order."""
-    from collections import deque
-
-    pending: deque = deque()
-    it = iter(items)
-    for item in it:
-        pending.append(client.submit(func, item, pure=False))
-        if len(pending) >= in_flight:
-            break
-    while pending:
-        fut = pending.popleft()
-        res = fut.result()
-        fut.release()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(client.submit(func, nxt, pure=False))
-        yield res
-
-
 def evaluate_pair(
     spec: PairSpec,
     *,
@@ -197,7 +177,7 @@ def evaluate_pair(
     raster. With ``error_map`` a georeferenced GeoTIFF marks correct (0), wrong (1) and ignored
     (2) pixels.
     """
-    from geoseg.scheduling import dask_client, total_threads
+    from geoseg.scheduling import dask_client, submit_ordered, total_threads
 
     notes = check_pair(spec)
     with _open(spec.pred) as pred:
@@ -212,7 +192,7 @@ def evaluate_pair(
         task = functools.partial(pair_block, spec, with_errors=writer is not None)
 
         for i, (win, (bcm, err)) in enumerate(
-            zip(bl, iter_ordered(c, task, bl, in_flight), strict=True)
+            zip(bl, submit_ordered(c, task, ((b,) for b in bl), in_flight), strict=True)
         ):
             cm += bcm
             if writer is not None:

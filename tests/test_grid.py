@@ -4,8 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.blend import nearest_centre_spans, window_weights
-from geoseg.errors import ConfigError
-from tilers.grid import Grid, Window, axis_count, axis_starts, blocks
+from tilers.grid import Grid, TilingError, Window, axis_count, axis_starts, blocks
 
 sizes = st.integers(1, 400)
 tiles = st.integers(1, 128)
@@ -106,7 +105,7 @@ def test_axis_starts_examples():
     ],
 )
 def test_bad_tiling_is_a_config_error(tile, overlap, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(TilingError, match=match):
         Grid.create(100, 100, tile, overlap)
 
 
@@ -129,7 +128,22 @@ def test_axis_count_is_the_number_of_starts(size, tile, data):
 
 
 def test_absurd_window_counts_are_refused_before_planning():
-    from geoseg.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="windows, more than"):
+    with pytest.raises(TilingError, match="windows, more than"):
         Grid.create(10_000_000, 10_000_000, 512, 128)
+
+
+def test_tilers_import_nothing_from_geoseg():
+    import ast
+    from pathlib import Path
+
+    import tilers
+
+    for path in Path(tilers.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "geoseg" for n in names), (path, names)

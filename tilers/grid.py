@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
-from geoseg.errors import ConfigError
+
+class TilingError(ValueError):
+    """A tiling value is unusable (tile, overlap, block size, grid size); one line says why.
+
+    tilers imports nothing from geoseg; geoseg reports this error as it reports its own
+    (:data:`geoseg.errors.REPORTED`).
+    """
 
 
 @dataclass(frozen=True, order=True)
@@ -56,7 +62,7 @@ def as_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     try:
         a, b = value
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        raise TilingError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     return int(a), int(b)
 
 
@@ -121,10 +127,10 @@ class Grid:
         oh, ow = as_pair(overlap, "overlap")
         validate_tiling((th, tw), (oh, ow))
         if height <= 0 or width <= 0:
-            raise ConfigError(f"raster is {height}x{width} pixels; it must not be empty")
+            raise TilingError(f"raster is {height}x{width} pixels; it must not be empty")
         n = axis_count(height, th, th - oh) * axis_count(width, tw, tw - ow)
         if n > MAX_WINDOWS:
-            raise ConfigError(
+            raise TilingError(
                 f"--tile {th}x{tw} with --overlap {oh}x{ow} cuts the {width}x{height} px raster "
                 f"into {n:,} windows, more than {MAX_WINDOWS:,}; use a larger --tile or a "
                 "smaller --overlap"
@@ -192,14 +198,14 @@ class Grid:
 
 
 def validate_tiling(tile: tuple[int, int], overlap: tuple[int, int]) -> None:
-    """Raise :class:`ConfigError` unless ``0 <= overlap < tile`` on both axes."""
+    """Raise :class:`TilingError` unless ``0 <= overlap < tile`` on both axes."""
     for t, o, axis in ((tile[0], overlap[0], "rows"), (tile[1], overlap[1], "columns")):
         if t <= 0:
-            raise ConfigError(f"--tile {t} ({axis}) must be positive; try --tile 512")
+            raise TilingError(f"--tile {t} ({axis}) must be positive; try --tile 512")
         if o < 0:
-            raise ConfigError(f"--overlap {o} ({axis}) must not be negative; try --overlap 128")
+            raise TilingError(f"--overlap {o} ({axis}) must not be negative; try --overlap 128")
         if o >= t:
-            raise ConfigError(
+            raise TilingError(
                 f"--overlap {o} must be smaller than --tile {t} ({axis}); try --overlap {t // 4}"
             )
 
@@ -207,7 +213,7 @@ def validate_tiling(tile: tuple[int, int], overlap: tuple[int, int]) -> None:
 def blocks(height: int, width: int, block_size: int) -> list[Window]:
     """Split a raster into output blocks of ``block_size`` (the last ones smaller), row-major."""
     if block_size <= 0:
-        raise ConfigError(f"--block-size {block_size} must be positive; try --block-size 2048")
+        raise TilingError(f"--block-size {block_size} must be positive; try --block-size 2048")
     return [
         Window(r, c, min(block_size, height - r), min(block_size, width - c))
         for r in range(0, height, block_size)

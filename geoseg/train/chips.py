@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilers.grid import axis_starts
+
 
 @dataclass(frozen=True)
 class ChipRef:
@@ -23,24 +25,14 @@ class ChipRef:
     size: int
 
 
-def grid_positions(length: int, size: int, stride: int) -> list[int]:
-    """Start offsets covering ``[0, length)`` with windows of ``size``; the last is shifted in."""
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return starts
-
-
 def grid_chips(shapes: list[tuple[int, int]], size: int, overlap: int = 0) -> list[ChipRef]:
     """Every chip of a regular grid over each image (deterministic)."""
     stride = max(size - overlap, 1)
     return [
         ChipRef(i, r, c, size)
         for i, (h, w) in enumerate(shapes)
-        for r in grid_positions(h, size, stride)
-        for c in grid_positions(w, size, stride)
+        for r in axis_starts(h, size, stride)
+        for c in axis_starts(w, size, stride)
     ]
 
 
