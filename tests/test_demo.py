@@ -71,10 +71,10 @@ def test_run_demo_writes_class_map_and_quicklook(model, tmp_path):
 def test_tiled_prediction_is_seamless_on_real_image(model, shared_data):
     """Tiles of 256 with 64 overlap, Gaussian blend vs. one whole-image forward pass."""
     from geoseg.engine import Engine
+    from geoseg.io.images import read_image
     from geoseg.predict import predict_array
-    from geoseg.train.sources import read_picture
 
-    image = read_picture(shared_data / "dubai-aerial" / "Tile 5" / "images" / "image_part_009.jpg")
+    image = read_image(shared_data / "dubai-aerial" / "Tile 5" / "images" / "image_part_009.jpg")
     engine = Engine.from_checkpoint(model, device="cpu", precision="fp32")
     whole = engine.predict_proba(image[None])[0].argmax(0)
     tiled = predict_array(engine, image, tile=256, overlap=64, blend="gaussian")

@@ -12,8 +12,8 @@ import rasterio
 from conftest import write_geotiff
 from PIL import Image
 
-from geoseg.scoring import PairSpec, evaluate_pair
 from geoseg.metrics import confusion_matrix
+from geoseg.scoring import PairSpec, evaluate_pair
 
 
 def geoseg(*args):

@@ -10,8 +10,8 @@ from PIL import Image
 
 from geoseg.datasets import open_dataset
 from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
-from geoseg.scoring import evaluate_dataset, find_prediction
 from geoseg.metrics import confusion_matrix, summarize
+from geoseg.scoring import evaluate_dataset, find_prediction
 
 
 def perturb(labels, rng, frac, values):

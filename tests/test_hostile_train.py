@@ -241,7 +241,7 @@ TRAIN_CASES = [
     (
         "image-bomb",
         ["--out", "{root}/new", "--train", "folder:{root}/bombdata"],
-        ["part_001.png", "400000000 pixels"],
+        ["part_001.png", "20000x20000 pixels"],
     ),
     (
         "label-float",
@@ -854,8 +854,8 @@ def test_fifo_input_refused_not_hanging(world, tmp_path, name, file, command):
 
 def test_prediction_bomb_refused(tmp_path):
     """A PNG header declaring 20000 x 20000 pixels: one error naming the file and its size."""
-    from geoseg.datasets.base import read_label_png
     from geoseg.errors import RasterReadError
+    from geoseg.io.images import read_label_png
 
     _bomb_png(tmp_path / "bomb.png", 20000, 20000)
     with pytest.raises(RasterReadError, match="bomb.png declares 400000000 pixels"):

@@ -156,7 +156,7 @@ def _weights(path):
 
 def test_train_cli_writes_checkpoints_log_and_stats(tiny, tmp_path):
     from geoseg.checkpoint import load_checkpoint
-    from geoseg.train.sources import read_picture
+    from geoseg.io.images import read_image
 
     data, cfg = tiny
     out = tmp_path / "run"
@@ -171,7 +171,7 @@ def test_train_cli_writes_checkpoints_log_and_stats(tiny, tmp_path):
     assert len(rows) == 3
     model, meta = load_checkpoint(out / "best")
     assert meta.class_names == list(PALETTE) and meta.tile_size == 32
-    imgs = [read_picture(p) for p in sorted((data / "images").glob("part_00[0-2].png"))]
+    imgs = [read_image(p) for p in sorted((data / "images").glob("part_00[0-2].png"))]
     mean, std = stats.band_stats(imgs, scale=255.0)
     np.testing.assert_allclose(meta.mean, mean, rtol=1e-6)
     np.testing.assert_allclose(meta.std, std, rtol=1e-6)

@@ -218,7 +218,7 @@ def _folder_predictor(pred_dir, spec, pred_ids):
     """
     from pathlib import Path
 
-    from geoseg.datasets.base import read_label_png
+    from geoseg.io.images import read_label_png
     from geoseg.scoring import find_prediction
 
     miss = None

@@ -17,10 +17,9 @@ from geoseg.datasets.base import (
     LabelledDataset,
     Pair,
     pair_by_stem,
-    read_label_png,
-    read_picture,
 )
 from geoseg.errors import DatasetError
+from geoseg.io.images import read_image, read_label_png
 
 NUM_CLASSES = 150
 
@@ -71,5 +70,5 @@ def open_ade20k(path: str | Path, split: str | None = None) -> LabelledDataset:
     names = class_names(root)
     classes = ClassSet(tuple(names), tuple(default_colours(NUM_CLASSES)), IGNORE_INDEX)
     return LabelledDataset(
-        pairs, classes, lambda p: reduce_zero_label(read_label_png(p)), read_picture, "ade20k"
+        pairs, classes, lambda p: reduce_zero_label(read_label_png(p)), read_image, "ade20k"
     )

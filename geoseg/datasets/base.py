@@ -109,37 +109,3 @@ def pair_by_stem(
     if not images:
         raise DatasetError(f"{where}: no image/annotation pairs found; check the path and layout")
     return [(k, images[k], masks[k]) for k in sorted(images)]
-
-
-def read_picture(path: Path) -> np.ndarray:
-    """Read a JPEG/PNG/GeoTIFF as (bands, H, W) in its own dtype."""
-    from geoseg.train.sources import read_picture as _read
-
-    return _read(Path(path))
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    """Read a single-band label image as (H, W) int64 (palette PNGs keep their indices).
-
-    FIFOs and devices are refused before opening, and so are decompression bombs (headers
-    declaring more pixels than any label image needs), with one-line errors.
-    """
-    from geoseg.errors import RasterReadError
-    from geoseg.train.sources import open_pil
-
-    path = Path(path)
-    try:
-        with open_pil(path, "label") as im:
-            arr = np.asarray(im)
-    except RasterReadError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise RasterReadError(f"cannot read label {path} ({exc}); check the file") from None
-    if arr.ndim != 2:
-        raise DatasetError(
-            f"label {path} has {arr.shape[-1]} channels; expected a single-band id image"
-        )
-    from geoseg.labels import check_integer_dtype
-
-    check_integer_dtype(arr.dtype, f"label {path}")
-    return arr.astype(np.int64)

@@ -18,10 +18,9 @@ from geoseg.datasets.base import (
     LabelledDataset,
     Pair,
     pair_by_stem,
-    read_label_png,
-    read_picture,
 )
 from geoseg.errors import DatasetError
+from geoseg.io.images import read_image, read_label_png
 
 # (name, labelId, trainId, colour) of the official label definitions (cityscapesScripts
 # helpers/labels.py); trainId 255 = ignored in evaluation.
@@ -125,4 +124,4 @@ def open_cityscapes(path: str | Path, split: str | None = None) -> LabelledDatas
         raw = read_label_png(p)
         return label_ids_to_train_ids(raw) if use_label_ids else raw
 
-    return LabelledDataset(pairs, train_classes(), decode, read_picture, "cityscapes")
+    return LabelledDataset(pairs, train_classes(), decode, read_image, "cityscapes")

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, pair_by_stem, read_picture
+from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, pair_by_stem
 from geoseg.errors import ConfigError, DatasetError
+from geoseg.io.images import read_colour_mask, read_id_mask, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -87,15 +88,7 @@ def mask_decoder(config: dict[str, Any], classes: ClassSet):
         ignore = [parse_colour(c) for c in _list_key(config, "ignore_colours")]
 
         def decode(path: Path) -> np.ndarray:
-            rgb = read_picture(path)
-            rgb = np.moveaxis(rgb[:3], 0, -1) if rgb.shape[0] >= 3 else None
-            if rgb is None:
-                raise DatasetError(f"mask {path} is not an RGB image; set label_mode: ids")
-            if rgb.dtype != np.uint8:
-                raise DatasetError(
-                    f"mask {path} is {rgb.dtype.name}; RGB colour masks are 8-bit per channel: "
-                    "convert it with gdal_translate -ot Byte"
-                )
+            rgb = read_colour_mask(path)
             return rgb_to_ids(rgb, list(classes.colours), ignore, classes.ignore_index, str(path))
 
         return decode
@@ -103,7 +96,7 @@ def mask_decoder(config: dict[str, Any], classes: ClassSet):
         ignore_ids = ignore_ids_of(config)
 
         def decode(path: Path) -> np.ndarray:
-            ids = single_band_ids(read_picture(path), path)
+            ids = read_id_mask(path)
             for v in ignore_ids:
                 ids[ids == v] = classes.ignore_index
             return check_ids(ids, len(classes), classes.ignore_index, str(path))
@@ -127,19 +120,6 @@ def ignore_ids_of(config: dict[str, Any]) -> list[int]:
     return ids
 
 
-def single_band_ids(data: np.ndarray, path: Path) -> np.ndarray:
-    """(bands, H, W) label raster -> (H, W) int64 ids; refuse several bands or a float dtype."""
-    from geoseg.labels import check_integer_dtype
-
-    if data.ndim == 3 and data.shape[0] != 1:
-        raise DatasetError(
-            f"label {path} has {data.shape[0]} bands; expected a single-band id image (set "
-            "label_mode: rgb for colour masks, or extract the band with gdal_translate -b 1)"
-        )
-    check_integer_dtype(data.dtype, f"label {path}")
-    return data.reshape(data.shape[-2:]).astype(np.int64)
-
-
 def _files(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS}
 
@@ -160,4 +140,4 @@ def open_folder(path: str | Path, config: dict[str, Any]) -> LabelledDataset:
         prefix = f"{root.name}/" if len(roots) > 1 else ""
         for key, img, mask in pair_by_stem(_files(img_dir), _files(mask_dir), f"folder:{root}"):
             pairs.append(Pair(prefix + key, img, mask))
-    return LabelledDataset(pairs, classes, mask_decoder(config, classes), read_picture, "folder")
+    return LabelledDataset(pairs, classes, mask_decoder(config, classes), read_image, "folder")

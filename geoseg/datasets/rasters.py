@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, read_picture
-from geoseg.datasets.folder import class_set, ignore_ids_of, single_band_ids
+from geoseg.datasets.base import ClassSet, LabelledDataset, Pair
+from geoseg.datasets.folder import class_set, ignore_ids_of
 from geoseg.errors import DatasetError
+from geoseg.io.images import read_id_mask, read_image
 from geoseg.metrics import MAX_CLASSES
 
 
@@ -66,9 +67,9 @@ def open_rasters(spec: str, config: dict[str, Any] | None = None) -> LabelledDat
     ignore_ids = ignore_ids_of(config)
 
     def decode(path: Path) -> np.ndarray:
-        ids = single_band_ids(read_picture(path), path)
+        ids = read_id_mask(path)
         for v in ignore_ids:
             ids[ids == v] = classes.ignore_index
         return ids
 
-    return LabelledDataset(pairs, classes, decode, read_picture, "rasters")
+    return LabelledDataset(pairs, classes, decode, read_image, "rasters")

@@ -12,7 +12,6 @@ import fnmatch
 import glob
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from geoseg.errors import (
     DatasetError,
     InputError,
     LabelError,
-    RasterReadError,
 )
+from geoseg.io.images import read_colour_mask, read_id_mask, read_image, read_raster
 from geoseg.labels import check_ids, rgb_to_ids
 from geoseg.train.config import SourceSpec, TrainConfig
 
@@ -45,130 +44,13 @@ class Sample:
     valid: np.ndarray | None = None
 
 
-# --------------------------------------------------------------------------- readers
-# Whole-raster reads are bounded: a (tiny, hostile or mistyped) file declaring more than 2**28
-# pixels per band (16384 x 16384) would need gigabytes per band in memory; tile such scenes
-# (gdal_retile.py) or train from windows of them instead.
-MAX_PIXELS = 2**28
-
-
-def _check_size(path: Path, width: int, height: int, what: str) -> None:
-    if width * height > MAX_PIXELS:
-        raise RasterReadError(
-            f"{what} {path} declares {width}x{height} pixels, more than {MAX_PIXELS} per band "
-            "(reading it whole would need gigabytes); cut it into smaller tiles "
-            "(gdal_retile.py) or check the file"
-        )
-
-
-def open_pil(path: Path, what: str = "image"):
-    """Open an image with PIL after refusing FIFOs, devices and decompression bombs.
-
-    Returns an open ``PIL.Image`` (use it as a context manager).
-
-    Raises
-    ------
-    RasterReadError
-        Missing, not a regular file, unreadable, or declaring too many pixels.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    from geoseg.io.raster import check_input_file
-
-    check_input_file(path, what)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        import re
-
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{found.group(1)} pixels" if found else "too many pixels"
-        raise RasterReadError(
-            f"{what} {path} declares {size}, more than PIL decodes safely "
-            f"({Image.MAX_IMAGE_PIXELS * 2} pixels); it is corrupt or a decompression bomb: "
-            "check the file"
-        ) from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the file") from None
-    try:
-        _check_size(path, im.width, im.height, what)
-    except RasterReadError:
-        im.close()
-        raise
-    return im
-
-
-def read_picture(path: Path, rgb: bool = False, what: str = "image") -> np.ndarray:
-    """Read an image file as (bands, H, W) (or (H, W, 3) RGB for colour masks)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return _read_raster(path, what)[0]
-    try:
-        with open_pil(path, what) as im:
-            if rgb:
-                return np.asarray(im.convert("RGB"))
-            arr = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
-    except RasterReadError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the file") from None
-    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
-
-
-def _check_label_array(data: np.ndarray, path: Path) -> None:
-    """Refuse a multi-band or non-integer label image (float ids would be truncated)."""
-    from geoseg.labels import check_integer_dtype
-
-    if data.ndim == 3 and data.shape[0] != 1:
-        raise LabelError(
-            f"label {path} has {data.shape[0]} bands; label_mode ids needs a single-band id "
-            f"image: extract one with gdal_translate -b N {path} labels.tif (or set "
-            "label_mode: rgb for colour masks)"
-        )
-    check_integer_dtype(data.dtype, f"label {path}")
-
-
-def _read_raster(path: Path, what: str = "raster", label: bool = False):
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    from geoseg.io.raster import check_input_file
-
-    check_input_file(path, what)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                _check_size(path, src.width, src.height, what)
-                if label:
-                    from geoseg.labels import check_integer_dtype
-
-                    if src.count != 1:
-                        raise LabelError(
-                            f"{what} {path} has {src.count} bands; labels must be a single-band "
-                            f"class-id raster: extract one with gdal_translate -b N {path} "
-                            "labels.tif"
-                        )
-                    check_integer_dtype(src.dtypes[0], f"{what} {path}")
-                data = src.read()
-                valid = src.dataset_mask() > 0 if src.nodata is not None else None
-                return data, valid, src.profile
-    except RasterioIOError as exc:
-        raise RasterReadError(f"cannot read {what} {path} ({exc}); check the path") from None
-
-
 def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
-    k = len(cfg.classes)
     if cfg.label_mode == "rgb":
-        rgb = read_picture(path, rgb=True, what="mask")
-        if rgb.ndim == 3 and rgb.shape[0] in (3, 4) and rgb.shape[-1] not in (3, 4):
-            rgb = np.moveaxis(rgb[:3], 0, -1)
         colours = [c.colour for c in cfg.classes]
+        rgb = read_colour_mask(path)
         return rgb_to_ids(rgb, colours, list(cfg.ignore_colours), cfg.ignore_index, str(path))
-    ids = read_picture(path, what="mask")
-    _check_label_array(ids, path)
-    return check_ids(ids[0].astype(np.int64), k, cfg.ignore_index, str(path))
+    ids = read_id_mask(path, "mask")
+    return check_ids(ids, len(cfg.classes), cfg.ignore_index, str(path))
 
 
 def _selected(name: str, spec: SourceSpec) -> bool:
@@ -199,7 +81,7 @@ def folder_pairs(spec: SourceSpec) -> list[tuple[str, Path, Path]]:
 def load_folder(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     """Samples of an image/mask folder source."""
     return [
-        Sample(name, read_picture(img), _decode_mask(mask, cfg))
+        Sample(name, read_image(img), _decode_mask(mask, cfg))
         for name, img, mask in folder_pairs(spec)
     ]
 
@@ -235,8 +117,8 @@ def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     """A georeferenced image raster and its label raster (same grid, or ``align``)."""
     if not spec.labels:
         raise _no_labels("raster", spec.path)
-    image, valid, iprof = _read_raster(Path(spec.path), "image raster")
-    labels, _, lprof = _read_raster(Path(spec.labels), "label raster", label=True)
+    image, valid, iprof = read_raster(Path(spec.path), "image raster")
+    labels, _, lprof = read_raster(Path(spec.labels), "label raster", label=True)
     labels = labels[0].astype(np.int64)
     nodata = lprof.get("nodata")
     # an integer raster's pixels can only equal an integral nodata value (NaN never matches)
@@ -318,7 +200,7 @@ def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
 
     if not spec.labels:
         raise _no_labels("vector", spec.path)
-    image, valid, prof = _read_raster(Path(spec.path), "image raster")
+    image, valid, prof = read_raster(Path(spec.path), "image raster")
     shapes = vector_shapes(Path(spec.labels), spec.class_attr, cfg.class_names, prof["crs"])
     mask = np.full((prof["height"], prof["width"]), cfg.ignore_index, np.int64)
     if shapes:
