@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_geotiff  # noqa: E402
+from conftest import REPO, write_geotiff  # noqa: E402
 from train_helpers import PALETTE, TINY_MODEL, run_cli, scene, write_config, write_folder  # noqa: E402
 
 import cli  # noqa: E402
@@ -252,3 +252,41 @@ def test_finetune_options_layer_defaults_then_file_then_flags(tmp_path):
     assert _config(cfg_file, {"lr": 5e-5}, (), FINETUNE_DEFAULTS).lr == 5e-5
     assert _config(None, {"lr": None}, (), FINETUNE_DEFAULTS).lr == 1e-4
     assert _config(cfg_file, {"lr": 5e-5}, ("lr=2e-5",), FINETUNE_DEFAULTS).lr == 2e-5
+
+
+def _predict_reader_pixels(path):
+    from geoseg.io.raster import open_raster
+
+    with open_raster(path) as src:
+        data, _ = src.read(0, 0, src.info.height, src.info.width)
+    return data
+
+
+@pytest.mark.integration
+def test_train_evaluate_and_predict_see_the_same_jpeg_pixels(shared_data, tmp_path):
+    """One decoder (GDAL) for every command: PIL's JPEG decoding differs from GDAL's."""
+    from PIL import Image
+
+    from geoseg.datasets import open_dataset
+    from geoseg.io.images import read_image
+
+    tile = shared_data / "dubai-aerial" / "Tile 1"
+    jpeg = tile / "images" / "image_part_001.jpg"
+    served = _predict_reader_pixels(jpeg)
+    assert np.array_equal(read_image(jpeg), served.astype(read_image(jpeg).dtype))
+    # the decoder that training used before: a real difference, so the test can fail
+    with Image.open(jpeg) as im:
+        pil = np.moveaxis(np.asarray(im.convert("RGB")), -1, 0)
+    assert (pil != read_image(jpeg)).mean() > 0.01
+    # training's folder source and evaluate's folder dataset read the very same pixels
+    from geoseg.config import load_yaml
+    from geoseg.train.sources import load_samples
+
+    base = load_yaml(REPO / "configs" / "train_dubai.yaml")
+    spec = {"kind": "folder", "path": str(tile), "include": ["*/image_part_001"]}
+    cfg = build_train_config({**base, **TINY_MODEL}, {"train": [spec], "val": None})
+    sample = load_samples(cfg.train, cfg)[0]
+    assert np.array_equal(sample.image, read_image(jpeg))
+    ds = open_dataset(f"folder:{tile}", str(REPO / "configs" / "dubai.yaml"), None)
+    first = next(s for s in ds if s["name"].endswith("image_part_001"))
+    assert np.array_equal(first["image"], read_image(jpeg))
