@@ -9,6 +9,35 @@ import numpy as np
 from geoseg.errors import LabelError
 
 
+def parse_colour(
+    value: Any, what: str = "colour", error: type[Exception] | None = None
+) -> tuple[int, int, int]:
+    """``"#RRGGBB"`` or ``[r, g, b]`` (each 0..255) -> an RGB tuple: the one colour parser.
+
+    Raises
+    ------
+    ConfigError
+        (or ``error``) Anything else: a malformed hex string, a channel that is no integer or
+        is outside 0..255 (it would be clamped or wrapped silently and match no mask colour).
+    """
+    from geoseg.errors import ConfigError
+
+    error = error or ConfigError
+    hint = "write colours as '#RRGGBB' or [r, g, b] with each channel 0..255"
+    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+        try:
+            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            raise error(f"{what} {value!r} is not a hex colour; {hint}") from None
+    if isinstance(value, list | tuple) and len(value) == 3:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise error(f"{what} {value!r} has a channel that is no integer; {hint}")
+        if not all(0 <= v <= 255 for v in value):
+            raise error(f"{what} {value!r} has a channel outside 0..255; {hint}")
+        return tuple(value)  # type: ignore[return-value]
+    raise error(f"{what} {value!r} is not '#RRGGBB' or [r, g, b]; {hint}")
+
+
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """Pack an (..., 3) uint8 array into int32 ``r << 16 | g << 8 | b``."""
     rgb = rgb.astype(np.int32)

@@ -290,3 +290,34 @@ def test_train_evaluate_and_predict_see_the_same_jpeg_pixels(shared_data, tmp_pa
     ds = open_dataset(f"folder:{tile}", str(REPO / "configs" / "dubai.yaml"), None)
     first = next(s for s in ds if s["name"].endswith("image_part_001"))
     assert np.array_equal(first["image"], read_image(jpeg))
+
+
+@pytest.mark.integration
+def test_one_dataset_config_drives_training_and_evaluation(shared_data, tmp_path):
+    """configs/camvid.yaml (images: val, masks: valannot, ignore_ids: [11]) trains as is."""
+    from geoseg.config import load_yaml
+    from geoseg.datasets import open_dataset
+    from geoseg.io.images import read_id_mask
+    from geoseg.train.sources import load_samples
+
+    camvid = shared_data / "camvid"
+    base = load_yaml(REPO / "configs" / "camvid.yaml")
+    spec = {"kind": "folder", "path": str(camvid), "include": ["*/0016E5_0795*"]}
+    cfg = build_train_config({**base, **TINY_MODEL}, {"train": [spec]})
+    samples = load_samples(cfg.train, cfg)
+    assert samples and all(s.name.startswith("camvid/0016E5_0795") for s in samples)
+    raw = read_id_mask(camvid / "valannot" / (samples[0].name.split("/")[1] + ".png"))
+    assert (raw == 11).any(), "pick a frame with unlabelled pixels"
+    assert np.array_equal(samples[0].mask == 255, raw == 11)
+    ds = open_dataset(f"folder:{camvid}", str(REPO / "configs" / "camvid.yaml"), None)
+    first = next(s for s in ds if s["name"] == samples[0].name.split("/")[1])
+    assert np.array_equal(first["mask"], samples[0].mask)
+    proc = run_cli(
+        "train", "--config", str(REPO / "configs" / "camvid.yaml"),
+        "--train", f"folder:{camvid}", "--out", str(tmp_path / "run"), "--epochs", "1",
+        "--chips-per-epoch", "2", "--batch-size", "2", "--chip-size", "32",
+        "--encoder", "tu-resnet10t", "--set", "model_options={encoder_depth: 3, "
+        "decoder_channels: [16, 8, 4]}", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "best" / "geoseg.json").exists()

@@ -25,33 +25,8 @@ import numpy as np
 
 from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, pair_by_stem
 from geoseg.errors import ConfigError, DatasetError
-from geoseg.io.images import read_colour_mask, read_id_mask, read_image
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-
-
-def parse_colour(value: Any) -> tuple[int, int, int]:
-    """``"#RRGGBB"`` or ``[r, g, b]`` (each 0..255) -> an RGB tuple.
-
-    Raises
-    ------
-    ConfigError
-        Anything else: a malformed hex string, a channel that is no integer or is outside
-        0..255 (it would be clamped or wrapped silently and match no mask colour).
-    """
-    hint = "write colours as '#RRGGBB' or [r, g, b] with each channel 0..255"
-    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
-        try:
-            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-        except ValueError:
-            raise ConfigError(f"colour {value!r} is not a hex colour; {hint}") from None
-    if isinstance(value, list | tuple) and len(value) == 3:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"colour {value!r} has a channel that is no integer; {hint}")
-        if not all(0 <= v <= 255 for v in value):
-            raise ConfigError(f"colour {value!r} has a channel outside 0..255; {hint}")
-        return tuple(value)  # type: ignore[return-value]
-    raise ConfigError(f"colour {value!r} is not '#RRGGBB' or [r, g, b]; {hint}")
+from geoseg.io.images import IMAGE_EXTS, read_colour_mask, read_id_mask, read_image
+from geoseg.labels import parse_colour
 
 
 def _int_key(config: dict[str, Any], key: str, default: int) -> int:

@@ -17,6 +17,9 @@ import numpy as np
 
 from geoseg.errors import DatasetError, LabelError, RasterReadError
 
+# The file types a labelled folder's images and masks may have.
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
 # Whole-image reads are bounded: a (tiny, hostile or mistyped) file declaring more than 2**28
 # pixels per band (16384 x 16384) would need gigabytes per band in memory; tile such scenes
 # (gdal_retile.py) or train from windows of them instead.

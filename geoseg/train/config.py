@@ -6,11 +6,10 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from geoseg.checkpoint import MAX_CLASSES, MAX_TILE, check_colour
+from geoseg.checkpoint import MAX_CLASSES, MAX_TILE
 from geoseg.config import check_fields
 from geoseg.errors import ConfigError
 
@@ -99,6 +98,9 @@ class TrainConfig:
     ignore_colours: tuple[tuple[int, int, int], ...] = ()
     label_mode: Literal["rgb", "ids"] = "rgb"
     ignore_index: int = 255
+    ignore_ids: tuple[int, ...] = ()
+    images: str = "images"
+    masks: str = "masks"
     align: bool = False
     # model
     arch: str = "unet"
@@ -253,11 +255,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
 
 
 def _as_colour(value: Any, what: str) -> tuple[int, int, int]:
-    if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value):
-        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
-    if isinstance(value, str):
-        raise ConfigError(f"{what} colour {value!r} is not valid; use '#RRGGBB' or [r, g, b]")
-    return check_colour(value, f"{what} colour", ConfigError)
+    from geoseg.labels import parse_colour
+
+    return parse_colour(value, f"{what} colour")
 
 
 def _classes(value: Any) -> tuple[ClassSpec, ...]:
@@ -312,8 +312,17 @@ def _sources(value: Any) -> tuple[SourceSpec, ...]:
     return tuple(SourceSpec.from_any(s) for s in value)
 
 
+def _ints(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise TypeError(f"{value!r} is not a list of integers, e.g. [11]")
+    return tuple(value)
+
+
 CONVERTERS = {
     "train": _sources,
+    "ignore_ids": _ints,
     "val": _sources,
     "classes": _classes,
     "ignore_colours": lambda v: tuple(_as_colour(c, "ignore") for c in v),

@@ -24,11 +24,15 @@ from geoseg.errors import (
     InputError,
     LabelError,
 )
-from geoseg.io.images import read_colour_mask, read_id_mask, read_image, read_raster
+from geoseg.io.images import (
+    IMAGE_EXTS,
+    read_colour_mask,
+    read_id_mask,
+    read_image,
+    read_raster,
+)
 from geoseg.labels import check_ids, rgb_to_ids
 from geoseg.train.config import SourceSpec, TrainConfig
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 @dataclass
@@ -50,6 +54,8 @@ def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
         rgb = read_colour_mask(path)
         return rgb_to_ids(rgb, colours, list(cfg.ignore_colours), cfg.ignore_index, str(path))
     ids = read_id_mask(path, "mask")
+    for v in cfg.ignore_ids:
+        ids[ids == v] = cfg.ignore_index
     return check_ids(ids, len(cfg.classes), cfg.ignore_index, str(path))
 
 
@@ -59,22 +65,28 @@ def _selected(name: str, spec: SourceSpec) -> bool:
     return not any(fnmatch.fnmatch(name, p) for p in spec.exclude)
 
 
-def folder_pairs(spec: SourceSpec) -> list[tuple[str, Path, Path]]:
-    """List ``(name, image, mask)`` of folders holding ``images/`` and ``masks/``."""
+def folder_pairs(
+    spec: SourceSpec, images: str = "images", masks: str = "masks"
+) -> list[tuple[str, Path, Path]]:
+    """List ``(name, image, mask)`` of folders holding the ``images`` and ``masks`` folders.
+
+    The folder names come from the dataset config (``images: val``, ``masks: valannot`` for
+    CamVid), the same keys ``geoseg evaluate --dataset folder:`` reads.
+    """
     roots = sorted(Path(p) for p in glob.glob(spec.path)) or [Path(spec.path)]
     pairs = []
     for root in roots:
-        img_dir, mask_dir = root / "images", root / "masks"
+        img_dir, mask_dir = root / images, root / masks
         if not img_dir.is_dir() or not mask_dir.is_dir():
             raise DatasetError(
-                f"{root} has no images/ and masks/ folders; point the source at a folder "
-                "holding both"
+                f"{root} has no {images}/ and {masks}/ folders; point the source at a folder "
+                "holding both (or set images:/masks: in the config)"
             )
-        masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+        found = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
         for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
             name = f"{root.name}/{img.stem}"
-            if img.stem in masks and _selected(name, spec):
-                pairs.append((name, img, masks[img.stem]))
+            if img.stem in found and _selected(name, spec):
+                pairs.append((name, img, found[img.stem]))
     return pairs
 
 
@@ -82,7 +94,7 @@ def load_folder(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     """Samples of an image/mask folder source."""
     return [
         Sample(name, read_image(img), _decode_mask(mask, cfg))
-        for name, img, mask in folder_pairs(spec)
+        for name, img, mask in folder_pairs(spec, cfg.images, cfg.masks)
     ]
 
 
