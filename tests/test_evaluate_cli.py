@@ -224,3 +224,39 @@ def test_pred_dir_finds_predict_batch_outputs(tmp_path):
     (tmp_path / "b" / "c_0.tif").write_bytes(b"x")
     (tmp_path / "b" / "c_0.tif.aux.xml").write_text("<PAMDataset/>")
     assert find_prediction(tmp_path, "c_0") == tmp_path / "b" / "c_0.tif"
+
+
+def test_dataset_filters_and_tta(tmp_path, make_raster):
+    from helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "m.geoseg")
+    lines = []
+    for i in range(3):
+        img = make_raster(height=40, width=50, name=f"s{i}_image.tif", seed=i)
+        lab = write_geotiff(
+            tmp_path / f"s{i}_label.tif",
+            np.random.default_rng(i).integers(0, 4, (40, 50)).astype(np.uint8),
+        )
+        lines.append(f"{img.name} {lab.name}")
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("num_classes: 4\n")
+    base = ["evaluate", "--dataset", f"rasters:{tmp_path / 'pairs.txt'}", "--config", cfg,
+            "--model", ckpt, "--tile", "32", "--no-progress"]  # fmt: skip
+
+    def pixels(*extra, name="r.json"):
+        proc = geoseg(*base, *extra, "--json", tmp_path / name)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((tmp_path / name).read_text())["summary"]["pixels"]
+
+    assert pixels() == 3 * 40 * 50
+    assert pixels("--include", "s1*", "--include", "s2*", name="i.json") == 2 * 40 * 50
+    assert pixels("--exclude", "s0*", "--exclude", "s1*", name="e.json") == 40 * 50
+    plain = json.loads((tmp_path / "r.json").read_text())["confusion_matrix"]
+    pixels("--tta", "d4", name="t.json")
+    tta = json.loads((tmp_path / "t.json").read_text())
+    assert tta["confusion_matrix"] != plain  # d4 averages 8 views of an untrained model
+    none = geoseg(*base, "--include", "nothing*")
+    assert none.returncode != 0 and "nothing*" in none.stderr and len(
+        [ln for ln in none.stderr.splitlines() if ln.strip()]
+    ) == 1

@@ -37,6 +37,17 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
     show_default=True,
     help="Cityscapes predictions as trainIds or labelIds.",
 )
+@click.option(
+    "--include", multiple=True, help="Only samples whose names match this glob (repeatable)."
+)
+@click.option("--exclude", multiple=True, help="Leave out samples matching this glob.")
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flip", "d4"]),
+    default="none",
+    show_default=True,
+    help="Test-time augmentation for --model (as predict's).",
+)
 @click.option("--num-classes", type=int, default=None, help="Classes of a raster pair.")
 @click.option("--ignore-index", type=int, default=255, show_default=True)
 @click.option("--align", is_flag=True, help="Resample the label onto the prediction grid.")
@@ -164,7 +175,14 @@ def _dataset(o: SimpleNamespace, bar, check):
     from geoseg.scoring import evaluate_dataset
 
     spec, model, pred_dir = o.dataset, o.model, o.pred_dir
-    ds = open_dataset(spec, o.config_file, o.split)
+    ds = open_dataset(spec, o.config_file, o.split).select(o.include, o.exclude)
+    if not len(ds):
+        from geoseg.errors import DatasetError
+
+        raise DatasetError(
+            f"no sample of {spec} matches --include {list(o.include)} --exclude "
+            f"{list(o.exclude)}; check the patterns against the sample names"
+        )
     read = [os.fspath(f) for pair in ds.pairs for f in (pair.image, pair.mask)]
     check(read)
     if pred_dir and not model and not Path(pred_dir).is_dir():
@@ -193,7 +211,7 @@ def _model_predictor(model, k, o: SimpleNamespace):
     from geoseg.pipeline import default_overlap
     from geoseg.predict import predict_array
 
-    engine = Engine.from_checkpoint(model, device=o.device or "auto")
+    engine = Engine.from_checkpoint(model, device=o.device or "auto", tta=o.tta)
     if engine.meta.classes != k:
         raise InputError(
             f"the model predicts {engine.meta.classes} classes but {o.dataset} has {k}; "
@@ -207,7 +225,7 @@ def _model_predictor(model, k, o: SimpleNamespace):
             engine, sample["image"], tile=t, overlap=ov, blend=o.blend, batch_size=o.batch_size
         )
 
-    return predict, f"model {model}, tile {t}, overlap {ov}, blend {o.blend}"
+    return predict, f"model {model}, tile {t}, overlap {ov}, blend {o.blend}, tta {o.tta}"
 
 
 def _folder_predictor(pred_dir, spec, pred_ids):

@@ -87,6 +87,20 @@ class LabelledDataset:
         for i in range(len(self)):
             yield self[i]
 
+    def select(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> LabelledDataset:
+        """The samples whose names match an ``include`` pattern and no ``exclude`` pattern."""
+        pairs = [p for p in self.pairs if is_selected(p.name, include, exclude)]
+        return LabelledDataset(pairs, self.classes, self.decode_mask, self.read_image, self.kind)
+
+
+def is_selected(name: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
+    """Whether a sample name passes the glob filters (training sources and evaluate alike)."""
+    import fnmatch
+
+    if include and not any(fnmatch.fnmatch(name, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatch(name, p) for p in exclude)
+
 
 def pair_by_stem(
     images: dict[str, Path], masks: dict[str, Path], where: str

@@ -8,7 +8,6 @@ misaligned grids, a missing class attribute) raise one-line errors naming the fi
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import json
 import math
@@ -60,9 +59,9 @@ def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
 
 
 def _selected(name: str, spec: SourceSpec) -> bool:
-    if spec.include and not any(fnmatch.fnmatch(name, p) for p in spec.include):
-        return False
-    return not any(fnmatch.fnmatch(name, p) for p in spec.exclude)
+    from geoseg.datasets.base import is_selected
+
+    return is_selected(name, spec.include, spec.exclude)
 
 
 def folder_pairs(
