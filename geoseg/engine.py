@@ -8,11 +8,10 @@ batch or worker computed it (given the same batch).
 Several threads may call one engine. On a GPU the calls run one at a time. On the CPU as many
 run at once as the cores hold at torch's threads per call (``cores // threads``): with torch's
 default (every core) that is one call at a time; with one thread per call (what ``geoseg
-predict`` uses in-process) every core runs its own call. On 2 cores, independent
-single-threaded calls ran the model alone 2x faster than one call spread over both cores (the
-441 windows of a 4096^2 raster at batch 2: 3.6 s vs 7.8 s), and inside predict the gap is
-wider: a multi-threaded call stalls at each OpenMP barrier whenever reads or stitching preempt
-one of its threads.
+predict`` uses in-process) every core runs its own call. Independent single-threaded calls
+are the faster layout on a CPU (``benchmarks/bench_predict.py`` measures both): a
+multi-threaded call stalls at each OpenMP barrier whenever reads or stitching preempt one of
+its threads.
 """
 
 from __future__ import annotations

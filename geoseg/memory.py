@@ -17,6 +17,11 @@ glibc's defaults suit neither a model on the CPU nor a stitcher:
 GDAL caches decompressed blocks up to 5% of RAM by default, which on a large input is the
 biggest consumer of all; 64 MB holds a row of windows' worth of blocks for rasters up to
 ~16K px wide, which is what the overlapping reads reuse.
+
+GDAL's network settings live here too (:data:`GDAL_DEFAULTS`), so that every GDAL option geoseg
+sets is set in one place, only where the user's environment has none: a remote input is
+retried on transient HTTP errors (GDAL retries none by default), and its ranges are cached
+(64 MB instead of 16 MB) because overlapping windows re-read the same blocks.
 """
 
 from __future__ import annotations
@@ -35,11 +40,39 @@ MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 64 * 2**20
 ARENA_MAX = 2
 GDAL_CACHE_MB = "64"
+# GDAL options geoseg sets process-wide (environment variables: GDAL reads them where no
+# config option overrides them, and worker processes inherit them).
+GDAL_DEFAULTS = {
+    "GDAL_CACHEMAX": GDAL_CACHE_MB,
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "CPL_VSIL_CURL_CACHE_SIZE": str(64 * 2**20),
+}
+# ... and those set only while a network raster is opened (thread-local): not listing its
+# remote "folder" saves a request per sidecar GDAL would probe, which a local file needs.
+GDAL_REMOTE_OPEN_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 def bound_gdal_cache() -> None:
-    """Cap GDAL's block cache (``GDAL_CACHEMAX``) unless the user set it."""
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    """Apply :data:`GDAL_DEFAULTS` (block cache, HTTP retries) where the user set none."""
+    apply_gdal_settings(GDAL_DEFAULTS)
+
+
+def apply_gdal_settings(settings: dict[str, str]) -> None:
+    """Set GDAL options the environment does not already set (a worker gets the client's)."""
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+
+
+def gdal_settings() -> dict[str, str]:
+    """The GDAL options geoseg manages, as this process's environment sets them now."""
+    keys = (*GDAL_DEFAULTS, *GDAL_REMOTE_OPEN_DEFAULTS)
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def remote_open_options() -> dict[str, str]:
+    """Options for opening a network raster: the user's value, else geoseg's default."""
+    return {k: os.environ.get(k, v) for k, v in GDAL_REMOTE_OPEN_DEFAULTS.items()}
 
 
 def _libc() -> Any:
@@ -60,11 +93,9 @@ class WideBandTrimmer:
     """Return free heap pages to the OS (``malloc_trim``) after each wide band.
 
     The stitcher's row buffers of a wide raster are big, and what the heap keeps of them after
-    they are freed counts in the peak: trimmed after every band of 32 MB or more (from about
-    5000 px wide with the demo model), a 16384^2 prediction peaked at 1.18-1.23 GiB (two runs)
-    instead of 1.26 GiB. Narrower bands are not trimmed: a trim also hands back the model's
-    free activation memory, which the next calls fault in again (4096^2 runs trimmed every
-    third band were about 5% slower in alternating runs).
+    they are freed counts in the peak, so they are trimmed after every band of 32 MB or more
+    (from about 5000 px wide with the demo model). Narrower bands are not trimmed: a trim
+    also hands back the model's free activation memory, which the next calls fault in again.
 
     Parameters
     ----------

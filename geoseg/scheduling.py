@@ -21,10 +21,9 @@ from tilers.grid import Grid
 log = logging.getLogger("geoseg.scheduling")
 PROFILE_KEY = "distributed.worker.profile.enabled"
 # Settings of the clusters geoseg starts. The workers' statistical profiler samples every
-# thread's stack each 10 ms: measured 7% of predict's time on 2 cores (4096^2: 17.1 s vs
-# 15.9 s), for a dashboard page nobody reads during a batch job. The event loop's 20 ms tick
-# (which only detects a blocked loop) and the system and memory monitors' 0.1-0.5 s polls
-# took 0.27 core-s of the event loop in a 4 s run, 0.16 at these intervals.
+# thread's stack each 10 ms, a measurable share of predict's time, for a dashboard page nobody
+# reads during a batch job; the event loop's tick (which only detects a blocked loop) and the
+# system and memory monitors' polls are slowed for the same reason.
 CLUSTER_CONFIG = {
     PROFILE_KEY: False,
     "distributed.admin.tick.interval": "500ms",
