@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import ConfigError, GeosegError, InputError
+from geoseg.errors import REPORTED, ConfigError, InputError
 from geoseg.io.files import refuse_inputs
 
 
@@ -31,14 +31,26 @@ class BatchItem:
 
 
 def expand_inputs(patterns: Iterable[str], from_list: str | os.PathLike | None = None) -> list[str]:
-    """Paths, globs and the lines of a list file, in order, without duplicates."""
+    """Paths, globs and the lines of a list file, in order, without duplicates.
+
+    A GDAL URL is taken as it is (its ``?`` and ``*`` are no glob: GDAL resolves it), and a
+    STAC item or item collection becomes one input per item (``FILE#ITEM_ID``).
+    """
+    from geoseg.io import stac
+    from geoseg.io.raster import is_gdal_url
+
     items = list(patterns)
     if from_list:
         path = Path(from_list)
         items += read_list(path)
     out: list[str] = []
     for item in items:
-        hits = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if stac.is_stac_path(item):
+            hits = stac.item_inputs(item)
+        elif glob.has_magic(item) and not is_gdal_url(item):
+            hits = sorted(glob.glob(item))
+        else:
+            hits = [item]
         if not hits:
             raise InputError(f"{item!r} matches no file; check the pattern")
         out += [h for h in hits if h not in out]
@@ -71,15 +83,29 @@ def output_name(input_path: str, pattern: str) -> str:
     """Format ``--name`` for one input (``{stem}``, ``{name}``, ``{parent}``) into a file name.
 
     The result must be a plain name: a separator or ``..`` would write outside --output-dir.
+    A STAC item's ``{stem}`` and ``{name}`` are its id; a URL's query string is no part of it.
     """
-    p = Path(input_path.rstrip("/"))
+    from geoseg.io import stac
+    from geoseg.io.raster import is_gdal_url
+
+    text = input_path
+    if is_gdal_url(input_path):
+        text = input_path.partition("?")[0]
+        if text.lower().startswith(("zip", "tar", "gzip")):  # zip://ARCHIVE!MEMBER
+            text = text.rpartition("!")[2]
+    p = Path(text.rstrip("/"))
     stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.stem
+    file_name, parent = p.name, p.parent.name
+    if stac.is_stac_path(input_path):
+        file, item_id = stac.split_item(input_path)
+        stem = file_name = item_id or Path(file).stem
+        parent = Path(file).parent.name
     fields = "use {stem}, {name} or {parent}, e.g. --name '{stem}_classes.tif'"
     try:
         for _, field, spec, conversion in string.Formatter().parse(pattern):
             if field is not None and (spec or conversion):  # '{stem:>2000000000}' fills RAM
                 raise ValueError(f"{{{field}}} takes no format spec or conversion")
-        name = pattern.format(stem=stem, name=p.name, parent=p.parent.name)
+        name = pattern.format(stem=stem, name=file_name, parent=parent)
     except (KeyError, IndexError, AttributeError) as exc:
         raise ConfigError(f"--name {pattern!r} uses an unknown field ({exc}); {fields}") from None
     except ValueError as exc:
@@ -146,7 +172,7 @@ def run_batch(
     for item in items:
         try:
             item.summary = run_one(item)
-        except GeosegError as exc:
+        except REPORTED as exc:
             item.error = str(exc)
         if on_done is not None:
             on_done(item)

@@ -87,6 +87,10 @@ class ModelMeta:
         Extra keyword arguments given to ``smp.create_model``.
     extra : dict
         Free-form provenance (training command, validation mIoU, ...).
+    value_range : list of [float, float], optional
+        Per band, the lowest and highest raw value of the training data (before ``scale``), so
+        that predict can warn about an input of another range (16-bit values through a model
+        trained on 8-bit ones); None for checkpoints written before it was recorded.
     """
 
     arch: str
@@ -101,6 +105,7 @@ class ModelMeta:
     tile_size: int = 512
     model_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    value_range: list[list[float]] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -136,6 +141,9 @@ class ModelMeta:
                     f"{name} {getattr(self, name)!r} must be a mapping of name: value"
                 )
         check_option_values(self.model_options)
+        object.__setattr__(
+            self, "value_range", _check_value_range(self.value_range, self.in_channels)
+        )
         if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
             raise CheckpointError(
                 f"format_version {self.format_version!r} is not supported (this geoseg reads "
@@ -223,6 +231,63 @@ def _check_stats(mean: Any, std: Any, bands: int) -> None:
         raise CheckpointError(
             f"std {std} must be finite and > 0 for every band; re-compute the band statistics"
         )
+
+
+def _check_value_range(value_range: Any, bands: int) -> list[list[float]] | None:
+    """Refuse a recorded value range that is not one finite ``[low, high]`` pair per band."""
+    if value_range is None:
+        return None
+    pairs = value_range if isinstance(value_range, list) else None
+    if pairs is None or len(pairs) != bands:
+        n = len(pairs) if pairs is not None else repr(value_range)
+        raise CheckpointError(
+            f"value_range has {n} entries for {bands} bands; give one [low, high] per band"
+        )
+    for pair in pairs:
+        ok = isinstance(pair, list | tuple) and len(pair) == 2 and all(map(_is_number, pair))
+        if not ok or not all(math.isfinite(v) for v in pair) or pair[0] > pair[1]:
+            raise CheckpointError(
+                f"value_range entry {pair!r} is not a finite [low, high] pair with low <= high"
+            )
+    return [[float(lo), float(hi)] for lo, hi in pairs]
+
+
+# How far an input's largest value may lie from the training data's before predict warns:
+# above 4x (uint16 digital numbers through an 8-bit model reach 10-40x), or below 1/64
+# (reflectance in 0..1 through a model trained on 0..255).
+RANGE_ABOVE = 4.0
+RANGE_BELOW = 1 / 64
+
+
+def value_range_mismatch(
+    meta: ModelMeta, sample: tuple[list[float], list[float]] | None, path: str
+) -> str | None:
+    """A one-line warning when ``sample``'s maxima are far from the training range, else None.
+
+    Parameters
+    ----------
+    meta : ModelMeta
+        The model, with its recorded ``value_range``.
+    sample : (list of float, list of float) or None
+        Per-band minima and maxima of the input as the model would see it (after --scale).
+    path : str
+        The input, to name in the message.
+    """
+    if meta.value_range is None or sample is None:
+        return None
+    lows, highs = sample
+    pairs = zip(meta.value_range, lows, highs, strict=False)
+    for band, ((low, high), lo, hi) in enumerate(pairs, 1):
+        if high <= 0:
+            continue
+        if hi > RANGE_ABOVE * high or hi < RANGE_BELOW * high:
+            return (
+                f"{path} band {band} holds values {lo:g}..{hi:g} where the model was trained on "
+                f"{low:g}..{high:g}, so its classes are likely wrong; map "
+                f"the values with --scale/--offset (e.g. --scale {high / max(hi, 1e-12):.3g}) "
+                "or check --bands"
+            )
+    return None
 
 
 def _ints(value: Any) -> Iterable[int]:

@@ -31,13 +31,25 @@ class PredictConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     tta: Literal["none", "flip", "d4"] = "none"
     bands: tuple[int, ...] | None = None
+    assets: tuple[str, ...] | None = None
+    scale: tuple[float, ...] | None = None
+    offset: tuple[float, ...] | None = None
     probabilities: bool = False
     cog: bool = False
+    confidence: bool = False
+    uncertainty: Literal["entropy", "margin"] | None = None
+    nodata: int | None = None
+    creation_options: dict[str, Any] | None = None
     prefetch: int = 2
     dashboard: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("scale", "offset"):  # one number (YAML `scale: 0.0001`) is one for all
+            value = getattr(self, name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                object.__setattr__(self, name, (value,))
         check_fields(self)
+        check_scaling(self.scale, self.offset, self.assets)
         for name in ("tile", "block_size", "batch_size", "workers", "prefetch"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -54,6 +66,21 @@ class PredictConfig:
             check_scheduler_address(self.scheduler)
         if self.dashboard is not None:
             dashboard_address(self.dashboard)
+        if self.creation_options is not None:  # normalized, as the resume identity holds them
+            from geoseg.io.writers import check_creation_options
+
+            opts = check_creation_options(self.creation_options, self.block_size, self.cog)
+            object.__setattr__(self, "creation_options", opts or None)
+
+    @property
+    def confidence_measure(self) -> str | None:
+        """What ``_confidence.tif`` holds (``--uncertainty``, else the winning probability).
+
+        None when neither ``--confidence`` nor ``--uncertainty`` asks for the file.
+        """
+        if self.uncertainty is not None:
+            return self.uncertainty
+        return "probability" if self.confidence else None
 
 
 # Sane ranges of PredictConfig's integers (a larger value is a typo, or a hostile config: a
@@ -65,9 +92,33 @@ INT_RANGES = {
     "block_size": (1, 65536),
     "batch_size": (1, 4096),
     "prefetch": (1, 64),
+    "nodata": (0, 65535),
 }
 # GDAL's limit on the bands of a dataset.
 MAX_BANDS = 65535
+
+
+def check_scaling(
+    scale: tuple[float, ...] | None,
+    offset: tuple[float, ...] | None,
+    assets: tuple[str, ...] | None,
+) -> None:
+    """Refuse empty or non-finite ``--scale``/``--offset`` values, a zero scale, empty assets."""
+    import math
+
+    for name, values in (("scale", scale), ("offset", offset)):
+        if values is None:
+            continue
+        if not values or len(values) > MAX_BANDS:
+            raise ConfigError(f"--{name} needs 1 to {MAX_BANDS} numbers, e.g. --{name} 0.0001")
+        bad = [v for v in values if not math.isfinite(v) or (name == "scale" and v == 0)]
+        if bad:
+            raise ConfigError(
+                f"--{name} {_short(bad[0])} is not usable; give finite numbers"
+                + (" other than 0" if name == "scale" else "")
+            )
+    if assets is not None and (not assets or not all(a.strip() for a in assets)):
+        raise ConfigError("--assets names no asset; list asset keys, e.g. --assets red,green,blue")
 
 
 def check_bands(bands: tuple[int, ...]) -> None:

@@ -161,7 +161,9 @@ class BackgroundWriter:
                 continue
             try:
                 w = block.window
-                self._writer.write(w.row, w.col, block.classes, block.probs)
+                self._writer.write(
+                    w.row, w.col, block.classes, block.probs, confidence=block.confidence
+                )
                 if self._on_row_done is not None and w.col_stop == self._width:
                     self._writer.flush()
                     self._on_row_done(w.row_stop, self._writer.take_row_digest())
@@ -240,6 +242,30 @@ def warn_georeference(info: Any) -> None:
         )
 
 
+def warn_value_range(source: Any, meta: ModelMeta) -> None:
+    """Warn once when the input's values (a sample) are far from those the model trained on."""
+    from geoseg.checkpoint import value_range_mismatch
+    from geoseg.io.raster import sample_range
+
+    if meta.value_range is None:
+        return  # a checkpoint of before the range was recorded: nothing to compare with
+    message = value_range_mismatch(meta, sample_range(source), source.info.path)
+    if message:
+        log.warning("%s", message)
+
+
+def refuse_unverified(stamped: list) -> None:
+    """Refuse ``--resume`` of an input whose content GDAL cannot identify (no ETag, no date)."""
+    from geoseg.io.files import unverified
+
+    urls = unverified(stamped)
+    if urls:
+        raise ConfigError(
+            f"--resume cannot check that {urls[0]} is unchanged since the killed run (GDAL "
+            "reports no ETag or Last-Modified for it); start over with --overwrite"
+        )
+
+
 def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
     """Refuse a tile/batch whose one batch alone would not fit in the memory available now."""
     import psutil
@@ -256,7 +282,7 @@ def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
 
 
 def check_outputs(
-    output_path: Any, inputs: list[Any], probabilities: bool, overwrite: bool, resume: bool
+    output_path: Any, inputs: list[Any], cfg: PredictConfig, overwrite: bool, resume: bool
 ) -> bool:
     """Refuse the output before any work (see :func:`geoseg.io.writers.check_output`).
 
@@ -268,7 +294,14 @@ def check_outputs(
     from geoseg.io.writers import check_output, output_format
 
     inputs = [*raster_files(inputs[0]), *inputs[1:]]
-    check_output(output_path, overwrite, inputs, probabilities=probabilities)
+    check_output(
+        output_path,
+        overwrite,
+        inputs,
+        probabilities=cfg.probabilities,
+        confidence=cfg.confidence_measure is not None,
+        creation_options=cfg.creation_options,
+    )
     durable = output_format(output_path) == "gtiff"
     if resume and not durable:
         raise ConfigError(f"--resume supports GeoTIFF outputs only, not {output_path}")
@@ -277,12 +310,12 @@ def check_outputs(
     return durable
 
 
-def verify_partial(run: Any, probabilities: bool) -> None:
+def verify_partial(run: Any, probabilities: bool, confidence: bool = False) -> None:
     """Refuse to resume from partial files that are not what ``run``'s progress records."""
     from geoseg.io.gdal_meta import sidecar_path
     from geoseg.io.writers import partial_files, read_pam, rows_digest
 
-    files = partial_files(run.directory, probabilities)
+    files = partial_files(run.directory, probabilities, confidence)
     check_partial_files(files)
     for path in files:
         read_pam(sidecar_path(path))
@@ -296,8 +329,17 @@ def input_data_files(path: Any) -> list[Path]:
     """The files whose stamps identify an input: the raster file, or a Zarr store's metadata.
 
     Sidecars are left out (a viewer writing statistics into ``.aux.xml`` changes no pixel), and
-    so are a store's chunk files (hundreds of thousands of them in a large store).
+    so are a store's chunk files (hundreds of thousands of them in a large store). A GDAL URL
+    is its own entry (GDAL's identity of it, see :func:`geoseg.io.files.stamps`); a STAC input
+    lists its file and its raster assets.
     """
+    from geoseg.io.raster import is_gdal_url
+    from geoseg.io.stac import is_stac_path, stac_data_files
+
+    if is_stac_path(path):
+        return stac_data_files(os.fspath(path))  # type: ignore[return-value]
+    if is_gdal_url(path):
+        return [os.fspath(path)]  # type: ignore[list-item]  # Path() would mangle the URL
     p = Path(path)
     if not p.is_dir():
         return [p]
@@ -315,10 +357,13 @@ def job_identity(
     """
     from geoseg.checkpoint import GEOSEG_FILE, SMP_CONFIG, WEIGHTS
     from geoseg.io.files import content_digest, stamps
+    from geoseg.io.raster import is_gdal_url
 
     ckpt = Path(checkpoint)
+    remote = is_gdal_url(input_path)  # Path() would mangle a URL
     identity = {
-        "input": str(Path(input_path).resolve()),
+        "input": os.fspath(input_path) if remote else str(Path(input_path).resolve()),
+        "input_options": [cfg.assets, cfg.scale, cfg.offset],
         "input_files": stamps(input_data_files(input_path)),
         "checkpoint": str(ckpt.resolve()),
         "checkpoint_digest": content_digest([ckpt / f for f in (GEOSEG_FILE, SMP_CONFIG, WEIGHTS)]),
@@ -332,7 +377,13 @@ def job_identity(
             plan.block_size,
         ],
         "engine": [device, cfg.precision, cfg.tta, cfg.bands],
-        "output": [cfg.cog, cfg.probabilities],
+        "output": [
+            cfg.cog,
+            cfg.probabilities,
+            cfg.confidence_measure,
+            cfg.nodata,
+            cfg.creation_options,
+        ],
     }
     return json.loads(json.dumps(identity))
 
@@ -353,6 +404,9 @@ def output_spec(info: Any, meta: ModelMeta, cfg: PredictConfig) -> Any:
         probabilities=cfg.probabilities,
         gcps=info.gcps,
         gcp_crs_wkt=info.gcp_crs_wkt,
+        nodata_value=cfg.nodata,
+        confidence=cfg.confidence_measure,
+        creation_options=cfg.creation_options or {},
     )
 
 
@@ -405,19 +459,20 @@ def predict_file(
     :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
-    from geoseg.io.raster import open_raster
+    from geoseg.io.raster import open_input
     from geoseg.io.writers import open_writer
     from geoseg.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
     inputs = [input_path, checkpoint, *other_inputs]
-    durable = check_outputs(output_path, inputs, cfg.probabilities, overwrite, resume)
+    durable = check_outputs(output_path, inputs, cfg, overwrite, resume)
     meta = read_meta(checkpoint)
-    source = open_raster(input_path, cfg.bands)
+    source = open_input(input_path, cfg.bands, cfg.assets, cfg.scale, cfg.offset)
     info = source.info
     check_bands(meta, info.count, str(input_path))
     warn_georeference(info)
+    warn_value_range(source, meta)
     device = resolve_device(cfg.device)
     tile = cfg.tile or meta.tile_size
     batch_size = cfg.batch_size or auto_batch_size(device, tile)
@@ -431,7 +486,7 @@ def predict_file(
         block_size=cfg.block_size,
     )
     check_memory(plan, info.count, meta.classes, device)
-    dtype, nodata = class_dtype(meta.classes)
+    dtype, nodata = class_dtype(meta.classes, cfg.nodata)
     stats = StitchStats()
     total = len(plan.grid)
     evaluations = 0
@@ -444,6 +499,8 @@ def predict_file(
 
     resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
     identity = job_identity(input_path, checkpoint, plan, info, device, cfg) if durable else {}
+    if resume:
+        refuse_unverified(identity.get("input_files", []))
     with (
         dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
         kept_torch_threads(),
@@ -460,7 +517,7 @@ def predict_file(
         with claim or contextlib.nullcontext() as run:
             start_row = run.start_row if run else 0
             if resume:
-                verify_partial(run, cfg.probabilities)
+                verify_partial(run, cfg.probabilities, cfg.confidence_measure is not None)
                 log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
             first_batch = plan.resume_point(start_row)[0] if start_row else 0
             results = ordered_results(
@@ -479,6 +536,7 @@ def predict_file(
                 nodata=nodata,
                 dtype=dtype,
                 probabilities=cfg.probabilities,
+                confidence=cfg.confidence_measure,
                 stats=stats,
                 on_batch=on_batch,
                 start_row=start_row,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geoseg.blend import check_mode, window_weights
+from geoseg.confidence import confidence_map, quantize
 from geoseg.stitch import Band, Stitcher, normalize_sums, to_classes
 from tilers.grid import Grid, Window, blocks
 
@@ -211,18 +212,25 @@ def _final_band(stitcher: Stitcher, g: int) -> Iterator[Band]:
 
 @dataclass
 class OutputBlock:
-    """A finished output block: classes and (optionally) probabilities."""
+    """A finished output block: classes and (optionally) probabilities and confidence.
+
+    ``confidence`` is already uint8-encoded (:func:`geoseg.confidence.quantize`).
+    """
 
     window: Window
     classes: np.ndarray
     probs: np.ndarray | None = None
+    confidence: np.ndarray | None = None
 
 
 @dataclass
 class BlockAssembler:
     """Collect final bands into block rows and emit each block once all its rows are in.
 
-    Only one block row of class ids (and, when asked, of uint8 probabilities) is buffered.
+    Only one block row of class ids (and, when asked, of float32 probabilities and of the
+    uint8-encoded ``confidence`` measure, see :mod:`geoseg.confidence`) is buffered: the
+    confidence is computed from each band's blended probabilities as it arrives, so the class
+    probabilities are kept only when ``probabilities`` asks for them.
     """
 
     height: int
@@ -233,16 +241,20 @@ class BlockAssembler:
     num_classes: int
     probabilities: bool = False
     start_row: int = 0
+    confidence: str | None = None
     _row0: int = -1
     _filled: int = 0
     _classes: np.ndarray | None = field(default=None, repr=False)
     _probs: np.ndarray | None = field(default=None, repr=False)
+    _conf: np.ndarray | None = field(default=None, repr=False)
 
     def _start_block_row(self) -> None:
         rows = min(self.block_size, self.height - self._row0)
         self._classes = np.full((rows, self.width), self.nodata, self.dtype)
         if self.probabilities:
             self._probs = np.zeros((self.num_classes, rows, self.width), np.float32)
+        if self.confidence is not None:
+            self._conf = np.zeros((rows, self.width), np.uint8)
         self._filled = 0
 
     def add(self, band: Band) -> Iterator[OutputBlock]:
@@ -264,6 +276,9 @@ class BlockAssembler:
             )
             if self._probs is not None:
                 self._probs[:, dst] = band.sums[:, src]
+            if self._conf is not None:
+                measure = confidence_map(band.sums[:, src], self.confidence)
+                self._conf[dst] = quantize(measure, self._classes[dst], self.nodata)
             self._filled += take
             r += take
             if self._filled == rows:
@@ -274,11 +289,12 @@ class BlockAssembler:
         for c in range(0, self.width, self.block_size):
             cols = slice(c, min(c + self.block_size, self.width))
             probs = None if self._probs is None else self._probs[:, :, cols]
+            conf = None if self._conf is None else self._conf[:, cols]
             yield OutputBlock(
-                Window(self._row0, c, rows, cols.stop - c), self._classes[:, cols], probs
+                Window(self._row0, c, rows, cols.stop - c), self._classes[:, cols], probs, conf
             )
         self._row0 += rows
-        self._classes = self._probs = None
+        self._classes = self._probs = self._conf = None
 
 
 def run_plan(
@@ -293,12 +309,14 @@ def run_plan(
     on_batch: Callable[[BatchResult], None] | None = None,
     start_row: int = 0,
     on_released: Callable[[int], None] | None = None,
+    confidence: str | None = None,
 ) -> Iterator[OutputBlock]:
     """Stitch ordered batch results and yield finished output blocks (row-major).
 
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
     results must then start at ``plan.resume_point(start_row)[0]``. ``on_released(nbytes)`` is
-    called when a band's buffers (``nbytes`` in all) have been consumed and freed.
+    called when a band's buffers (``nbytes`` in all) have been consumed and freed. With
+    ``confidence`` (a :data:`geoseg.confidence.MEASURES` name) each block carries that measure.
     """
     grid = plan.grid
     asm = BlockAssembler(
@@ -310,6 +328,7 @@ def run_plan(
         num_classes,
         probabilities,
         start_row,
+        confidence,
     )
     first_band = plan.resume_point(start_row)[1] if start_row else 0
     band_ends = {grid.band(g)[1] for g in range(grid.shape[0])}
@@ -345,9 +364,18 @@ def batch_bytes(
     return data + model + rows
 
 
-def class_dtype(num_classes: int) -> tuple[str, int]:
-    """Class-map dtype and nodata value: uint8/255 up to 255 classes, else uint16/65535."""
-    return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
+def class_dtype(num_classes: int, nodata: int | None = None) -> tuple[str, int]:
+    """Class-map dtype and nodata value: uint8/255 up to 255 classes, else uint16/65535.
+
+    A given ``nodata`` (``--nodata``) replaces the default; it is refused (ConfigError) when
+    it is a class id or does not fit the dtype, before any work is done.
+    """
+    dtype, default = ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
+    if nodata is None:
+        return dtype, default
+    from geoseg.io.writers import check_nodata
+
+    return dtype, check_nodata(nodata, num_classes)
 
 
 def predict_array(

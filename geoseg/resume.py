@@ -29,7 +29,7 @@ from geoseg.io.writers import START_OVER
 
 PID_MAX = 2**31 - 1  # pid_t
 # what a partial folder may hold: geoseg's own files (and their PAM sidecars, temporaries)
-PARTIAL_FILES = ("classes.tif", "probabilities.tif", "progress.json", "lock")
+PARTIAL_FILES = ("classes.tif", "probabilities.tif", "confidence.tif", "progress.json", "lock")
 
 
 def partial_dir(output: str | os.PathLike) -> Path:

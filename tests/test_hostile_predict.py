@@ -558,7 +558,8 @@ def test_a_failed_cog_leaves_no_temporary_and_stays_resumable(tmp_path, monkeypa
     result = run_cli("predict", scene, out, "--model", ckpt, *TINY, "--cog", "--resume")
     assert result.code == 0, result.err
     assert " 0 windows run" in result.out  # every row was durable: only the commit is redone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o.tif.aux.xml", "scene.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.qml", "o.tif", "o.tif.aux.xml",
+                                                          "scene.tif"]
     ref = tmp_path / "ref.tif"
     assert run_cli("predict", scene, ref, "--model", ckpt, *TINY, "--cog").code == 0
     assert np.array_equal(read(out), read(ref))
@@ -579,10 +580,12 @@ def test_overwrite_removes_only_geosegs_own_stale_probabilities(tmp_path, scene,
                    "--overwrite", "--block-size", "32").code != 0  # the user's map is in the way
     other.unlink()
     Path(f"{other}.aux.xml").unlink()
+    other.with_suffix(".qml").unlink()  # the QGIS style of that class map
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--probabilities",
                    "--overwrite").code == 0
     assert run_cli("predict", scene, out, "--model", ckpt, *TINY, "--overwrite").code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o.tif.aux.xml", "scene.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.qml", "o.tif", "o.tif.aux.xml",
+                                                          "scene.tif"]
 
 
 def test_batch_outputs_that_collide_through_their_sidecars(tmp_path, make_raster, ckpt):

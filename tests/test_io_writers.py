@@ -12,11 +12,16 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
-from geoseg.errors import InputError, OutputError, OutputExistsError
+from geoseg.confidence import confidence_map, quantize
+from geoseg.errors import ConfigError, InputError, OutputError, OutputExistsError
 from geoseg.io.gdal_meta import category_names, pam_with_categories
+from geoseg.io.qgis import is_geoseg_style, qml_style, style_path
 from geoseg.io.writers import (
     OutputSpec,
+    check_creation_options,
     check_output,
+    confidence_path,
+    geoseg_output_kind,
     open_writer,
     probabilities_path,
     quantize_probs,
@@ -147,16 +152,22 @@ def test_probabilities_sidecar(tmp_path):
         assert src.descriptions == tuple(NAMES)
         assert src.crs == CRS.from_epsg(32618)
     valid = classes != 255
-    np.testing.assert_array_equal(q[:, valid], np.rint(probs[:, valid] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(q[:, valid], np.rint(probs[:, valid] * 254).astype(np.uint8))
     assert (q[:, ~valid] == 255).all()
     assert leftovers(tmp_path) == []
+    with rasterio.open(side) as src:  # the encoding is declared where GDAL users look
+        assert src.scales == (1 / 254,) * 3 and src.offsets == (0.0,) * 3
+        assert "254" in src.tags()["QUANTIZATION"]
 
 
 def test_quantize_probs_pure():
     p = np.array([[[0.0, 0.5, 1.0]], [[1.0, 0.5, np.nan]]], np.float32)
     q = quantize_probs(p, np.array([[0, 1, 255]], np.uint8), 255)
     assert q.dtype == np.uint8
-    assert q[:, 0, :2].tolist() == [[0, 128], [255, 128]] and (q[:, 0, 2] == 255).all()
+    # a certain pixel (p = 1) is 254: data, never the nodata value 255
+    assert q[:, 0, :2].tolist() == [[0, 127], [254, 127]] and (q[:, 0, 2] == 255).all()
+    sure = quantize_probs(np.full((1, 1, 1), 0.999), np.zeros((1, 1), np.uint8), 255)
+    assert sure[0, 0, 0] == 254
 
 
 def mode_of_quads(classes):
@@ -216,7 +227,7 @@ def test_zarr_round_trip_with_crs_and_probabilities(tmp_path):
     with open_writer(out, spec(130, 100, block_size=32, probabilities=True)) as w:
         write_blocks(w, classes, probs, block=(64, 64))
     assert leftovers(tmp_path) == []
-    ds = xr.open_zarr(out)
+    ds = xr.open_zarr(out, mask_and_scale=False)
     assert ds.rio.crs == CRS.from_epsg(32618)
     assert tuple(ds.rio.transform())[:6] == TRANSFORM
     assert ds["classes"].dtype == np.uint8
@@ -228,7 +239,12 @@ def test_zarr_round_trip_with_crs_and_probabilities(tmp_path):
     q = ds["probabilities"].values
     assert ds["probabilities"].dims == ("class", "y", "x") and q.dtype == np.uint8
     valid = classes != 255
-    np.testing.assert_array_equal(q[:, valid], np.rint(probs[:, valid] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(q[:, valid], np.rint(probs[:, valid] * 254).astype(np.uint8))
+    # decoded (xarray's default): nodata masked, probabilities scaled back to [0, 1]
+    decoded = xr.open_zarr(out)
+    assert np.isnan(decoded["classes"].values[~valid]).all()
+    np.testing.assert_allclose(decoded["probabilities"].values[:, valid], probs[:, valid],
+                               atol=0.5 / 254 + 1e-6)
     # pixel-centre coordinates
     assert float(ds.x[0]) == 500005.0 and float(ds.y[0]) == 4199995.0
 
@@ -285,7 +301,7 @@ def test_overwrite_refused_then_replaced(tmp_path, name):
     else:
         import xarray as xr
 
-        np.testing.assert_array_equal(xr.open_zarr(out)["classes"].values, second)
+        np.testing.assert_array_equal(xr.open_zarr(out, mask_and_scale=False)["classes"], second)
     assert leftovers(tmp_path) == []
 
 
@@ -365,7 +381,7 @@ def test_non_georeferenced_round_trip(tmp_path, name):
         import rioxarray  # noqa: F401
         import xarray as xr
 
-        ds = xr.open_zarr(out)
+        ds = xr.open_zarr(out, mask_and_scale=False)
         assert ds.rio.crs is None and "spatial_ref" not in ds.coords
         np.testing.assert_array_equal(ds["classes"].values, classes)
 
@@ -380,3 +396,241 @@ def test_reader_reads_written_geotiff_back(tmp_path):
     assert src.info.crs_wkt and CRS.from_wkt(src.info.crs_wkt) == CRS.from_epsg(32618)
     data, valid = src.read(0, 0, 64, 48)
     np.testing.assert_array_equal(valid, classes != 255)
+
+
+
+# --------------------------------------------------------------------------------------------
+# what GIS tools read: names inside the .tif, the QGIS style, GDAL's Zarr driver
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_class_names_stay_in_the_tif_without_its_sidecar(tmp_path, cog):
+    out = tmp_path / "m.tif"
+    with open_writer(out, spec(64, 48, block_size=16, cog=cog)) as w:
+        w.write(0, 0, class_map(64, 48))
+    (tmp_path / "m.tif.aux.xml").unlink()  # the .tif copied alone
+    with rasterio.open(out) as src:
+        assert json.loads(src.tags(1)["CLASS_NAMES"]) == NAMES
+        assert [src.colormap(1)[i][:3] for i in range(3)] == COLOURS
+    assert geoseg_output_kind(out) == "classes"
+
+
+def test_qml_style_beside_the_class_map(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "m.tif"
+    with open_writer(out, spec(32, 32, block_size=16)) as w:
+        w.write(0, 0, class_map(32, 32))
+    qml = tmp_path / "m.qml"
+    assert style_path(out) == qml and leftovers(tmp_path) == []
+    root = ET.parse(qml).getroot()
+    renderer = root.find("pipe/rasterrenderer")
+    assert root.tag == "qgis" and renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    entries = renderer.findall("colorPalette/paletteEntry")
+    assert [e.get("value") for e in entries] == ["0", "1", "2"]
+    assert [e.get("label") for e in entries] == NAMES
+    assert [e.get("color") for e in entries] == ["#0000ff", "#008000", "#c8c8c8"]
+    assert {e.get("alpha") for e in entries} == {"255"}
+    assert geoseg_output_kind(qml) == "style" and is_geoseg_style(qml)
+
+
+def test_qml_text_is_escaped_and_foreign_styles_are_not_ours(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    text = qml_style(['a "b" <c> & d', "tab\there", "bell\x07"], [(1, 2, 3)] * 3)
+    labels = [e.get("label") for e in ET.fromstring(text.split("\n", 1)[1]).iter("paletteEntry")]
+    assert labels == ['a "b" <c> & d', "tab\there", "bell?"]
+    user = tmp_path / "user.qml"
+    user.write_text(text.replace("geoseg/output", "someone/else"))
+    assert not is_geoseg_style(user)
+    bomb = tmp_path / "bomb.qml"
+    bomb.write_text('<!DOCTYPE qgis [<!ENTITY a "aaaa">]><qgis>&a;</qgis>')
+    assert not is_geoseg_style(bomb)
+    (tmp_path / "bad.qml").write_bytes(b"\xff\xfe not xml")
+    assert not is_geoseg_style(tmp_path / "bad.qml")
+
+
+def test_overwrite_never_replaces_a_foreign_style(tmp_path):
+    out = tmp_path / "m.tif"
+    (tmp_path / "m.qml").write_text("<qgis><pipe/></qgis>")  # the user's own style
+    with pytest.raises(OutputExistsError, match="m.qml"):
+        check_output(out, overwrite=False)
+    with pytest.raises(OutputError, match="QGIS style geoseg wrote"):
+        check_output(out, overwrite=True)
+    (tmp_path / "m.qml").unlink()
+    with open_writer(out, spec(32, 32, block_size=16)) as w:
+        w.write(0, 0, class_map(32, 32))
+    with open_writer(out, spec(32, 32, block_size=16), overwrite=True) as w:  # ours: replaced
+        w.write(0, 0, class_map(32, 32, seed=3))
+    assert is_geoseg_style(tmp_path / "m.qml") and leftovers(tmp_path) == []
+
+
+def test_zarr_is_a_raster_for_gdal_with_the_geotiffs_georeference(tmp_path):
+    classes = class_map(130, 100)
+    s = spec(130, 100, block_size=32, confidence="probability")
+    conf = quantize(probs_for(classes).max(axis=0), classes, 255)
+    for name in ("m.tif", "m.zarr"):
+        with open_writer(tmp_path / name, s) as w:
+            w.write(0, 0, classes, confidence=conf)
+    assert json.loads((tmp_path / "m.zarr" / ".zgroup").read_text())["zarr_format"] == 2
+    zattrs = json.loads((tmp_path / "m.zarr" / "classes" / ".zattrs").read_text())
+    assert zattrs["grid_mapping"] == "spatial_ref" and zattrs["_ARRAY_DIMENSIONS"] == ["y", "x"]
+    for layer, tif in (("classes", "m.tif"), ("confidence", "m_confidence.tif")):
+        with rasterio.open(f'ZARR:"{tmp_path / "m.zarr"}":/{layer}') as z:
+            with rasterio.open(tmp_path / tif) as t:
+                np.testing.assert_array_equal(z.read(), t.read())
+                assert z.crs == t.crs == CRS.from_epsg(32618)
+                assert z.transform.almost_equals(t.transform)
+                assert z.nodata == t.nodata == 255 and z.scales == t.scales
+    assert geoseg_output_kind(tmp_path / "m.zarr") == "zarr"
+
+
+def test_a_single_array_store_opens_as_a_raster_everywhere(tmp_path):
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    from geoseg.io.raster import open_raster
+
+    classes = class_map(64, 48)
+    out = tmp_path / "m.zarr"
+    with open_writer(out, spec(64, 48, block_size=16)) as w:
+        w.write(0, 0, classes)
+    with rasterio.open(out) as src:  # the store itself, no ZARR: prefix
+        np.testing.assert_array_equal(src.read(1), classes)
+        assert src.crs == CRS.from_epsg(32618) and src.nodata == 255
+    for ds in (xr.open_zarr(out), xr.open_dataset(out, engine="zarr")):
+        assert ds.rio.crs == CRS.from_epsg(32618) and ds["classes"].rio.crs is not None
+        np.testing.assert_array_equal(np.isnan(ds["classes"].values), classes == 255)
+    info = open_raster(out).info  # geoseg reads its own store back
+    assert (info.kind, info.nodata, info.count) == ("zarr", 255.0, 1)
+    assert tuple(info.transform) == TRANSFORM
+
+
+def test_an_earlier_zarr_v3_store_is_still_recognised(tmp_path):
+    store = tmp_path / "old.zarr" / "classes"
+    store.mkdir(parents=True)
+    (store / "zarr.json").write_text(json.dumps({"attributes": {"class_names": NAMES}}))
+    assert geoseg_output_kind(tmp_path / "old.zarr") == "zarr"
+    (store / "zarr.json").write_text(json.dumps({"attributes": {"other": 1}}))
+    assert geoseg_output_kind(tmp_path / "old.zarr") is None
+
+
+# --------------------------------------------------------------------------------------------
+# confidence, nodata, creation options
+# --------------------------------------------------------------------------------------------
+
+
+def test_confidence_measures_pure():
+    p = np.array([[[1.0, 0.5, 1 / 3]], [[0.0, 0.5, 1 / 3]], [[0.0, 0.0, 1 / 3]]], np.float32)
+    np.testing.assert_allclose(confidence_map(p, "probability")[0], [1.0, 0.5, 1 / 3], atol=1e-6)
+    np.testing.assert_allclose(confidence_map(p, "margin")[0], [1.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        confidence_map(p, "entropy")[0], [0.0, np.log(2) / np.log(3), 1.0], atol=1e-6
+    )
+    one = np.ones((1, 2, 2), np.float32)
+    assert (confidence_map(one, "entropy") == 0).all()
+    assert (confidence_map(one, "margin") == 1).all()
+    rng = np.random.default_rng(0)
+    q = rng.random((5, 70, 33)).astype(np.float32)
+    q /= q.sum(axis=0)
+    for measure in ("probability", "margin", "entropy"):
+        m = confidence_map(q, measure, chunk_rows=8)
+        assert m.shape == (70, 33) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
+    with pytest.raises(ValueError, match="unknown"):
+        confidence_map(q, "variance")
+
+
+def test_confidence_layer_file(tmp_path):
+    classes = class_map(40, 30)
+    conf = quantize(probs_for(classes).max(axis=0), classes, 255)
+    out = tmp_path / "c.tif"
+    with open_writer(out, spec(40, 30, block_size=16, confidence="margin")) as w:
+        with pytest.raises(InputError, match="uint8"):
+            w.write(0, 0, classes, confidence=conf.astype(np.float32))
+        w.write(0, 0, classes, confidence=conf)
+    side = confidence_path(out)
+    assert side.name == "c_confidence.tif" and geoseg_output_kind(side) == "confidence"
+    with rasterio.open(side) as src:
+        np.testing.assert_array_equal(src.read(1), conf)
+        assert src.count == 1 and src.nodata == 255 and src.scales == (1 / 254,)
+        assert src.tags()["CONFIDENCE_MEASURE"] == "margin" and src.crs == CRS.from_epsg(32618)
+    # a class map without confidence replaces geoseg's stale confidence, never a foreign file
+    with open_writer(out, spec(40, 30, block_size=16), overwrite=True) as w:
+        w.write(0, 0, classes)
+    assert not side.exists() and leftovers(tmp_path) == []
+    side.write_text("the user's notes")
+    with pytest.raises(OutputError, match="confidence file geoseg wrote"):
+        check_output(out, overwrite=True, confidence=True)
+    with open_writer(out, spec(40, 30, block_size=16), overwrite=True) as w:
+        w.write(0, 0, classes)
+    assert side.read_text() == "the user's notes"
+
+
+def test_nodata_value_and_its_checks(tmp_path):
+    classes = class_map(32, 32, nodata=255)
+    classes[classes == 255] = 9
+    out = tmp_path / "n.tif"
+    with open_writer(out, spec(32, 32, block_size=16, nodata_value=9, probabilities=True)) as w:
+        w.write(0, 0, classes, probs_for(classes))
+    with rasterio.open(out) as src:
+        assert src.nodata == 9
+        np.testing.assert_array_equal(src.read(1), classes)
+    with rasterio.open(probabilities_path(out)) as src:
+        assert (src.read()[:, classes == 9] == 255).all()  # masked where the map is nodata
+    with pytest.raises(ConfigError, match=r"--nodata 2 is a class id .* from 3 to 255"):
+        spec(nodata_value=2)
+    with pytest.raises(ConfigError, match=r"--nodata 256 does not fit the uint8"):
+        spec(nodata_value=256)
+
+
+def test_check_creation_options():
+    got = check_creation_options(
+        {"compress": "zstd", " zstd_level ": 9, "BLOCKXSIZE": "0256", "NUM_THREADS": "all_cpus"},
+        block_size=2048,
+    )
+    assert got == {"COMPRESS": "ZSTD", "ZSTD_LEVEL": "9", "BLOCKXSIZE": "256",
+                   "NUM_THREADS": "ALL_CPUS"}
+    bad = {
+        "FOO=1": ({"FOO": "1"}, "unknown GeoTIFF creation option"),
+        "JPEG": ({"COMPRESS": "JPEG"}, "COMPRESS must be one of NONE"),
+        "ZLEVEL": ({"ZLEVEL": "99"}, "ZLEVEL must be a DEFLATE level"),
+        "PREDICTOR": ({"PREDICTOR": "3"}, "PREDICTOR must be 1"),
+        "bool": ({"BIGTIFF": True}, "BIGTIFF must be one of"),
+        "tile": ({"BLOCKXSIZE": "100"}, "multiple of 16"),
+        "photometric": ({"PHOTOMETRIC": "RGB"}, "is refused: class maps are always paletted"),
+        "tiled": ({"TILED": "NO"}, "is refused"),
+        "divide": ({"BLOCKYSIZE": "768"}, "does not divide --block-size 2048"),
+    }
+    for case, (opts, words) in bad.items():
+        with pytest.raises(ConfigError, match=words) as err:
+            check_creation_options(opts, block_size=2048)
+        assert "\n" not in str(err.value), case
+    with pytest.raises(ConfigError, match="square tiles"):
+        check_creation_options({"BLOCKXSIZE": "256"}, block_size=2048, cog=True)
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_creation_options_reach_the_files(tmp_path, cog):
+    opts = {"COMPRESS": "DEFLATE", "ZLEVEL": "9", "PREDICTOR": "2", "BLOCKXSIZE": "32",
+            "BLOCKYSIZE": "32" if cog else "16"}
+    classes = class_map(64, 64)
+    out = tmp_path / "o.tif"
+    s = spec(64, 64, creation_options=opts, cog=cog, probabilities=True)
+    with open_writer(out, s) as w:
+        w.write(0, 0, classes, probs_for(classes))
+    for path in (out, probabilities_path(out)):
+        with rasterio.open(path) as src:
+            assert src.compression.name.upper() == "DEFLATE"
+            assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
+            assert src.block_shapes[0] == ((32, 32) if cog else (16, 32))
+        if cog:
+            with rasterio.open(path) as src:
+                assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(out) as src:
+        np.testing.assert_array_equal(src.read(1), classes)
+
+
+def test_creation_options_are_refused_for_zarr(tmp_path):
+    with pytest.raises(ConfigError, match="GeoTIFF creation option .* Zarr store"):
+        check_output(tmp_path / "o.zarr", overwrite=False, creation_options={"COMPRESS": "LZW"})

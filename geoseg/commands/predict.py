@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import click
 
@@ -30,6 +31,42 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
     if not bands or any(b < 1 for b in bands):
         raise click.BadParameter(f"{value!r}: band numbers start at 1; e.g. --bands 1,2,3")
     return bands
+
+
+def parse_numbers(ctx: click.Context, param: click.Parameter, value: str | None):
+    """Parse ``--scale 0.0001`` or ``--scale 0.0001,0.0001,0.0001`` into a tuple of floats."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a number or comma-separated numbers (one per band); e.g. 0.0001"
+        ) from None
+
+
+def parse_names(ctx: click.Context, param: click.Parameter, value: str | None):
+    """Parse ``--assets red,green,blue`` into a tuple of names."""
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def parse_creation_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    """Parse repeated ``--co KEY=VALUE`` (as ``rio --co``) into a dict, values kept as text.
+
+    Keys and values are checked with the rest of the options (``PredictConfig``); None when
+    no ``--co`` is given, so a config file's ``creation_options`` stays in force.
+    """
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE; e.g. --co COMPRESS=ZSTD")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @click.command()
@@ -81,8 +118,52 @@ def parse_bands(ctx: click.Context, param: click.Parameter, value: str | None):
     help="Test-time augmentation [default: none].",
 )
 @click.option("--bands", callback=parse_bands, default=None, help="Bands to use, e.g. 4,3,2.")
+@click.option(
+    "--assets",
+    callback=parse_names,
+    default=None,
+    help="STAC input: the assets to stack, in order (keys or eo:bands names), e.g. red,green,blue.",
+)
+@click.option(
+    "--scale",
+    callback=parse_numbers,
+    default=None,
+    help="Map raw values to raw*scale+offset before the model (one value, or one per band).",
+)
+@click.option(
+    "--offset",
+    callback=parse_numbers,
+    default=None,
+    help="Added after --scale (one value, or one per band) [default: 0, or STAC raster:bands].",
+)
 @click.option("--probabilities", is_flag=True, default=None, help="Also store probabilities.")
 @click.option("--cog", is_flag=True, default=None, help="Write a Cloud-Optimized GeoTIFF.")
+@click.option(
+    "--confidence",
+    is_flag=True,
+    default=None,
+    help="Also write {stem}_confidence.tif: the winning class's probability (uint8, p*254).",
+)
+@click.option(
+    "--uncertainty",
+    type=click.Choice(["entropy", "margin"]),
+    default=None,
+    help="Store this measure in the confidence file instead (implies --confidence).",
+)
+@click.option(
+    "--nodata",
+    type=int,
+    default=None,
+    help="Class-map nodata value, above every class id [default: 255; 65535 above 255 classes].",
+)
+@click.option(
+    "--co",
+    "creation_options",
+    multiple=True,
+    callback=parse_creation_options,
+    metavar="KEY=VALUE",
+    help="GeoTIFF creation option, repeatable (e.g. --co COMPRESS=ZSTD --co BLOCKXSIZE=256).",
+)
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--resume", is_flag=True, help="Continue a killed run (GeoTIFF outputs).")
 @overwrite_opt
@@ -108,9 +189,11 @@ def predict(
     ``geoseg predict IN1 IN2 'scenes/*.tif' --output-dir DIR --model CKPT``.
     """
     from geoseg.config import PredictConfig, build_config, load_yaml
+    from geoseg.scheduling import default_scheduler
 
     file_opts = load_yaml(config_file) if config_file else None
     cfg = build_config(PredictConfig, file_opts, flags)
+    cfg = dataclasses.replace(cfg, scheduler=default_scheduler(cfg.workers, cfg.scheduler))
     if output_dir or from_list:
         _batch(
             paths,

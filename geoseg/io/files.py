@@ -44,6 +44,7 @@ __all__ = [
     "stamps",
     "temp_dir",
     "umask_mode",
+    "unverified",
 ]
 
 
@@ -97,7 +98,10 @@ def refuse_inputs(path: PathLike, inputs: Iterable[PathLike | None], what: str =
     for item in inputs:
         if item is None or not os.fspath(item):
             continue
-        if is_same_or_inside(path, item) or is_same_or_inside(item, path):
+        local = _local_file(item)
+        if local is None:
+            continue  # a network input: nothing geoseg writes can land there
+        if is_same_or_inside(path, local) or is_same_or_inside(local, path):
             raise InputError(
                 f"{what} {os.fspath(path)} would overwrite the input {os.fspath(item)}; inputs "
                 "are never modified: choose another output path"
@@ -297,26 +301,53 @@ def install(src: PathLike, dst: PathLike, is_ours: Callable[[Path], bool] | None
     fsync_path(d.parent)
 
 
+def _local_file(path: PathLike) -> str | None:
+    """The local file behind ``path`` (a ``/vsizip/`` path's archive); None for a network one."""
+    from geoseg.io.raster import gdal_local_file
+
+    return gdal_local_file(path)
+
+
 def stamps(paths: Iterable[PathLike]) -> list[list]:
     """``[path, size, mtime_ns]`` of each existing file of ``paths``.
 
     A cheap identity of inputs too large to hash (rasters): a rewritten file gets a new stamp,
-    so state recorded against the old one is not trusted.
+    so state recorded against the old one is not trusted. A GDAL URL gets
+    ``[url, "gdal", ...]`` with what GDAL reports of it (size and ETag / Last-Modified of a
+    network file, see :func:`geoseg.io.raster.gdal_identity`), or ``[url, "gdal", None]``
+    when nothing identifies its content (:func:`unverified` lists those).
     """
+    from geoseg.io.raster import gdal_identity, is_gdal_url
+
     out: list[list] = []
     for item in paths:
+        if is_gdal_url(item):
+            out.append([os.fspath(item), "gdal", gdal_identity(os.fspath(item))])
+            continue
         with contextlib.suppress(OSError):
             st = os.stat(item)
             out.append([str(Path(item).resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
+def unverified(stamped: Iterable[list]) -> list[str]:
+    """The GDAL URLs among :func:`stamps` whose content nothing identifies (no ETag, no date)."""
+    return [s[0] for s in stamped if len(s) == 3 and s[1] == "gdal" and s[2] is None]
+
+
 def content_digest(paths: Iterable[PathLike]) -> str:
     """SHA-256 of the names and contents of the files ``paths`` (small inputs: a model)."""
     import hashlib
 
+    from geoseg.io.raster import is_gdal_url
+
     digest = hashlib.sha256()
     for item in paths:
+        if is_gdal_url(item):
+            raise InputError(
+                f"{os.fspath(item)} is a GDAL URL, whose content geoseg cannot hash; copy it "
+                "to a local file first"
+            )
         digest.update(Path(item).name.encode())
         with open(item, "rb") as fh:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):

@@ -2,16 +2,24 @@
 
 All input file I/O of geoseg lives here. A :class:`RasterSource` is opened once in the main
 process to validate the input and describe it (:class:`RasterInfo`); when it is pickled only its
-path and band selection travel, and every process (and every thread, since GDAL handles must not
+path and band selection travel (with geoseg's GDAL options and, for a GDAL URL, GDAL's identity
+of the file), and every process (and every thread, since GDAL handles must not
 be shared between threads) re-opens its own handle on first use, like xarray's file managers.
 
 ``read`` returns raw values as float32 plus a ``valid`` mask; windows may hang off the raster,
 in which case the outside is reflect-padded and marked invalid. Scaling and normalization belong
-to the engine.
+to the engine; only a user's ``--scale``/``--offset`` (or a STAC item's ``raster:bands``), which
+say what the raw numbers mean, are applied here (:class:`ScaledSource`).
+
+Paths that only GDAL resolves (``/vsicurl/``, ``/vsis3/``, ``/vsizip/``, ``https://``,
+``s3://``, ``zip://``: :func:`is_gdal_url`) skip the local-file checks and are opened by GDAL,
+which reports a missing one itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import stat
 import threading
@@ -34,6 +42,8 @@ __all__ = [
     "RasterInfo",
     "RasterSource",
     "check_input_file",
+    "gdal_local_file",
+    "is_gdal_url",
     "open_raster",
     "raster_files",
 ]
@@ -316,6 +326,177 @@ def one_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# GDAL paths: URLs and /vsi paths that only GDAL resolves (remote files, archive members)
+# --------------------------------------------------------------------------------------------
+
+# URL schemes rasterio maps to GDAL's /vsi handlers ("zip+https://..." combines them); file://
+# alone is a local path.
+URL_SCHEMES = frozenset({"ftp", "gzip", "http", "https", "s3", "tar", "zip", "oss", "gs", "az"})
+NETWORK_HANDLERS = frozenset(
+    {"vsicurl", "vsis3", "vsigs", "vsiaz", "vsiadls", "vsioss", "vsiswift", "vsiwebhdfs"}
+    | {f"vsi{n}_streaming" for n in ("curl", "s3", "gs", "az", "oss", "swift")}
+)
+ARCHIVE_HANDLERS = frozenset({"vsizip", "vsitar", "vsigzip", "vsi7z", "vsirar"})
+ARCHIVE_SUFFIXES = (".zip", ".kmz", ".tar", ".tgz", ".tar.gz", ".gz", ".7z", ".rar")
+# HTTP headers that change when a remote object is rewritten (size alone does not)
+VERSION_HEADERS = ("etag", "last-modified", "x-goog-generation")
+
+
+def is_gdal_url(path: str | os.PathLike[str] | None) -> bool:
+    """True for a path that only GDAL resolves: ``/vsi...`` or a URL rasterio maps to one.
+
+    Such a path is no file of the local file system, so ``os.stat``-style checks would call it
+    missing: GDAL itself is left to open it (and to say when it is missing).
+    """
+    if path is None:
+        return False
+    text = os.fspath(path)
+    if text.startswith("/vsi"):
+        return True
+    scheme, sep, _ = text.partition("://")
+    parts = scheme.lower().split("+")
+    return bool(sep) and all(p in URL_SCHEMES | {"file"} for p in parts) and parts != ["file"]
+
+
+def vsi_path(path: str) -> str:
+    """The ``/vsi...`` name GDAL opens for ``path`` (rasterio's own mapping of URL schemes)."""
+    if not is_gdal_url(path) or path.startswith("/vsi"):
+        return path
+    from rasterio._path import _parse_path
+
+    return _parse_path(path).as_vsi()
+
+
+def _archive_part(rest: str) -> str:
+    """The archive of ``ARCHIVE/member`` (``{ARCHIVE}/member``, or up to a ``.zip``-like name)."""
+    if rest.startswith("{"):
+        return rest[1:].partition("}")[0]
+    ends = [i for i, c in enumerate(rest) if c == "/"] + [len(rest)]
+    for end in ends:
+        if rest[:end].lower().endswith(ARCHIVE_SUFFIXES):
+            return rest[:end]
+    return rest
+
+
+def gdal_base(path: str) -> tuple[str, str]:
+    """What a GDAL path reads in the end: ``("local", file)``, ``("network", url)`` or other.
+
+    ``/vsizip/a.zip/b.tif`` reads the local file ``a.zip``; ``/vsicurl/https://h/x.tif`` and
+    ``/vsizip//vsis3/bucket/a.zip/b.tif`` read network objects (``/vsicurl/...`` and
+    ``/vsis3/bucket/a.zip``); ``/vsimem/...`` and the like are ``("other", path)``.
+    """
+    vsi = vsi_path(path)
+    while vsi.startswith("/vsi"):
+        handler, _, rest = vsi[1:].partition("/")
+        if handler in NETWORK_HANDLERS:
+            return "network", vsi
+        if handler not in ARCHIVE_HANDLERS:
+            return "other", vsi
+        vsi = _archive_part(rest)
+    return "local", vsi
+
+
+def gdal_local_file(path: str | os.PathLike[str]) -> str | None:
+    """The local file a path reads (itself, or a ``/vsizip/`` archive); None for a network one.
+
+    An output can only overwrite a local file, so output guards compare outputs with this.
+    """
+    text = os.fspath(path)
+    if not is_gdal_url(text):
+        return text
+    kind, base = gdal_base(text)
+    return base if kind == "local" else None
+
+
+@functools.lru_cache(maxsize=1)
+def _libgdal() -> Any:
+    """The GDAL library rasterio loaded (through ctypes), or None where it cannot be found.
+
+    rasterio does not expose ``VSIGetFileMetadata``; the same library, already loaded, does.
+    """
+    import ctypes
+    import glob
+
+    import rasterio
+
+    names: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        names = [ln.split()[-1] for ln in maps if "/libgdal" in ln]
+    names = [n for n in dict.fromkeys(names) if os.path.isfile(n)]  # not "(deleted)"
+    here = Path(rasterio.__file__).parent
+    names += glob.glob(str(here.parent / "rasterio.libs" / "libgdal*"))
+    names += glob.glob(str(here / ".dylibs" / "libgdal*"))
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+            fn = lib.VSIGetFileMetadata
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.POINTER(ctypes.c_char_p)
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+        lib.CSLDestroy.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+        return lib
+    return None
+
+
+def http_headers(url: str) -> dict[str, str]:
+    """The HTTP headers GDAL reports for a network file (lower-case names; {} if none)."""
+    lib = _libgdal()
+    if lib is None:
+        return {}
+    found = lib.VSIGetFileMetadata(url.encode(), b"HEADERS", None)
+    out: dict[str, str] = {}
+    if not found:
+        return out
+    try:
+        i = 0
+        while found[i]:
+            key, _, value = found[i].decode("utf-8", "replace").partition("=")
+            out[key.strip().lower()] = value.strip()
+            i += 1
+    finally:
+        lib.CSLDestroy(found)
+    return out
+
+
+def gdal_identity(path: str) -> list | None:
+    """What identifies the content of a GDAL path now, as GDAL reports it; None if unknown.
+
+    A local archive: its size and modification time. A network file: its size and the
+    headers that change with a rewrite (ETag, Last-Modified, generation). None when the server
+    reports none of those: a rewritten object could then not be told from the old one.
+    """
+    kind, base = gdal_base(path)
+    if kind == "local":
+        try:
+            st = os.stat(base)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+    if kind != "network":
+        return None
+    headers = http_headers(base)
+    version = [headers.get(h) for h in VERSION_HEADERS]
+    if not any(version):
+        return None
+    return [headers.get("content-length"), *version]
+
+
+def open_env(path: str) -> Any:
+    """GDAL options in force (in this thread) while ``path`` is opened: see ``memory``.
+
+    A network file is opened without listing its remote folder; anything else as before.
+    """
+    import rasterio
+
+    from geoseg.memory import remote_open_options
+
+    if not is_gdal_url(path) or gdal_base(path)[0] != "network":
+        return contextlib.nullcontext()
+    return rasterio.Env.from_defaults(**remote_open_options())
+
+
+# --------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------
 
@@ -352,6 +533,10 @@ class RasterSource:
 
     def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def tags(self) -> dict[str, str]:
+        """Metadata tags as text (class names live here: ``labels.class_names_from_tags``)."""
+        return {}
 
     def close(self) -> None:
         """Release open file handles (a later read re-opens them)."""
@@ -421,7 +606,8 @@ class _HandleCache:
     object would be re-opened (and, as measured, kept alive with its GDAL buffers: ~1.5 MB per
     task, 2.7 GB over a 16384^2 raster) for each of thousands of tasks. Handles are therefore
     kept here, keyed by process, thread (GDAL handles must not cross threads) and file identity
-    (path, band selection, inode, size, mtime: a rewritten file is re-opened). Each thread keeps
+    (path, band selection, inode, size, mtime: a rewritten file is re-opened; for a GDAL URL,
+    what GDAL reports of it, see :func:`_file_identity`). Each thread keeps
     at most ``per_thread`` files open and closes its least recently used one beyond that, so a
     long-lived worker that reads many rasters holds a bounded number of handles.
     """
@@ -462,7 +648,15 @@ class _HandleCache:
 _HANDLES = _HandleCache()
 
 
-def _file_identity(path: str) -> tuple[int, int, int]:
+def _file_identity(path: str) -> tuple:
+    """A cache key part that changes when the file is rewritten (a stat, or GDAL's identity).
+
+    A GDAL URL gets :func:`gdal_identity` (a request, for a network file): it is taken once in
+    the process that opens the input and travels with the pickled source, so a worker's task
+    makes no request of its own for it.
+    """
+    if is_gdal_url(path):
+        return ("gdal", *(gdal_identity(path) or ()))
     try:
         st = os.stat(path)
     except OSError:
@@ -471,13 +665,22 @@ def _file_identity(path: str) -> tuple[int, int, int]:
 
 
 class _LazyFileSource(RasterSource):
-    """Shared plumbing: pickles as ``(path, bands)``; handles come from the process cache."""
+    """Shared plumbing: pickles as ``(path, bands)`` (+ GDAL options and a URL's identity).
 
-    def __init__(self, path: str, bands: Sequence[int] | None) -> None:
+    Handles come from the process cache.
+    """
+
+    def __init__(
+        self, path: str, bands: Sequence[int] | None, identity: tuple | None = None
+    ) -> None:
+        from geoseg.memory import gdal_settings
+
         self._path = path
         self._bands = None if bands is None else tuple(int(b) for b in bands)
         self._key: tuple | None = None
         self._info: RasterInfo | None = None
+        self._identity = identity
+        self._gdal = gdal_settings()  # the opening process's GDAL options, for the workers
 
     @property
     def info(self) -> RasterInfo:  # type: ignore[override]
@@ -488,7 +691,9 @@ class _LazyFileSource(RasterSource):
 
     def _file_key(self) -> tuple:
         if self._key is None:
-            self._key = (type(self).__name__, self._path, self._bands, _file_identity(self._path))
+            if self._identity is None:
+                self._identity = _file_identity(self._path)
+            self._key = (type(self).__name__, self._path, self._bands, self._identity)
         return self._key
 
     def _handle(self) -> Any:
@@ -506,10 +711,17 @@ class _LazyFileSource(RasterSource):
             _HANDLES.close(self._key)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self._path, "bands": self._bands}
+        remote = is_gdal_url(self._path)
+        if remote:
+            self._file_key()
+        identity = self._identity if remote else None  # a local file is stat'ed where it is read
+        return {"path": self._path, "bands": self._bands, "identity": identity, "gdal": self._gdal}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["bands"])  # type: ignore[misc]
+        from geoseg.memory import apply_gdal_settings
+
+        apply_gdal_settings(state.get("gdal") or {})  # before this process's first GDAL read
+        self.__init__(state["path"], state["bands"], state.get("identity"))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, bands={self._bands})"
@@ -523,10 +735,15 @@ class GdalSource(_LazyFileSource):
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), open_env(self._path):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 return rasterio.open(self._path)
         except RasterioIOError as exc:
+            if gdal_base(self._path)[0] == "network":
+                raise RasterReadError(
+                    f"cannot open {self._path} ({one_line(exc)}); check the URL and that it "
+                    "may be read (GDAL's credentials, e.g. AWS_* or GDAL_HTTP_* settings)"
+                ) from None
             raise RasterReadError(
                 f"{self._path} is not a readable raster ({one_line(exc)}); pass a GeoTIFF, "
                 "COG, VRT, PNG/JPEG or a .zarr store"
@@ -562,6 +779,11 @@ class GdalSource(_LazyFileSource):
             gcps=tuple((g.row, g.col, g.x, g.y, g.z or 0.0) for g in gcps),
             gcp_crs_wkt=gcp_crs.to_wkt() if gcp_crs and gcps else None,
         )
+
+    def tags(self) -> dict[str, str]:
+        """The dataset's tags, overlaid by those of the first selected band."""
+        src = self._handle()
+        return {**src.tags(), **src.tags(self.info.band_indexes[0])}
 
     def probe(self) -> None:
         """Read the first and last pixel of every selected band (catches truncated files)."""
@@ -629,6 +851,17 @@ class ZarrSource(_LazyFileSource):
         da = ds[names[0]]
         return da if da.ndim == 3 else da.expand_dims("band", axis=0)
 
+    def tags(self) -> dict[str, str]:
+        """The store's and the array's attributes; lists and numbers as JSON text."""
+        import json
+
+        ds = self._handle()
+        attrs = {**ds.attrs, **self._array(ds).attrs}
+        return {
+            str(k): v if isinstance(v, str) else json.dumps(v, default=str)
+            for k, v in attrs.items()
+        }
+
     def _describe(self, ds: Any) -> RasterInfo:
         import rioxarray  # noqa: F401  (registers .rio)
 
@@ -679,7 +912,9 @@ def check_input_file(
     """Refuse an input that is missing, a folder (unless ``folder_ok``) or no regular file.
 
     GDAL opening a FIFO or a device blocks forever (or reads an endless stream), so only
-    regular files (and, with ``folder_ok``, folders such as ``.zarr`` stores) are opened.
+    regular files (and, with ``folder_ok``, folders such as ``.zarr`` stores) are opened. A
+    GDAL URL (:func:`is_gdal_url`) is not checked here: GDAL says when it is missing (and
+    ``Path`` would mangle it, so pass on the original text, not the returned path).
 
     Raises
     ------
@@ -687,6 +922,8 @@ def check_input_file(
         The path does not exist, is a folder, or is a FIFO, socket or device.
     """
     p = Path(path)
+    if is_gdal_url(path):
+        return p
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
@@ -707,11 +944,19 @@ def raster_files(path: str | os.PathLike[str] | None) -> list[str]:
 
     The ``.aux.xml`` sidecar is listed whether it exists or not (GDAL reads one written later
     as part of the raster), plus whatever GDAL reports (overviews, masks, world files), so that
-    no output of a command ever replaces a part of one of its inputs.
+    no output of a command ever replaces a part of one of its inputs. A GDAL URL is listed
+    alone (no output can be written there; the guards compare a ``/vsizip/`` path's local
+    archive), and a STAC input with the files of its assets.
     """
     if path is None or not os.fspath(path):
         return []
     text = os.fspath(path)
+    from geoseg.io import stac
+
+    if stac.is_stac_path(text):
+        return stac.stac_files(text)
+    if is_gdal_url(text):
+        return [text]
     out = [text, f"{text}.aux.xml"]
     try:
         regular = stat.S_ISREG(os.stat(text).st_mode)
@@ -755,6 +1000,8 @@ def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None
         A band index out of range.
     """
     text = os.fspath(path)
+    if is_gdal_url(text) and not _is_zarr(text):
+        return _probed(GdalSource(text, bands))
     p = check_input_file(text, "input raster", folder_ok=True)
     if p.is_file() and p.stat().st_size == 0:
         raise RasterReadError(f"input raster {text} is an empty file (0 bytes): pass a raster")
@@ -769,10 +1016,166 @@ def open_raster(path: str | os.PathLike[str], bands: Sequence[int] | None = None
     for part in raster_files(text)[2:]:  # a VRT's sources, overviews, masks: GDAL reads them
         if os.path.lexists(part):
             check_input_file(part, f"file {part} of input raster", folder_ok=True)
-    gdal = GdalSource(text, bands)
+    return _probed(GdalSource(text, bands))
+
+
+def _probed(gdal: GdalSource) -> GdalSource:
+    """``gdal`` once its first and last pixels read (closed again when they do not)."""
     try:
         gdal.probe()
     except BaseException:
         gdal.close()
         raise
     return gdal
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs as predict opens them: STAC items, user scaling, a sample of the values
+# --------------------------------------------------------------------------------------------
+
+
+class ScaledSource(RasterSource):
+    """Another source's values mapped to ``raw * scale + offset`` per band (``--scale``).
+
+    Physical units (reflectance from digital numbers, a STAC item's ``raster:bands``) are
+    applied here, before the engine's own scaling and normalization of the model's inputs.
+
+    Parameters
+    ----------
+    inner : RasterSource
+        The source read.
+    scale, offset : sequence of float
+        One value per band of ``inner``.
+    """
+
+    def __init__(self, inner: RasterSource, scale: Sequence[float], offset: Sequence[float]):
+        self.inner = inner
+        self.scale = np.asarray(scale, np.float32).reshape(-1, 1, 1)
+        self.offset = np.asarray(offset, np.float32).reshape(-1, 1, 1)
+
+    @property
+    def info(self) -> RasterInfo:  # type: ignore[override]
+        """The inner source's description."""
+        return self.inner.info
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window of the inner source and scale it (see :meth:`RasterSource.read`)."""
+        data, valid = self.inner.read(row, col, height, width)
+        return data * self.scale + self.offset, valid
+
+    def tags(self) -> dict[str, str]:
+        """The inner source's tags."""
+        return self.inner.tags()
+
+    def close(self) -> None:
+        """Close the inner source."""
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"ScaledSource({self.inner!r}, scale={self.scale.ravel().tolist()})"
+
+
+def band_values(values: Sequence[float] | None, count: int, what: str, default: float) -> list:
+    """``--scale``/``--offset`` values for ``count`` bands: one for all, or one per band."""
+    if values is None:
+        return [default] * count
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise InputError(
+            f"{what} gives {len(values)} values for {count} bands; give one value for every "
+            f"band or {count} comma-separated values (one per band read)"
+        )
+    return values
+
+
+def scaled(
+    source: RasterSource,
+    scale: Sequence[float] | None,
+    offset: Sequence[float] | None,
+) -> RasterSource:
+    """``source`` with ``raw * scale + offset`` applied, or itself when that changes nothing."""
+    count = source.info.count
+    s = band_values(scale, count, "--scale", 1.0)
+    o = band_values(offset, count, "--offset", 0.0)
+    if all(v == 1.0 for v in s) and all(v == 0.0 for v in o):
+        return source
+    return ScaledSource(source, s, o)
+
+
+def open_input(
+    path: str | os.PathLike[str],
+    bands: Sequence[int] | None = None,
+    assets: Sequence[str] | None = None,
+    scale: Sequence[float] | None = None,
+    offset: Sequence[float] | None = None,
+) -> RasterSource:
+    """Open what ``geoseg predict`` reads: a raster, a GDAL URL or a STAC item's assets.
+
+    A STAC item's ``raster:bands`` scale and offset apply unless ``scale``/``offset`` are
+    given (each replaces the item's).
+
+    Parameters
+    ----------
+    path : path-like
+        See :func:`open_raster`; or a STAC item / ``FILE#ITEM_ID`` (:mod:`geoseg.io.stac`).
+    bands : sequence of int, optional
+        1-based bands to read (of the STAC stack, in ``assets`` order).
+    assets : sequence of str, optional
+        The STAC assets to stack (required for a STAC input, refused for a raster).
+    scale, offset : sequence of float, optional
+        ``raw * scale + offset`` per band (one value for all bands, or one per band read).
+    """
+    from geoseg.errors import ConfigError
+    from geoseg.io import stac
+
+    text = os.fspath(path)
+    if stac.is_stac_path(text):
+        source, item_scale, item_offset = stac.open_item(text, assets, bands)
+        scale = item_scale if scale is None else scale
+        offset = item_offset if offset is None else offset
+    elif assets:
+        raise ConfigError(
+            f"--assets picks the assets of a STAC item, and {text} is a raster; drop --assets "
+            "(or use --bands to pick its bands)"
+        )
+    else:
+        source = open_raster(text, bands)
+    try:
+        return scaled(source, scale, offset)
+    except BaseException:
+        source.close()
+        raise
+
+
+SAMPLE_WINDOWS = 5
+SAMPLE_SIDE = 256
+
+
+def sample_range(source: RasterSource) -> tuple[list[float], list[float]] | None:
+    """Per-band minimum and maximum of the valid pixels of a few windows, or None if none.
+
+    The centre and the four quadrant centres (256 px each): a cheap look at a raster of any
+    size, local or remote, enough to tell 8-bit from 16-bit values or reflectance.
+    """
+    info = source.info
+    side = SAMPLE_SIDE
+    spots = [(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)]
+    lo = np.full(info.count, np.inf)
+    hi = np.full(info.count, -np.inf)
+    seen: set[tuple[int, int]] = set()
+    for fy, fx in spots[:SAMPLE_WINDOWS]:
+        row = max(0, min(int(info.height * fy) - side // 2, info.height - side))
+        col = max(0, min(int(info.width * fx) - side // 2, info.width - side))
+        if (row, col) in seen:
+            continue
+        seen.add((row, col))
+        data, valid = source.read(row, col, min(side, info.height), min(side, info.width))
+        if valid.any():
+            values = data[:, valid]
+            lo = np.minimum(lo, values.min(axis=1))
+            hi = np.maximum(hi, values.max(axis=1))
+    if not np.isfinite(hi).all():
+        return None
+    return lo.tolist(), hi.tolist()

@@ -43,6 +43,7 @@ def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> 
             f"the training images' band statistics are not finite (mean {mean}); they hold "
             "NaN or infinite pixel values: mark those pixels as nodata"
         )
+    value_range = stats.band_range([s.image for s in train], nodata_valid=valid)
     return ModelMeta(
         arch=cfg.arch,
         encoder=cfg.encoder,
@@ -56,6 +57,7 @@ def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> 
         tile_size=cfg.chip_size,
         model_options=dict(cfg.model_options),
         extra=extra,
+        value_range=value_range,
     )
 
 

@@ -47,6 +47,30 @@ def band_stats(
     return mean.tolist(), np.maximum(np.sqrt(var), 1e-6).tolist()
 
 
+def band_range(
+    images: list[np.ndarray], nodata_valid: list[np.ndarray] | None = None
+) -> list[list[float]]:
+    """Per-band ``[min, max]`` of the raw values of valid pixels, recorded in the checkpoint.
+
+    Predict compares an input's values with it to warn about another range (16-bit values
+    through a model trained on 8-bit ones). A band without valid pixels gets ``[0, 0]``.
+    """
+    bands = images[0].shape[0]
+    lo = np.full(bands, np.inf)
+    hi = np.full(bands, -np.inf)
+    for i, img in enumerate(images):
+        x = img.reshape(bands, -1)
+        if nodata_valid is not None:
+            x = x[:, nodata_valid[i].reshape(-1)]
+        if x.shape[1]:
+            lo = np.minimum(lo, np.nanmin(x, axis=1))
+            hi = np.maximum(hi, np.nanmax(x, axis=1))
+    seen = np.isfinite(lo) & np.isfinite(hi)
+    return [
+        [float(a), float(b)] if ok else [0.0, 0.0] for a, b, ok in zip(lo, hi, seen, strict=True)
+    ]
+
+
 def class_counts(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
     """Pixel count per class (ignore and out-of-range ids excluded)."""
     counts = np.zeros(num_classes, np.int64)
