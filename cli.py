@@ -172,7 +172,7 @@ def interrupted(args: list[str], exc: BaseException | None) -> tuple[str, int]:
 
 def _partial_run_kept(args: list[str]) -> bool:
     """Whether one of ``args`` names an output whose partial run ``--resume`` can continue."""
-    from geoseg.resume import partial_dir
+    from geoseg.run.resume import partial_dir
 
     for arg in args:
         try:

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
 
-from geoseg.pipeline import auto_batch_size, default_overlap, peak_rss_bytes  # noqa: E402
+from geoseg.run.pipeline import auto_batch_size, default_overlap, peak_rss_bytes  # noqa: E402
 
 
 def default_model(workdir: Path) -> Path:
@@ -174,10 +174,10 @@ def efficiency(
     and the best of each is kept: on a noisy 2-core machine runs of the same job vary by 20%.
     """
     from geoseg.config import PredictConfig
-    from geoseg.engine import Engine, available_cores
-    from geoseg.pipeline import predict_file
+    from geoseg.model.engine import Engine, available_cores
+    from geoseg.run.pipeline import predict_file
+    from geoseg.run.scheduling import cpu_threads_per_call, local_threads
     from geoseg.runtime import configure
-    from geoseg.scheduling import cpu_threads_per_call, local_threads
 
     configure()  # the process-wide settings `geoseg predict` runs with, for predict and model
 
@@ -215,8 +215,8 @@ MONAI_CHILD = r"""
 import json, sys, time
 import numpy as np, rasterio, torch
 from monai.inferers import sliding_window_inference
-from geoseg.engine import Engine, normalize
-from geoseg.pipeline import peak_rss_bytes
+from geoseg.model.engine import Engine, normalize
+from geoseg.run.pipeline import peak_rss_bytes
 src, model, tile, overlap, bs, out = sys.argv[1:7]
 tile, overlap, bs = int(tile), int(overlap), int(bs)
 t0 = time.perf_counter()  # like geoseg's summary: model loading, reading and inference

@@ -1,7 +1,7 @@
 """Scaling of `geoseg predict` with the number of Dask worker processes.
 
 Two workloads, each run with `--workers 1, 2, 4` (a local cluster of worker processes, each
-running its share of the cores, see `geoseg.scheduling.process_layout`) and with no
+running its share of the cores, see `geoseg.run.scheduling.process_layout`) and with no
 `--workers` (0: the default in-process threads): a batch of 8 rasters of 1024^2 and one raster
 of 4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints Mpx/s (wall time
 of the whole command, cluster start included), the speed-up over the first row, and the

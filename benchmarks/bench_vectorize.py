@@ -7,7 +7,7 @@ is clean, on the same class map:
    connectivity 4, keep the polygons as returned): the baseline;
 2. geoseg's polygons only (``iter_polygons`` over ``classmap_blocks``, block by block, joined
    across block edges, as shapely polygons in map coordinates; nothing written);
-3. ``geoseg.vector.vectorize`` end to end, written to a file (GeoPackage by default).
+3. ``geoseg.run.vector.vectorize`` end to end, written to a file (GeoPackage by default).
 
 and prints a markdown table (Mpx/s, seconds, peak RSS, polygons). Every run gets
 ``GDAL_CACHEMAX=64`` (MB; geoseg's own bound) unless it is set, so that GDAL's block cache
@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "data" / "rasters" / "cog_cmap.tif"
-# GDAL's block cache of every run, as geoseg bounds its own (geoseg.memory.GDAL_CACHE_MB):
+# GDAL's block cache of every run, as geoseg bounds its own (geoseg.run.memory.GDAL_CACHE_MB):
 # GDAL's default (5% of RAM) would hold a second copy of the whole map in the baseline.
 GDAL_CACHE_MB = "64"
 
@@ -72,7 +72,7 @@ POLYGONS = (
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
 from geoseg.runtime import configure
-from geoseg.vector import classmap_blocks, iter_polygons, open_classmap
+from geoseg.run.vector import classmap_blocks, iter_polygons, open_classmap
 configure()  # what the CLI and the Python API apply
 path, block = sys.argv[1], int(sys.argv[2])
 t = time.perf_counter()
@@ -90,7 +90,7 @@ VECTORIZE = (
 import json, sys, time
 sys.path.insert(0, sys.argv[4])
 from geoseg.runtime import configure
-from geoseg.vector import vectorize
+from geoseg.run.vector import vectorize
 configure()
 path, out, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t = time.perf_counter()

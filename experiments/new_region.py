@@ -50,7 +50,7 @@ def test_samples():
 
 def evaluate(ckpt: Path, samples) -> dict:
     """Score a checkpoint (mIoU, per-class IoU) on the test samples."""
-    from geoseg.checkpoint import load_checkpoint
+    from geoseg.model.checkpoint import load_checkpoint
     from geoseg.train.evaluation import evaluate_samples
 
     model, meta = load_checkpoint(ckpt)

@@ -49,14 +49,14 @@ def predict_file(
 
     Returns
     -------
-    geoseg.pipeline.Summary
+    geoseg.run.pipeline.Summary
         Windows, pixels, time and peak memory of the run.
     """
-    from geoseg import pipeline
     from geoseg.config import PredictConfig
     from geoseg.errors import ConfigError
+    from geoseg.run import pipeline
+    from geoseg.run.scheduling import default_scheduler
     from geoseg.runtime import configure
-    from geoseg.scheduling import default_scheduler
 
     configure()
     if config is not None and options:
@@ -85,13 +85,13 @@ def evaluate(
 
     Returns
     -------
-    geoseg.metrics.EvalResult
+    geoseg.core.metrics.EvalResult
         mIoU and per-class IoU, accuracy, precision and dice, with the confusion matrix
         (``.to_dict()`` gives what ``--json`` writes).
     """
-    from geoseg.metrics import summarize
+    from geoseg.core.metrics import summarize
+    from geoseg.run.scoring import PairSpec, evaluate_pair, pair_classes
     from geoseg.runtime import configure
-    from geoseg.scoring import PairSpec, evaluate_pair, pair_classes
 
     configure()
     num_classes, names = pair_classes(str(prediction), num_classes)
@@ -103,13 +103,13 @@ def evaluate(
 
 
 def vectorize(classmap: PathLike, output: PathLike, **options: Any) -> Any:
-    """Polygons of a class map, as ``geoseg vectorize`` writes them (see :mod:`geoseg.vector`).
+    """Polygons of a class map, as ``geoseg vectorize`` writes them (see :mod:`geoseg.run.vector`).
 
-    ``options`` are :func:`geoseg.vector.vectorize`'s: ``simplify``, ``min_area`` (e.g.
+    ``options`` are :func:`geoseg.run.vector.vectorize`'s: ``simplify``, ``min_area`` (e.g.
     ``"500m2"``), ``block_size``, ``overwrite``, ``progress``.
     """
+    from geoseg.run.vector import vectorize as run
     from geoseg.runtime import configure
-    from geoseg.vector import vectorize as run
 
     configure()
     return run(classmap, output, **options)
@@ -118,11 +118,11 @@ def vectorize(classmap: PathLike, output: PathLike, **options: Any) -> Any:
 def stats(classmap: PathLike, aoi: PathLike | None = None, **options: Any) -> Any:
     """Per-class pixel counts, areas and shares, as ``geoseg stats`` prints them.
 
-    ``options`` are :func:`geoseg.class_stats.class_stats`'s (``block_size``, ``nodata``,
+    ``options`` are :func:`geoseg.run.class_stats.class_stats`'s (``block_size``, ``nodata``,
     ``aoi_field``, ``progress``); the result has ``.rows()``, ``.table()``, ``.to_json()``
     and ``.to_csv()``.
     """
-    from geoseg.class_stats import class_stats
+    from geoseg.run.class_stats import class_stats
     from geoseg.runtime import configure
 
     configure()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 def configure() -> None:
     """Apply geoseg's process-wide settings; idempotent, and settings the user made are kept."""
-    from geoseg.memory import bound_gdal_cache, tune_malloc
+    from geoseg.io.gdal import apply_gdal_defaults
+    from geoseg.run.memory import tune_malloc
 
-    bound_gdal_cache()
+    apply_gdal_defaults()
     tune_malloc()
     quiet_georeference_warnings()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
+from geoseg.model.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
 
 TINY = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
 

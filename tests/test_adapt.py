@@ -14,8 +14,8 @@ from conftest import write_geotiff  # noqa: E402
 from train_helpers import run_cli, scene, write_config, write_folder  # noqa: E402
 
 import cli  # noqa: E402
-from geoseg.checkpoint import load_checkpoint  # noqa: E402
 from geoseg.errors import ConfigError  # noqa: E402
+from geoseg.model.checkpoint import load_checkpoint  # noqa: E402
 from geoseg.train import adapt as ad  # noqa: E402
 from geoseg.train.finetune import class_mapping  # noqa: E402
 

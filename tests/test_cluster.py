@@ -204,7 +204,7 @@ def test_each_worker_loads_the_model_once(tmp_path, make_raster, ckpt, cluster):
     from distributed import Client
 
     from geoseg.config import PredictConfig
-    from geoseg.pipeline import predict_file
+    from geoseg.run.pipeline import predict_file
 
     addr, _ = cluster
     src = make_raster(height=256, width=256, name="m.tif")
@@ -213,7 +213,9 @@ def test_each_worker_loads_the_model_once(tmp_path, make_raster, ckpt, cluster):
         for i in range(2):
             s = predict_file(src, tmp_path / f"o{i}.tif", ckpt, cfg, client=client)
             assert s.evaluations == s.windows
-        loads = client.run(lambda: __import__("geoseg.engine").engine.cached_engine.cache_info())
+        loads = client.run(
+            lambda: __import__("geoseg.model.engine").model.engine.cached_engine.cache_info()
+        )
     assert len(loads) == 2
     assert all(info.misses <= 1 for info in loads.values()), loads  # once per process
     assert sum(info.hits for info in loads.values()) > 0

@@ -70,9 +70,9 @@ def test_run_demo_writes_class_map_and_quicklook(model, tmp_path):
 
 def test_tiled_prediction_is_seamless_on_real_image(model, shared_data):
     """Tiles of 256 with 64 overlap, Gaussian blend vs. one whole-image forward pass."""
-    from geoseg.engine import Engine
     from geoseg.io.images import read_image
-    from geoseg.predict import predict_array
+    from geoseg.model.engine import Engine
+    from geoseg.run.arrays import predict_array
 
     image = read_image(shared_data / "dubai-aerial" / "Tile 5" / "images" / "image_part_009.jpg")
     engine = Engine.from_checkpoint(model, device="cpu", precision="fp32")

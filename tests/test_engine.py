@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import make_checkpoint
 
-from geoseg.engine import CallGate, Engine, available_cores, kept_torch_threads
+from geoseg.model.engine import CallGate, Engine, available_cores, kept_torch_threads
 
 
 @pytest.fixture(scope="module")

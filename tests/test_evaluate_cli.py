@@ -12,8 +12,8 @@ import rasterio
 from conftest import write_geotiff
 from PIL import Image
 
-from geoseg.metrics import confusion_matrix
-from geoseg.scoring import PairSpec, evaluate_pair
+from geoseg.core.metrics import confusion_matrix
+from geoseg.run.scoring import PairSpec, evaluate_pair
 
 
 def geoseg(*args):
@@ -215,7 +215,7 @@ def test_model_on_a_list_of_raster_pairs(tmp_path, make_raster):
 
 def test_pred_dir_finds_predict_batch_outputs(tmp_path):
     """`predict --output-dir` writes {stem}_classes.tif plus an .aux.xml: both are understood."""
-    from geoseg.scoring import find_prediction
+    from geoseg.run.scoring import find_prediction
 
     (tmp_path / "a_classes.tif").write_bytes(b"x")
     (tmp_path / "a_classes.tif.aux.xml").write_text("<PAMDataset/>")

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from geoseg.datasets import open_dataset
-from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
-from geoseg.metrics import confusion_matrix, summarize
-from geoseg.scoring import evaluate_dataset, find_prediction
+from geoseg.core.metrics import confusion_matrix, summarize
+from geoseg.data import open_dataset
+from geoseg.data.cityscapes import MISS, label_ids_to_train_ids
+from geoseg.run.scoring import evaluate_dataset, find_prediction
 
 
 def perturb(labels, rng, frac, values):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.blend import nearest_centre_spans, window_weights
+from geoseg.core.blend import nearest_centre_spans, window_weights
 from tilers.grid import Grid, TilingError, Window, axis_count, axis_starts, blocks
 
 sizes = st.integers(1, 400)

@@ -42,8 +42,8 @@ from helpers import make_checkpoint  # noqa: E402
 from hostile import REPO, assert_refused, run_cli, run_subprocess, snapshot  # noqa: E402
 
 from geoseg.config import PredictConfig, dashboard_address, load_yaml, merge_layers  # noqa: E402
-from geoseg.engine import available_cores  # noqa: E402
 from geoseg.errors import ConfigError  # noqa: E402
+from geoseg.model.engine import available_cores  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "::1"}
 # Paths of the pages a Dask scheduler or worker serves over HTTP.
@@ -93,7 +93,7 @@ def assert_no_pages(port: int) -> None:
 
 
 def test_in_process_cluster_listens_on_loopback_and_serves_no_pages():
-    from geoseg.scheduling import dask_client
+    from geoseg.run.scheduling import dask_client
 
     before = listening()
     with warnings.catch_warnings(record=True) as caught:
@@ -112,7 +112,7 @@ def test_in_process_cluster_listens_on_loopback_and_serves_no_pages():
 
 
 def test_worker_processes_listen_on_loopback_and_serve_no_pages():
-    from geoseg.scheduling import dask_client
+    from geoseg.run.scheduling import dask_client
 
     before = listening()
     with dask_client(workers=1) as c:
@@ -128,7 +128,7 @@ def test_worker_processes_listen_on_loopback_and_serve_no_pages():
 
 
 def test_dashboard_is_served_on_loopback_only_when_asked_for():
-    from geoseg.scheduling import dashboard_link, dask_client
+    from geoseg.run.scheduling import dashboard_link, dask_client
 
     before = listening()
     with dask_client(dashboard="127.0.0.1:0") as c:
@@ -210,7 +210,7 @@ def test_worker_counts_are_bounded(world, count):
 
 @pytest.mark.parametrize("count", [available_cores() + 1, 0, -1])
 def test_dask_client_bounds_workers_for_every_caller(count):
-    from geoseg.scheduling import dask_client
+    from geoseg.run.scheduling import dask_client
 
     # evaluate's local cluster goes through the same function
     with pytest.raises(ConfigError, match="--workers"), dask_client(count):
@@ -382,7 +382,7 @@ def test_tls_scheduler_is_reached_with_the_tls_settings_of_dask_config(tls_sched
     """What the README promises: Client(address) takes distributed.comm.tls.* from the config."""
     import dask
 
-    from geoseg.scheduling import dask_client
+    from geoseg.run.scheduling import dask_client
 
     tls = {
         "distributed.comm.tls.ca-file": str(tls_scheduler.cert),
@@ -403,7 +403,7 @@ def test_tls_scheduler_is_reached_with_the_tls_settings_of_dask_config(tls_sched
 def test_connect_timeout_defaults_to_ten_seconds_and_follows_dask_config():
     import dask
 
-    from geoseg.scheduling import connect_timeout
+    from geoseg.run.scheduling import connect_timeout
 
     with dask.config.set({"distributed.comm.timeouts.connect": "30s"}):
         assert connect_timeout() == 10.0  # distributed's default: geoseg's own bound
@@ -416,7 +416,7 @@ def test_connect_timeout_defaults_to_ten_seconds_and_follows_dask_config():
 
 def test_unfinished_results_generator_is_quiet_after_the_client_closed(monkeypatch):
     """The generator's clean-up ran after the client had closed: "IOLoop is closed"."""
-    import geoseg.scheduling as sch
+    import geoseg.run.scheduling as sch
 
     def slow_task(source, grid, batches, spec):
         time.sleep(0.2)
@@ -530,7 +530,7 @@ def test_sigterm_while_the_zarr_store_is_created_cleans_up(tmp_path, big_raster,
 
 
 def test_sigterm_after_committed_rows_says_resume(tmp_path, big_raster, ckpt):
-    from geoseg.resume import partial_dir
+    from geoseg.run.resume import partial_dir
 
     out = tmp_path / "out.tif"
     progress = partial_dir(out) / "progress.json"

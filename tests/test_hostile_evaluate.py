@@ -418,8 +418,8 @@ def test_rasters_dataset_float_label_and_bad_num_classes(ws):
 
 
 def test_label_dtype_refused_by_metrics_api():
+    from geoseg.core.metrics import confusion_matrix
     from geoseg.errors import ConfigError, LabelError
-    from geoseg.metrics import confusion_matrix
 
     with pytest.raises(LabelError, match="float64"):
         confusion_matrix(np.array([2.9]), np.array([2]), 3)
@@ -542,7 +542,7 @@ def test_tiles_geojson_exists_without_overwrite(ws):
 
 
 def test_shifted_share_is_pure_and_bounded():
-    from geoseg.metrics import shifted_share
+    from geoseg.core.metrics import shifted_share
 
     cm = np.array([[0, 9, 0], [0, 0, 8], [1, 0, 0]])
     assert shifted_share(cm) == 17 / 18

@@ -19,7 +19,7 @@ import rasterio
 from helpers import make_checkpoint
 from hostile import assert_refused, run_cli, snapshot
 
-from geoseg.resume import partial_dir
+from geoseg.run.resume import partial_dir
 
 TINY = ["--tile", "32", "--overlap", "8", "--block-size", "32", "--no-progress"]
 
@@ -467,12 +467,12 @@ def test_probabilities_file_not_written_by_geoseg_is_kept(tmp_path, scene, ckpt,
 )
 def test_system_errors_are_one_line(tmp_path, monkeypatch, scene, ckpt, exc, words):
     """Where the system refuses (disk, memory) outside geoseg's own checks: still one line."""
-    import geoseg.pipeline
+    import geoseg.run.pipeline
 
     def fail(*args, **kw):
         raise exc
 
-    monkeypatch.setattr(geoseg.pipeline, "predict_file", fail)
+    monkeypatch.setattr(geoseg.run.pipeline, "predict_file", fail)
     refused(tmp_path, "predict", scene, tmp_path / "o.tif", "--model", ckpt, *TINY, words=words)
 
 
@@ -641,7 +641,7 @@ def test_a_stale_lock_is_taken_over_by_one_job_only(tmp_path):
     import threading
 
     from geoseg.errors import OutputError
-    from geoseg.resume import Lock
+    from geoseg.run.resume import Lock
 
     pdir = partial_dir(tmp_path / "o.tif")
     pdir.mkdir()

@@ -9,12 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+from gdal_oracle import category_names
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
-from geoseg.confidence import confidence_map, quantize
+from geoseg.core.confidence import confidence_map, quantize
 from geoseg.errors import ConfigError, InputError, OutputError, OutputExistsError
-from geoseg.io.gdal_meta import category_names, pam_with_categories
+from geoseg.io.gdal import pam_with_categories
 from geoseg.io.qgis import is_geoseg_style, qml_style, style_path
 from geoseg.io.writers import (
     OutputSpec,

@@ -3,12 +3,12 @@ import sys
 
 import pytest
 
-from geoseg.memory import tune_malloc
+from geoseg.run.memory import tune_malloc
 
 REUSE_CHILD = """
 import resource, sys
 import numpy as np
-from geoseg.memory import tune_malloc
+from geoseg.run.memory import tune_malloc
 if sys.argv[1] == "tuned":
     assert tune_malloc()
 
@@ -55,7 +55,7 @@ def test_peak_memory_is_the_programs_own_not_its_parents():
     import numpy as np
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (parent) process
-    code = "from geoseg.pipeline import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from geoseg.run.pipeline import peak_rss_bytes; print(peak_rss_bytes())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     child_peak = int(out.stdout)
     assert 0 < child_peak < 300 * 2**20, child_peak
@@ -65,7 +65,7 @@ def test_peak_memory_is_the_programs_own_not_its_parents():
 def test_only_wide_bands_are_trimmed_after(monkeypatch):
     # a trim also returns the model's free activations (faulted in again by the next calls),
     # so narrow bands, whose leftovers do not matter, are not trimmed after
-    from geoseg import memory
+    from geoseg.run import memory
 
     trims = []
 

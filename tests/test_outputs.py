@@ -14,8 +14,8 @@ from helpers import TINY as TINY_MODEL
 from helpers import make_checkpoint
 from hostile import assert_refused, run_cli, snapshot
 
-from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
-from geoseg.resume import partial_dir
+from geoseg.model.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
+from geoseg.run.resume import partial_dir
 
 OPTS = ["--tile", "32", "--overlap", "8", "--block-size", "32", "--no-progress"]
 

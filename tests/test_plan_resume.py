@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geoseg.core.plan import evaluate_batch, make_plan, run_plan
 from geoseg.io.raster import ArraySource
-from geoseg.predict import evaluate_batch, make_plan, run_plan
 
 
 def fake_proba(batch):

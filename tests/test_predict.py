@@ -7,12 +7,13 @@ import pytest
 import rasterio
 from helpers import make_checkpoint
 
-from geoseg.checkpoint import default_colours
 from geoseg.config import PredictConfig
-from geoseg.engine import Engine
-from geoseg.pipeline import predict_file
-from geoseg.predict import class_dtype, evaluate_batch, make_plan, predict_array
-from geoseg.stitch import normalize_sums, reference_accumulate, to_classes
+from geoseg.core.plan import class_dtype, evaluate_batch, make_plan
+from geoseg.core.stitch import normalize_sums, reference_accumulate, to_classes
+from geoseg.model.checkpoint import default_colours
+from geoseg.model.engine import Engine
+from geoseg.run.arrays import predict_array
+from geoseg.run.pipeline import predict_file
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def naive_reference(ckpt, image, valid, tile, overlap, blend, batch_size):
     h, w = image.shape[-2:]
     plan = make_plan(h, w, tile=tile, overlap=overlap, batch_size=batch_size, blend=blend)
     contribs = []
-    from geoseg.blend import window_weights
+    from geoseg.core.blend import window_weights
 
     for b in plan.batches:
         res = evaluate_batch(
@@ -176,8 +177,8 @@ def test_a_run_opens_the_input_once_per_thread_not_once_per_task(
 ):
     # dask hands every task a freshly unpickled source; re-opening the file per task kept
     # each GDAL handle alive and grew a 16384^2 run by ~1.5 MB per task (2.84 GiB peak)
-    from geoseg import scheduling
     from geoseg.io import raster
+    from geoseg.run import scheduling
 
     src = make_raster(height=256, width=256, bands=3)
     opened = []
@@ -211,7 +212,7 @@ def quiet_callbacks(dask_worker) -> dict:
 def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
     # the profiler cost 7% of predict; the 20 ms tick and the monitors' polls 40% of the
     # event loop's CPU time. In this process and in worker processes alike.
-    from geoseg.scheduling import dask_client
+    from geoseg.run.scheduling import dask_client
 
     expected = {
         "profile": False,
@@ -230,7 +231,7 @@ def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
 
 def test_task_size_does_not_change_a_single_pixel(tmp_path, make_raster, ckpt, monkeypatch):
     # tasks group consecutive batches (shrinking near the end); batches keep their membership
-    from geoseg import scheduling
+    from geoseg.run import scheduling
 
     src = make_raster(height=150, width=170, bands=3)
     cfg = PredictConfig(tile=32, overlap=8, batch_size=3, device="cpu", block_size=64)
@@ -252,15 +253,15 @@ def test_task_size_does_not_change_a_single_pixel(tmp_path, make_raster, ckpt, m
     ],
 )
 def test_auto_batch_size_holds_a_fixed_number_of_pixels_on_the_cpu(device, tile, expected):
-    from geoseg.pipeline import auto_batch_size
+    from geoseg.run.pipeline import auto_batch_size
 
     assert auto_batch_size(device, tile) == expected
 
 
 def test_in_process_cpu_runs_share_the_cores_between_model_calls():
-    from geoseg.engine import available_cores
-    from geoseg.pipeline import engine_spec
-    from geoseg.scheduling import dask_client, in_process_threads, local_threads
+    from geoseg.model.engine import available_cores
+    from geoseg.run.pipeline import engine_spec
+    from geoseg.run.scheduling import dask_client, in_process_threads, local_threads
 
     with dask_client() as client:
         lanes = in_process_threads(client)
@@ -273,8 +274,8 @@ def test_in_process_cpu_runs_share_the_cores_between_model_calls():
 
 
 def test_worker_processes_keep_torch_threads_as_they_are():
-    from geoseg.pipeline import engine_spec
-    from geoseg.scheduling import dask_client, in_process_threads, process_layout, total_threads
+    from geoseg.run.pipeline import engine_spec
+    from geoseg.run.scheduling import dask_client, in_process_threads, process_layout, total_threads
 
     threads, per_call = process_layout(1)
     with dask_client(workers=1) as client:

@@ -219,7 +219,7 @@ def test_remote_identity_is_what_gdal_reports(served):
 
 
 def test_resume_refuses_a_url_without_etag_or_date(tmp_path, served, ckpt):
-    from geoseg.pipeline import predict_file
+    from geoseg.run.pipeline import predict_file
 
     local, _ = served
     proc, base = serve(local.parent, version_headers=False)
@@ -235,7 +235,7 @@ def test_resume_refuses_a_url_without_etag_or_date(tmp_path, served, ckpt):
 
 
 def test_batch_takes_urls_as_they_are(served):
-    from geoseg.batch import expand_inputs, output_name
+    from geoseg.run.batch import expand_inputs, output_name
 
     _, base = served
     url = f"/vsicurl/{base}/x.tif?token=a*b"
@@ -245,19 +245,19 @@ def test_batch_takes_urls_as_they_are(served):
 
 
 def test_gdal_settings_default_only_where_unset(monkeypatch):
-    from geoseg import memory
+    from geoseg.io import gdal
 
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "7")
     monkeypatch.delenv("GDAL_HTTP_RETRY_DELAY", raising=False)
     monkeypatch.delenv("GDAL_DISABLE_READDIR_ON_OPEN", raising=False)
-    memory.bound_gdal_cache()
+    gdal.apply_gdal_defaults()
     import os
 
     assert os.environ["GDAL_HTTP_MAX_RETRY"] == "7"
-    assert os.environ["GDAL_HTTP_RETRY_DELAY"] == memory.GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"]
-    assert memory.remote_open_options() == {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    assert os.environ["GDAL_HTTP_RETRY_DELAY"] == gdal.GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"]
+    assert gdal.remote_open_options() == {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
     monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE")
-    assert memory.remote_open_options() == {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
+    assert gdal.remote_open_options() == {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
 
 
 def test_a_pickled_remote_source_carries_identity_and_settings(served, monkeypatch):

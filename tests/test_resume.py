@@ -15,7 +15,7 @@ import pytest
 import rasterio
 from helpers import make_checkpoint
 
-from geoseg.resume import partial_dir
+from geoseg.run.resume import partial_dir
 
 
 def cmd(*args):

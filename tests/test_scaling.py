@@ -10,10 +10,10 @@ import rasterio
 from helpers import make_checkpoint
 from hostile import run_cli, run_subprocess
 
-from geoseg.checkpoint import GEOSEG_FILE, ModelMeta, read_meta, value_range_mismatch
 from geoseg.config import PredictConfig, build_config
 from geoseg.errors import CheckpointError, ConfigError
 from geoseg.io.raster import ScaledSource, open_input, open_raster, sample_range
+from geoseg.model.checkpoint import GEOSEG_FILE, ModelMeta, read_meta, value_range_mismatch
 from geoseg.train import stats
 
 
@@ -63,8 +63,8 @@ def test_with_scale_there_is_no_warning_and_the_result_changes(tmp_path, s2, ckp
 
 
 def test_the_model_sees_raw_times_scale_plus_offset(tmp_path, s2, ckpt, monkeypatch):
-    from geoseg.engine import Engine
-    from geoseg.pipeline import predict_file
+    from geoseg.model.engine import Engine
+    from geoseg.run.pipeline import predict_file
 
     seen = []
     original = Engine.predict_proba
@@ -121,8 +121,8 @@ def test_bad_scale_flag_is_one_line(tmp_path, s2, ckpt):
 
 
 def test_resume_identity_holds_the_scaling(tmp_path, make_raster, ckpt):
-    from geoseg.pipeline import job_identity
-    from geoseg.predict import make_plan
+    from geoseg.core.plan import make_plan
+    from geoseg.run.pipeline import job_identity
 
     src = make_raster(height=64, width=64, bands=3)
     plan = make_plan(64, 64, tile=64, overlap=0, batch_size=1)

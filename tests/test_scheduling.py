@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geoseg.predict import make_plan
-from geoseg.scheduling import batches_per_task, cpu_threads_per_call, local_threads, task_ranges
+from geoseg.core.plan import make_plan
+from geoseg.run.scheduling import batches_per_task, cpu_threads_per_call, local_threads, task_ranges
 
 
 @given(
@@ -53,7 +53,7 @@ def test_thread_counts_share_the_cores():
 
 
 def test_worker_processes_split_their_share_of_cores_into_model_threads():
-    from geoseg.scheduling import process_layout
+    from geoseg.run.scheduling import process_layout
 
     assert process_layout(1, cores=2) == (2, 1)  # two 1-thread model calls side by side
     assert process_layout(2, cores=2) == (1, 1)

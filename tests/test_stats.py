@@ -1,4 +1,4 @@
-"""``geoseg stats`` and :mod:`geoseg.class_stats`: counts, geodesic/planar areas, zonal, hostile.
+"""``geoseg stats`` and :mod:`geoseg.run.class_stats`: counts, areas, zonal, hostile inputs.
 
 Counts are checked against numpy's bincount of the whole array read at once, geodesic areas
 against pyproj's Geod on each pixel's polygon, zonal counts against rasterio's rasterization of
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_geotiff  # noqa: E402
 from hostile import assert_refused, run_cli, snapshot  # noqa: E402
 
-from geoseg.areas import pixel_area_m2, polygon_areas_m2  # noqa: E402
-from geoseg.class_stats import ClassTally, class_stats, count_block  # noqa: E402
+from geoseg.core.areas import pixel_area_m2, polygon_areas_m2  # noqa: E402
 from geoseg.errors import ConfigError, InputError, LabelError  # noqa: E402
+from geoseg.run.class_stats import ClassTally, class_stats, count_block  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEN1 = DATA / "sen1floods11-sample" / "Labels" / "Spain_7370579_LabelHand.tif"
@@ -314,7 +314,7 @@ def test_zonal_counts_match_an_independent_rasterization(tmp_path):
 
 
 def test_zonal_reads_only_each_polygons_window(tmp_path, monkeypatch):
-    from geoseg.class_stats import ClassMap
+    from geoseg.run.class_stats import ClassMap
 
     path, _, aoi = utm_map(tmp_path)
     masks = reference_masks(path, aoi)
@@ -415,7 +415,7 @@ def test_polygons_outside_the_map_count_zero_with_a_note(tmp_path):
 
 
 def test_the_whole_map_is_read_once_in_blocks_of_block_size(tmp_path, monkeypatch):
-    from geoseg.class_stats import ClassMap
+    from geoseg.run.class_stats import ClassMap
 
     path, _, _ = utm_map(tmp_path)
     seen = np.zeros((240, 300), np.int64)

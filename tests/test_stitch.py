@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.blend import BLEND_MODES, window_weights
-from geoseg.stitch import Stitcher, normalize_sums, reference_accumulate, to_classes
+from geoseg.core.blend import BLEND_MODES, window_weights
+from geoseg.core.stitch import Stitcher, normalize_sums, reference_accumulate, to_classes
 from tilers.grid import Grid
 
 
@@ -104,7 +104,7 @@ def test_unweighted_pixels_become_nodata():
     seed=st.integers(0, 10**6),
 )
 def test_to_classes_equals_argmax_with_ties_and_nodata(k, h, w, chunk, levels, seed):
-    from geoseg.predict import class_dtype
+    from geoseg.core.plan import class_dtype
 
     rng = np.random.default_rng(seed)
     probs = rng.integers(0, levels, (k, h, w)).astype(np.float32)  # few levels: many ties

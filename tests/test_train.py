@@ -13,8 +13,8 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from train_helpers import PALETTE, write_config, write_folder  # noqa: E402
 
 import cli  # noqa: E402
+from geoseg.core.labels import check_ids, rgb_to_ids  # noqa: E402
 from geoseg.errors import ConfigError, LabelError  # noqa: E402
-from geoseg.labels import check_ids, rgb_to_ids  # noqa: E402
 from geoseg.train import chips, stats  # noqa: E402
 from geoseg.train.augment import dihedral, photometric  # noqa: E402
 from geoseg.train.config import build_train_config  # noqa: E402
@@ -155,8 +155,8 @@ def _weights(path):
 
 
 def test_train_cli_writes_checkpoints_log_and_stats(tiny, tmp_path):
-    from geoseg.checkpoint import load_checkpoint
     from geoseg.io.images import read_image
+    from geoseg.model.checkpoint import load_checkpoint
 
     data, cfg = tiny
     out = tmp_path / "run"
@@ -241,7 +241,7 @@ def test_seeded_runs_repeat_and_seed_matters(tiny, tmp_path):
 def test_any_smp_architecture_trains_one_step(arch, options):
     import torch
 
-    from geoseg.checkpoint import build_model
+    from geoseg.model.checkpoint import build_model
     from geoseg.train.losses import make_loss
     from geoseg.train.session import fresh_meta
     from geoseg.train.sources import Sample

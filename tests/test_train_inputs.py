@@ -267,7 +267,7 @@ def test_train_evaluate_and_predict_see_the_same_jpeg_pixels(shared_data, tmp_pa
     """One decoder (GDAL) for every command: PIL's JPEG decoding differs from GDAL's."""
     from PIL import Image
 
-    from geoseg.datasets import open_dataset
+    from geoseg.data import open_dataset
     from geoseg.io.images import read_image
 
     tile = shared_data / "dubai-aerial" / "Tile 1"
@@ -296,7 +296,7 @@ def test_train_evaluate_and_predict_see_the_same_jpeg_pixels(shared_data, tmp_pa
 def test_one_dataset_config_drives_training_and_evaluation(shared_data, tmp_path):
     """configs/camvid.yaml (images: val, masks: valannot, ignore_ids: [11]) trains as is."""
     from geoseg.config import load_yaml
-    from geoseg.datasets import open_dataset
+    from geoseg.data import open_dataset
     from geoseg.io.images import read_id_mask
     from geoseg.train.sources import load_samples
 

@@ -13,7 +13,7 @@ from rasterio.features import shapes
 from shapely.geometry import shape
 
 from geoseg.errors import ConfigError, InputError, OutputError, RasterReadError
-from geoseg.vector import Block, iter_polygons, merge_blocks, parse_min_area, vectorize
+from geoseg.run.vector import Block, iter_polygons, merge_blocks, parse_min_area, vectorize
 from tests.conftest import write_geotiff
 from tests.hostile import assert_refused, run_cli, snapshot
 from tilers.grid import blocks
@@ -285,7 +285,7 @@ def test_min_area_units(classmap, tmp_path):
 def test_min_area_m2_geodesic(tmp_path):
     from rasterio.transform import from_origin
 
-    from geoseg.areas import polygon_areas_m2
+    from geoseg.core.areas import polygon_areas_m2
 
     ids, valid = blob_map(40, 40, 2)
     path = write_classmap(
@@ -361,7 +361,7 @@ def test_foreign_vector_file_is_kept(classmap, tmp_path):
 @pytest.mark.parametrize("ext", [".gpkg", ".parquet"])
 @pytest.mark.parametrize("error", [RasterReadError("block 2 is corrupt"), KeyboardInterrupt()])
 def test_failure_leaves_nothing_and_keeps_old_output(classmap, tmp_path, monkeypatch, ext, error):
-    import geoseg.vector as vector
+    import geoseg.run.vector as vector
 
     path = classmap[0]
     out = tmp_path / f"out{ext}"

@@ -75,7 +75,7 @@ def adapt(
     """Adapt a checkpoint to unlabelled RASTERS of a new region (no labels needed)."""
     import torch
 
-    from geoseg.checkpoint import check_checkpoint_target, load_checkpoint, save_checkpoint
+    from geoseg.model.checkpoint import check_checkpoint_target, load_checkpoint, save_checkpoint
     from geoseg.train import adapt as ad
 
     try:

@@ -74,9 +74,9 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
 def evaluate(**options):
     """Score PRED against LABEL (rasters), or a model / prediction folder on --dataset."""
     from geoseg.commands.progress import ProgressBar
-    from geoseg.evaluate_report import check_outputs, report
+    from geoseg.core.metrics import summarize
     from geoseg.io.raster import raster_files
-    from geoseg.metrics import summarize
+    from geoseg.report.evaluate import check_outputs, report
 
     o = SimpleNamespace(**options)
     _check_numbers(**{k: options[k] for k in _LOWER_BOUNDS})
@@ -123,8 +123,8 @@ _LOWER_BOUNDS = {
 
 def _check_numbers(**values: int | None) -> None:
     """Refuse zero or negative counts and sizes, and an unbounded --num-classes, up front."""
+    from geoseg.core.metrics import check_num_classes
     from geoseg.errors import ConfigError
-    from geoseg.metrics import check_num_classes
 
     for name, value in values.items():
         if value is None:
@@ -150,7 +150,7 @@ def _check_numbers(**values: int | None) -> None:
 
 def _pair(o: SimpleNamespace, bar):
     from geoseg.errors import ConfigError
-    from geoseg.scoring import PairSpec, evaluate_pair, pair_classes
+    from geoseg.run.scoring import PairSpec, evaluate_pair, pair_classes
 
     try:
         num_classes, names = pair_classes(o.pred, o.num_classes)
@@ -171,8 +171,8 @@ def _pair(o: SimpleNamespace, bar):
 def _dataset(o: SimpleNamespace, bar, check):
     from pathlib import Path
 
-    from geoseg.datasets import open_dataset
-    from geoseg.scoring import evaluate_dataset
+    from geoseg.data import open_dataset
+    from geoseg.run.scoring import evaluate_dataset
 
     spec, model, pred_dir = o.dataset, o.model, o.pred_dir
     ds = open_dataset(spec, o.config_file, o.split).select(o.include, o.exclude)
@@ -206,10 +206,10 @@ def _dataset(o: SimpleNamespace, bar, check):
 
 def _model_predictor(model, k, o: SimpleNamespace):
     """``predict(sample)`` running ``model`` tiled over each image, and a note saying how."""
-    from geoseg.engine import Engine
     from geoseg.errors import InputError
-    from geoseg.pipeline import default_overlap
-    from geoseg.predict import predict_array
+    from geoseg.model.engine import Engine
+    from geoseg.run.arrays import predict_array
+    from geoseg.run.pipeline import default_overlap
 
     engine = Engine.from_checkpoint(model, device=o.device or "auto", tta=o.tta)
     if engine.meta.classes != k:
@@ -237,12 +237,12 @@ def _folder_predictor(pred_dir, spec, pred_ids):
     from pathlib import Path
 
     from geoseg.io.images import read_label_png
-    from geoseg.scoring import find_prediction
+    from geoseg.run.scoring import find_prediction
 
     miss = None
     cityscapes_label_ids = spec.startswith("cityscapes:") and pred_ids == "labelIds"
     if cityscapes_label_ids:
-        from geoseg.datasets.cityscapes import MISS, label_ids_to_train_ids
+        from geoseg.data.cityscapes import MISS, label_ids_to_train_ids
 
         miss = MISS
 
@@ -258,8 +258,8 @@ def _folder_predictor(pred_dir, spec, pred_ids):
 
 def _check_encoding(cm, spec: str, pred_dir: str) -> None:
     """Refuse predictions that are one class off everywhere (an encoding mistake, not a score)."""
+    from geoseg.core.metrics import shifted_share
     from geoseg.errors import LabelError
-    from geoseg.metrics import shifted_share
 
     share = shifted_share(cm)
     if share > 0.5:

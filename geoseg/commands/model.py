@@ -7,9 +7,9 @@ import math
 
 import click
 
-from geoseg.checkpoint import check_checkpoint_target
 from geoseg.commands.options import overwrite_opt, parse_key_values, verbose_opt
 from geoseg.errors import ConfigError
+from geoseg.model.checkpoint import check_checkpoint_target
 
 
 @click.group()
@@ -19,7 +19,7 @@ def model() -> None:
 
 def _check_create(classes: int, bands: int, tile: int, scale: float, seed: int) -> None:
     """Refuse absurd ``model create`` values before anything is allocated."""
-    from geoseg.checkpoint import MAX_BANDS, MAX_CLASSES, MAX_TILE
+    from geoseg.model.checkpoint import MAX_BANDS, MAX_CLASSES, MAX_TILE
 
     if not 1 <= bands <= MAX_BANDS:
         raise ConfigError(
@@ -61,7 +61,7 @@ def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, o
     """Write a randomly initialized checkpoint to OUT."""
     import torch
 
-    from geoseg.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
+    from geoseg.model.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
 
     _check_create(classes, bands, tile, scale, seed)
     names = class_names.split(",") if class_names else [f"class_{i}" for i in range(classes)]
@@ -99,7 +99,7 @@ def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, o
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def info(ckpt, as_json):
     """Print the metadata of checkpoint CKPT."""
-    from geoseg.checkpoint import read_meta
+    from geoseg.model.checkpoint import read_meta
 
     meta = read_meta(ckpt)
     if as_json:

@@ -189,7 +189,7 @@ def predict(
     ``geoseg predict IN1 IN2 'scenes/*.tif' --output-dir DIR --model CKPT``.
     """
     from geoseg.config import PredictConfig, build_config, load_yaml
-    from geoseg.scheduling import default_scheduler
+    from geoseg.run.scheduling import default_scheduler
 
     file_opts = load_yaml(config_file) if config_file else None
     cfg = build_config(PredictConfig, file_opts, flags)
@@ -214,7 +214,7 @@ def predict(
             f"expected INPUT OUTPUT, got {len(paths)} path(s); for many inputs add --output-dir"
         )
     from geoseg.commands.progress import ProgressBar
-    from geoseg.pipeline import predict_file
+    from geoseg.run.pipeline import predict_file
 
     bar = ProgressBar("predict", enabled=progress and not quiet)
     # without --workers/--scheduler, predict_file starts (and stops) its in-process cluster
@@ -238,7 +238,7 @@ def predict(
 @contextlib.contextmanager
 def _cluster(cfg):
     """A client for --workers/--scheduler (the in-process default otherwise); prints the link."""
-    from geoseg.scheduling import dashboard_link, dask_client
+    from geoseg.run.scheduling import dashboard_link, dask_client
 
     with dask_client(cfg.workers, cfg.scheduler, dashboard=cfg.dashboard) as client:
         link = dashboard_link(client)
@@ -261,9 +261,9 @@ def _batch(
     extra_inputs,
 ):
     """Check the whole batch, make --output-dir if needed, run it, summarise (exit 1 on failure)."""
-    from geoseg.batch import check_batch_outputs, expand_inputs, plan_outputs
     from geoseg.io.files import make_dirs, remove_created
     from geoseg.io.raster import raster_files
+    from geoseg.run.batch import check_batch_outputs, expand_inputs, plan_outputs
 
     if output_dir is None:
         raise click.UsageError("--from-list needs --output-dir DIR")
@@ -285,11 +285,11 @@ def _batch(
 
 def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume):
     """Predict every raster of a checked batch on one cluster; report each as it ends."""
-    from geoseg.batch import run_batch
     from geoseg.commands.progress import ProgressBar
     from geoseg.io.writers import is_geoseg_output
-    from geoseg.pipeline import predict_file
-    from geoseg.resume import partial_dir
+    from geoseg.run.batch import run_batch
+    from geoseg.run.pipeline import predict_file
+    from geoseg.run.resume import partial_dir
 
     with _cluster(cfg) as client:
 

@@ -83,8 +83,8 @@ def _read(path: str, max_size: int, classmap: bool = False):
 
 def _check_source(src, path: str, classmap: bool) -> None:
     """A class map: one band of 8/16-bit integers; an image: no complex values."""
+    from geoseg.core.labels import check_integer_dtype
     from geoseg.errors import InputError
-    from geoseg.labels import check_integer_dtype
 
     if classmap:
         if src.count != 1:
@@ -102,12 +102,12 @@ def _check_source(src, path: str, classmap: bool) -> None:
 
 def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
     """Class names and colours: the checkpoint's, else the class map's tags/colour table."""
-    from geoseg.checkpoint import default_colours, read_meta
+    from geoseg.model.checkpoint import default_colours, read_meta
 
     if model_path:
         meta = read_meta(model_path)
         return list(meta.class_names), [tuple(c) for c in meta.colours]
-    from geoseg.labels import class_names_from_tags
+    from geoseg.core.labels import class_names_from_tags
 
     names = class_names_from_tags(tags) or [f"class {i}" for i in range(n)]
     if cmap:

@@ -64,10 +64,10 @@ def stats(
     Areas are geodesic on a geographic CRS and planar otherwise; nodata is left out and
     shares are of the valid area. The table goes to stdout unless --json or --csv is -.
     """
-    from geoseg.class_stats import class_stats, vector_files
     from geoseg.commands.progress import ProgressBar
-    from geoseg.evaluate_report import check_outputs
     from geoseg.io.raster import raster_files
+    from geoseg.report.evaluate import check_outputs
+    from geoseg.run.class_stats import class_stats, vector_files
 
     if json_out == STDOUT and csv_out == STDOUT:
         raise click.UsageError("--json - and --csv - would both write to stdout; give one a file")

@@ -54,8 +54,8 @@ def tiles(
     from geoseg.commands.progress import ProgressBar
     from geoseg.io.files import check_target
     from geoseg.io.raster import check_input_file, open_raster, raster_files
-    from geoseg.pipeline import default_overlap
-    from geoseg.tiles_report import grid_report, write_geojson
+    from geoseg.report.tiles import grid_report, write_geojson
+    from geoseg.run.pipeline import default_overlap
     from tilers.grid import Grid, validate_tiling
 
     band_sel = parse_bands(click.get_current_context(), None, bands)
@@ -103,6 +103,6 @@ def check_window_memory(tile: int, bands: int) -> None:
 
 def _model_tile(model: str) -> int:
     """The tile size ``geoseg predict --model MODEL`` uses by default."""
-    from geoseg.checkpoint import read_meta
+    from geoseg.model.checkpoint import read_meta
 
     return read_meta(model).tile_size

@@ -45,7 +45,7 @@ def vectorize(classmap, out, simplify, min_area, block_size, overwrite, progress
     --overwrite replaces only a file that geoseg vectorize wrote.
     """
     from geoseg.commands.progress import ProgressBar
-    from geoseg.vector import vectorize as run
+    from geoseg.run.vector import vectorize as run
 
     bar = ProgressBar("vectorize", unit="blocks", enabled=progress and not quiet)
     summary = run(

@@ -66,7 +66,7 @@ def read_raster(path: Path, what: str = "raster", label: bool = False, raw: bool
 
 
 def _check_label_raster(src, path: Path, what: str) -> None:
-    from geoseg.labels import check_integer_dtype
+    from geoseg.core.labels import check_integer_dtype
 
     if src.count != 1:
         raise LabelError(
@@ -168,7 +168,7 @@ def read_colour_mask(path: Path, what: str = "mask") -> np.ndarray:
 
 def read_id_mask(path: Path, what: str = "label") -> np.ndarray:
     """A class-id mask as ``(H, W)`` int64; several bands or a float dtype are refused."""
-    from geoseg.labels import check_integer_dtype
+    from geoseg.core.labels import check_integer_dtype
 
     path = Path(path)
     data = _read_mask_bands(path, what, rgb=False)
@@ -183,7 +183,7 @@ def read_id_mask(path: Path, what: str = "label") -> np.ndarray:
 
 def read_label_png(path: Path) -> np.ndarray:
     """A single-band label image as ``(H, W)`` int64 (palette PNGs keep their indices)."""
-    from geoseg.labels import check_integer_dtype
+    from geoseg.core.labels import check_integer_dtype
 
     path = Path(path)
     try:

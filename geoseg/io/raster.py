@@ -19,7 +19,6 @@ which reports a missing one itself.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import stat
 import threading
@@ -408,42 +407,21 @@ def gdal_local_file(path: str | os.PathLike[str]) -> str | None:
     return base if kind == "local" else None
 
 
-@functools.lru_cache(maxsize=1)
-def _libgdal() -> Any:
-    """The GDAL library rasterio loaded (through ctypes), or None where it cannot be found.
+def http_headers(url: str) -> dict[str, str]:
+    """The HTTP headers GDAL reports for a network file (lower-case names; {} if none).
 
-    rasterio does not expose ``VSIGetFileMetadata``; the same library, already loaded, does.
+    rasterio does not expose ``VSIGetFileMetadata``; the libgdal it loaded does.
     """
     import ctypes
-    import glob
 
-    import rasterio
+    from geoseg.io.gdal import libgdal
 
-    names: list[str] = []
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        names = [ln.split()[-1] for ln in maps if "/libgdal" in ln]
-    names = [n for n in dict.fromkeys(names) if os.path.isfile(n)]  # not "(deleted)"
-    here = Path(rasterio.__file__).parent
-    names += glob.glob(str(here.parent / "rasterio.libs" / "libgdal*"))
-    names += glob.glob(str(here / ".dylibs" / "libgdal*"))
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-            fn = lib.VSIGetFileMetadata
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.POINTER(ctypes.c_char_p)
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
-        lib.CSLDestroy.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
-        return lib
-    return None
-
-
-def http_headers(url: str) -> dict[str, str]:
-    """The HTTP headers GDAL reports for a network file (lower-case names; {} if none)."""
-    lib = _libgdal()
+    lib = libgdal()
     if lib is None:
         return {}
+    lib.VSIGetFileMetadata.restype = ctypes.POINTER(ctypes.c_char_p)
+    lib.VSIGetFileMetadata.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    lib.CSLDestroy.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
     found = lib.VSIGetFileMetadata(url.encode(), b"HEADERS", None)
     out: dict[str, str] = {}
     if not found:
@@ -489,7 +467,7 @@ def open_env(path: str) -> Any:
     """
     import rasterio
 
-    from geoseg.memory import remote_open_options
+    from geoseg.io.gdal import remote_open_options
 
     if not is_gdal_url(path) or gdal_base(path)[0] != "network":
         return contextlib.nullcontext()
@@ -673,7 +651,7 @@ class _LazyFileSource(RasterSource):
     def __init__(
         self, path: str, bands: Sequence[int] | None, identity: tuple | None = None
     ) -> None:
-        from geoseg.memory import gdal_settings
+        from geoseg.io.gdal import gdal_settings
 
         self._path = path
         self._bands = None if bands is None else tuple(int(b) for b in bands)
@@ -718,7 +696,7 @@ class _LazyFileSource(RasterSource):
         return {"path": self._path, "bands": self._bands, "identity": identity, "gdal": self._gdal}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from geoseg.memory import apply_gdal_settings
+        from geoseg.io.gdal import apply_gdal_settings
 
         apply_gdal_settings(state.get("gdal") or {})  # before this process's first GDAL read
         self.__init__(state["path"], state["bands"], state.get("identity"))  # type: ignore[misc]

@@ -17,7 +17,7 @@ Files that belong together (copy them together). A GeoTIFF class map ``o.tif`` i
   when it opens ``o.tif`` (:mod:`geoseg.io.qgis`);
 - ``o_probabilities.tif`` (``--probabilities``): one uint8 band per class;
 - ``o_confidence.tif`` (``--confidence``/``--uncertainty``): one uint8 band, the measure its
-  ``CONFIDENCE_MEASURE`` tag names (:mod:`geoseg.confidence`).
+  ``CONFIDENCE_MEASURE`` tag names (:mod:`geoseg.core.confidence`).
 
 Probabilities and confidence are encoded ``round(v * 254)`` with 255 for nodata, declared as
 GDAL scale ``1/254`` (``rasterio``'s ``ds.scales``). A Zarr class map ``o.zarr`` (Zarr v2,
@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.confidence import MEASURES, PROB_NODATA, PROB_SCALE, QUANTIZATION, quantize
+from geoseg.core.confidence import MEASURES, PROB_NODATA, PROB_SCALE, QUANTIZATION, quantize
+from geoseg.core.plan import check_nodata
 from geoseg.errors import ConfigError, InputError, OutputError, OutputExistsError
 from geoseg.io.files import (
     atomic_write,
@@ -129,7 +130,7 @@ class OutputSpec:
     nodata_value : int or None
         The class map's nodata value (None: 255, 65535 above 255 classes); never a class id.
     confidence : str or None
-        Also store this per-pixel measure (one of :data:`geoseg.confidence.MEASURES`).
+        Also store this per-pixel measure (one of :data:`geoseg.core.confidence.MEASURES`).
     creation_options : dict
         GeoTIFF creation options, as :func:`check_creation_options` returns them.
     """
@@ -186,30 +187,6 @@ class OutputSpec:
         if self.nodata_value is not None:
             return self.nodata_value
         return 255 if self.dtype == "uint8" else 65535
-
-
-def check_nodata(nodata: int, num_classes: int, what: str = "--nodata") -> int:
-    """Refuse a class-map nodata value that is a class id or does not fit the map's dtype.
-
-    The map is uint8 up to 255 classes (uint16 above), so ``nodata`` must lie in
-    ``num_classes .. 255`` (``.. 65535``); returns it.
-    """
-    top = 255 if num_classes <= 255 else 65535
-    if isinstance(nodata, bool) or not isinstance(nodata, int | np.integer):
-        raise ConfigError(
-            f"{what} {nodata!r} is not an integer; use one from {num_classes} to {top}"
-        )
-    if nodata < num_classes:
-        raise ConfigError(
-            f"{what} {nodata} is a class id of the model (classes 0 to {num_classes - 1}); use a "
-            f"value from {num_classes} to {top}"
-        )
-    if nodata > top:
-        raise ConfigError(
-            f"{what} {nodata} does not fit the {'uint8' if top == 255 else 'uint16'} class map; "
-            f"use a value from {num_classes} to {top}"
-        )
-    return int(nodata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +274,7 @@ def check_creation_options(
 
 def gtiff_profile_options(spec: OutputSpec) -> dict[str, Any]:
     """Keywords for rasterio's ``open(..., "w")``: geoseg's defaults, then the ``--co`` options."""
-    from geoseg.io.gdal_meta import best_compression
+    from geoseg.io.gdal import best_compression
 
     opts = dict(spec.creation_options)
     return {
@@ -350,7 +327,7 @@ def quantize_probs(probs: np.ndarray, classes: np.ndarray, nodata: int) -> np.nd
     Returns
     -------
     ndarray
-        ``(C, h, w)`` uint8 (see :mod:`geoseg.confidence`: a certain pixel stays data).
+        ``(C, h, w)`` uint8 (see :mod:`geoseg.core.confidence`: a certain pixel stays data).
     """
     return quantize(probs, classes, nodata)
 
@@ -417,7 +394,7 @@ def expected_outputs(
     The kind (see :func:`geoseg_output_kind`) is what an existing file there must be for
     ``--overwrite`` to replace it; None for GDAL's PAM sidecars, which go with their raster.
     """
-    from geoseg.io.gdal_meta import sidecar_path
+    from geoseg.io.gdal import sidecar_path
 
     target = Path(os.fspath(path).rstrip("/\\"))
     if output_format(target) == "zarr":
@@ -626,7 +603,7 @@ def read_pam(aux: Path) -> str | None:
     A partial run's sidecar could have been edited: it must be a regular file of at most
     1 MiB holding a ``PAMDataset`` document, else OutputError.
     """
-    from geoseg.io.gdal_meta import pam_with_categories
+    from geoseg.io.gdal import pam_with_categories
 
     if not os.path.lexists(aux):
         return None
@@ -689,7 +666,7 @@ class ClassMapWriter:
             ``(C, h, w)`` float32 probabilities in [0, 1]; required when
             ``spec.probabilities`` is set, ignored otherwise.
         confidence : ndarray, optional
-            ``(h, w)`` uint8, the measure already encoded (:func:`geoseg.confidence.quantize`);
+            ``(h, w)`` uint8, the measure already encoded (:func:`geoseg.core.confidence.quantize`);
             required when ``spec.confidence`` is set, ignored otherwise.
         """
         if self._done:
@@ -719,7 +696,7 @@ class ClassMapWriter:
 
     def abort(self) -> None:
         """Drop everything written so far; the target is left as it was."""
-        from geoseg.io.gdal_meta import sidecar_path
+        from geoseg.io.gdal import sidecar_path
 
         self._done = True
         self._close_handles()
@@ -764,7 +741,7 @@ class ClassMapWriter:
             got = None if confidence is None else f"{np.shape(confidence)} {confidence.dtype}"
             raise InputError(
                 f"confidence {got} for a {classes.shape} block; expected uint8 of shape "
-                f"{classes.shape} encoded by geoseg.confidence.quantize"
+                f"{classes.shape} encoded by geoseg.core.confidence.quantize"
             )
         return np.asarray(confidence)
 
@@ -873,7 +850,7 @@ class GeoTiffWriter(ClassMapWriter):
 
         Temporaries beside the output (a COG being assembled, the style) are removed either way.
         """
-        from geoseg.io.gdal_meta import sidecar_path
+        from geoseg.io.gdal import sidecar_path
 
         if self._partial is None:
             super().abort()
@@ -981,7 +958,7 @@ class GeoTiffWriter(ClassMapWriter):
                 handle.close()
 
     def _finalize(self) -> None:
-        from geoseg.io.gdal_meta import pam_with_categories, sidecar_path
+        from geoseg.io.gdal import pam_with_categories, sidecar_path
 
         self._close_handles()
         if self.spec.cog:
@@ -1008,7 +985,7 @@ class GeoTiffWriter(ClassMapWriter):
         return dst
 
     def _install(self) -> None:
-        from geoseg.io.gdal_meta import sidecar_path
+        from geoseg.io.gdal import sidecar_path
 
         if self.path.exists() and not self.overwrite:
             raise OutputExistsError(
@@ -1030,7 +1007,7 @@ class GeoTiffWriter(ClassMapWriter):
 
     def _drop_stale(self, final: Path, kind: str) -> None:
         """Remove a layer file that described the class map being replaced, if geoseg's own."""
-        from geoseg.io.gdal_meta import sidecar_path
+        from geoseg.io.gdal import sidecar_path
 
         if self.overwrite and geoseg_output_kind(final) == kind:
             log.info("removing %s, left by an earlier run over %s", final, self.path)

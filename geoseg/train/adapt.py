@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.checkpoint import ModelMeta
 from geoseg.errors import ConfigError, InputError
+from geoseg.model.checkpoint import ModelMeta
 
 log = logging.getLogger("geoseg.adapt")
 
@@ -157,7 +157,7 @@ def target_stats(t: TargetWindows, scale: float) -> tuple[list[float], list[floa
 def _inputs(t: TargetWindows, meta: ModelMeta):
     import torch
 
-    from geoseg.engine import normalize
+    from geoseg.model.engine import normalize
 
     x = normalize(t.data, meta)
     x[np.broadcast_to(~t.valid[:, None], x.shape)] = 0.0

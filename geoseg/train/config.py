@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from geoseg.checkpoint import MAX_CLASSES, MAX_TILE
 from geoseg.config import check_fields
 from geoseg.errors import ConfigError
+from geoseg.model.checkpoint import MAX_CLASSES, MAX_TILE
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
@@ -255,7 +255,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
 
 
 def _as_colour(value: Any, what: str) -> tuple[int, int, int]:
-    from geoseg.labels import parse_colour
+    from geoseg.core.labels import parse_colour
 
     return parse_colour(value, f"{what} colour")
 
@@ -268,7 +268,7 @@ def _classes(value: Any) -> tuple[ClassSpec, ...]:
         raise ConfigError(f"{len(value)} classes; at most {MAX_CLASSES} (class maps are uint16)")
     for i, c in enumerate(value):
         if isinstance(c, str):
-            from geoseg.checkpoint import default_colours
+            from geoseg.model.checkpoint import default_colours
 
             out.append(ClassSpec(c, default_colours(len(value))[i]))
         elif isinstance(c, dict) and set(c) - {"name", "colour"}:

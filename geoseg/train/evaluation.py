@@ -1,4 +1,4 @@
-"""Scoring predictions for training validation and experiments, through geoseg.metrics."""
+"""Scoring predictions for training validation and experiments, through geoseg.core.metrics."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ class Score:
 
 def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255):
     """Confusion matrix (rows = target, columns = prediction) via the evaluation engine."""
-    from geoseg import metrics
+    from geoseg.core import metrics
 
     return metrics.confusion_matrix(pred, target, num_classes, ignore_index=ignore_index)
 
 
 def score(cm: np.ndarray, class_names: list[str]) -> Score:
     """Summarize an accumulated confusion matrix with the evaluation engine."""
-    from geoseg import metrics
+    from geoseg.core import metrics
 
     res = metrics.summarize(cm, class_names)
     return Score(float(res.miou), [float(v) for v in res.iou], list(class_names))
@@ -36,7 +36,7 @@ def predict_classes(model, meta, image: np.ndarray, device: str = "cpu") -> np.n
 
     The model is put in eval mode (the engine's contract); callers training it switch it back.
     """
-    from geoseg.engine import Engine
+    from geoseg.model.engine import Engine
 
     engine = Engine(model, meta, device=device, precision="fp32")
     return engine.predict_proba(image[None])[0].argmax(0)

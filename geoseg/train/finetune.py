@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geoseg.checkpoint import ModelMeta, build_model
 from geoseg.errors import CheckpointError, ConfigError
+from geoseg.model.checkpoint import ModelMeta, build_model
 
 
 def check_bands(meta: ModelMeta, bands: int, where: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.checkpoint import ModelMeta
+from geoseg.model.checkpoint import ModelMeta
 from geoseg.train import chips as chipmod
 from geoseg.train.augment import AugmentSpec, augment, resize_chip
 from geoseg.train.config import TrainConfig
@@ -69,8 +69,8 @@ def make_batch(
     cfg: TrainConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cut, normalize (:func:`geoseg.engine.normalize`), resize and augment a batch."""
-    from geoseg.engine import normalize
+    """Cut, normalize (:func:`geoseg.model.engine.normalize`), resize and augment a batch."""
+    from geoseg.model.engine import normalize
 
     spec = AugmentSpec(cfg.flip, cfg.rot90, cfg.brightness, cfg.contrast, cfg.per_band)
     xs, ys = [], []

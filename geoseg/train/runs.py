@@ -26,15 +26,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geoseg.checkpoint import (
+from geoseg.errors import CheckpointError, ConfigError, OutputError, OutputExistsError
+from geoseg.io import files
+from geoseg.model.checkpoint import (
     CHECKPOINT_FILES,
     STATE_FILE,
     give_umask_modes,
     is_checkpoint,
     write_checkpoint_files,
 )
-from geoseg.errors import CheckpointError, ConfigError, OutputError, OutputExistsError
-from geoseg.io import files
 
 MARKER = ".geoseg-run"
 RUN_FILES = frozenset({MARKER, "config.json", "log.csv", "best", "last"})
@@ -293,7 +293,7 @@ class RunDir:
 
     def save_best(self, model, meta) -> None:
         """Replace the best checkpoint (atomic rename)."""
-        from geoseg.checkpoint import save_checkpoint
+        from geoseg.model.checkpoint import save_checkpoint
 
         save_checkpoint(model, meta, self.best, overwrite=True)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.checkpoint import ModelMeta, build_model
 from geoseg.errors import CheckpointError, ConfigError, DatasetError
+from geoseg.model.checkpoint import ModelMeta, build_model
 from geoseg.train import stats
 from geoseg.train.config import TrainConfig
 from geoseg.train.loop import Callbacks, FitState, fit, state_from_dict
@@ -66,7 +66,7 @@ def start_from(cfg: TrainConfig, init: str, train: list[Sample], extra: dict[str
 
     The checkpoint's normalization is kept, so the pretrained features see what they learned on.
     """
-    from geoseg.checkpoint import load_checkpoint
+    from geoseg.model.checkpoint import load_checkpoint
     from geoseg.train.finetune import check_bands, with_new_classes
 
     model, meta = load_checkpoint(init)
@@ -111,7 +111,7 @@ def _check_chip_size(cfg: TrainConfig, train: list[Sample]) -> None:
 
 def _with_init_classes(cfg: TrainConfig, init: str | None) -> TrainConfig:
     if init is not None and not cfg.classes:
-        from geoseg.checkpoint import read_meta
+        from geoseg.model.checkpoint import read_meta
         from geoseg.train.config import ClassSpec
 
         m = read_meta(init)
@@ -124,7 +124,7 @@ def _with_init_classes(cfg: TrainConfig, init: str | None) -> TrainConfig:
 
 def _resumed(run: RunDir, meta: ModelMeta):
     """The model and state of ``run/last``, checked against this run's model."""
-    from geoseg.checkpoint import load_checkpoint
+    from geoseg.model.checkpoint import load_checkpoint
 
     model, last = load_checkpoint(run.last)
     if (last.arch, last.encoder, last.in_channels, last.class_names) != (
@@ -172,7 +172,7 @@ def run_training(
     """
     import torch
 
-    from geoseg.engine import resolve_device, resolve_precision
+    from geoseg.model.engine import resolve_device, resolve_precision
     from geoseg.train.losses import make_loss
 
     cfg = _with_init_classes(cfg, init)

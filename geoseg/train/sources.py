@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.core.labels import check_ids, rgb_to_ids
 from geoseg.errors import (
     AlignmentError,
     ConfigError,
@@ -30,7 +31,6 @@ from geoseg.io.images import (
     read_image,
     read_raster,
 )
-from geoseg.labels import check_ids, rgb_to_ids
 from geoseg.train.config import SourceSpec, TrainConfig
 
 
@@ -59,7 +59,7 @@ def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
 
 
 def _selected(name: str, spec: SourceSpec) -> bool:
-    from geoseg.datasets.base import is_selected
+    from geoseg.data.base import is_selected
 
     return is_selected(name, spec.include, spec.exclude)
 
@@ -228,8 +228,8 @@ def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
 
 
 def load_reader(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
-    """ADE20K / Cityscapes layouts through the evaluation readers (geoseg.datasets)."""
-    from geoseg import datasets
+    """ADE20K / Cityscapes layouts through the evaluation readers (geoseg.data)."""
+    from geoseg import data as datasets
 
     ds = datasets.open_dataset(f"{spec.kind}:{spec.path}")
     out = []

@@ -22,7 +22,7 @@ def band_stats(
     images : list of ndarray
         (bands, H, W) raw images.
     scale : float
-        Divisor applied first, as in :func:`geoseg.engine.normalize`.
+        Divisor applied first, as in :func:`geoseg.model.engine.normalize`.
     nodata_valid : list of ndarray, optional
         (H, W) bool masks of pixels with data; others are excluded.
 

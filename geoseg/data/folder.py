@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.datasets.base import ClassSet, LabelledDataset, Pair, pair_by_stem
+from geoseg.core.labels import parse_colour
+from geoseg.data.base import ClassSet, LabelledDataset, Pair, pair_by_stem
 from geoseg.errors import ConfigError, DatasetError
 from geoseg.io.images import IMAGE_EXTS, read_colour_mask, read_id_mask, read_image
-from geoseg.labels import parse_colour
 
 
 def _int_key(config: dict[str, Any], key: str, default: int) -> int:
@@ -56,7 +56,7 @@ def class_set(config: dict[str, Any]) -> ClassSet:
 
 def mask_decoder(config: dict[str, Any], classes: ClassSet):
     """Return ``decode(path) -> (H, W) int64`` for the config's label mode."""
-    from geoseg.labels import check_ids, rgb_to_ids
+    from geoseg.core.labels import check_ids, rgb_to_ids
 
     mode = config.get("label_mode", "rgb")
     if mode == "rgb":

@@ -6,7 +6,7 @@ their validity and pixel areas, so every caller that holds blocks (this module's
 apart: the class map is read block by block through :mod:`geoseg.io.raster` (memory does not
 grow with the map), polygons through pyogrio (any OGR format), reprojected to the class map's
 CRS, each rasterized at pixel centres on its own bounding window, the only part of the map read
-for it. Pixel areas come from :mod:`geoseg.areas` (geodesic on a geographic CRS, planar
+for it. Pixel areas come from :mod:`geoseg.core.areas` (geodesic on a geographic CRS, planar
 otherwise), so ``geoseg stats`` and ``geoseg vectorize`` agree on what a square metre is.
 
 Decisions, documented once here:
@@ -17,7 +17,7 @@ Decisions, documented once here:
   only where they occur; negative ids (not class ids) are listed as found, so a map without
   a nodata tag (Sen1Floods11's -1) shows them: exclude them with ``nodata=-1``;
 - a map without a CRS is a local grid whose map unit is the metre (as in
-  :func:`geoseg.areas.polygon_areas_m2`), said in a note; planar areas on a projection that is
+  :func:`geoseg.core.areas.polygon_areas_m2`), said in a note; planar areas on a projection that is
   far from equal-area (Web Mercator) are map areas, also said in a note;
 - polygons without a CRS are taken to be in the map's CRS (with a note); polygons outside the
   map count zero pixels (with a note), but an AOI none of whose polygons meets the map is an
@@ -115,7 +115,7 @@ def count_block(
     (ndarray, ndarray, ndarray)
         Sorted ``int64`` class ids, their ``int64`` pixel counts and ``float64`` areas.
     """
-    from geoseg.labels import check_integer_dtype
+    from geoseg.core.labels import check_integer_dtype
 
     ids = np.asarray(ids)
     check_integer_dtype(ids.dtype, "class ids")
@@ -415,7 +415,7 @@ class ClassMap:
 
 def _class_names(source: Any) -> list[str] | None:
     """Names a class map carries in its tags (GeoTIFF tags, Zarr attributes)."""
-    from geoseg.labels import class_names_from_tags
+    from geoseg.core.labels import class_names_from_tags
 
     return class_names_from_tags(source.tags())
 
@@ -435,7 +435,7 @@ def _area_notes(cmap: ClassMap) -> list[str]:
     """Say where areas are not ground areas: no CRS, or a projection far from equal-area."""
     from affine import Affine
 
-    from geoseg.areas import areal_scale
+    from geoseg.core.areas import areal_scale
 
     if cmap.crs_wkt is None:
         return [
@@ -470,9 +470,9 @@ def open_classmap(path: PathLike, nodata: Sequence[float] = ()) -> ClassMap:
     RasterReadError, LabelError, InputError
         Missing or unreadable, a float map, several bands, a rotated geographic grid.
     """
-    from geoseg.areas import pixel_area_m2
+    from geoseg.core.areas import pixel_area_m2
+    from geoseg.core.labels import check_integer_dtype
     from geoseg.io.raster import check_input_file, open_raster
-    from geoseg.labels import check_integer_dtype
 
     text = os.fspath(path)
     check_input_file(text, "class map", folder_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geoseg.datasets.base import IGNORE_INDEX, ClassSet, LabelledDataset, Pair
+from geoseg.data.base import IGNORE_INDEX, ClassSet, LabelledDataset, Pair
 from geoseg.errors import DatasetError
 
 KINDS = ("ade20k", "cityscapes", "folder", "rasters")
@@ -44,21 +44,21 @@ def open_dataset(
     if isinstance(config, str | Path):
         config = load_yaml(config)
     if kind == "ade20k":
-        from geoseg.datasets.ade20k import open_ade20k
+        from geoseg.data.ade20k import open_ade20k
 
         return open_ade20k(path, split)
     if kind == "cityscapes":
-        from geoseg.datasets.cityscapes import open_cityscapes
+        from geoseg.data.cityscapes import open_cityscapes
 
         return open_cityscapes(path, split)
     if kind == "folder":
-        from geoseg.datasets.folder import open_folder
+        from geoseg.data.folder import open_folder
 
         if not config:
             raise DatasetError(
                 "folder: datasets need a config with the classes (e.g. --config configs/dubai.yaml)"
             )
         return open_folder(path, config)
-    from geoseg.datasets.rasters import open_rasters
+    from geoseg.data.rasters import open_rasters
 
     return open_rasters(path, config)

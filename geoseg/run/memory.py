@@ -1,4 +1,4 @@
-"""Process-wide memory settings: glibc's allocator and GDAL's block cache.
+"""Process-wide memory settings: glibc's allocator (GDAL's block cache: :mod:`geoseg.io.gdal`).
 
 glibc's defaults suit neither a model on the CPU nor a stitcher:
 
@@ -14,21 +14,12 @@ glibc's defaults suit neither a model on the CPU nor a stitcher:
   per-thread arenas, and resident memory creeps up although Python holds a constant amount;
   two arenas keep peak RSS flat.
 
-GDAL caches decompressed blocks up to 5% of RAM by default, which on a large input is the
-biggest consumer of all; 64 MB holds a row of windows' worth of blocks for rasters up to
-~16K px wide, which is what the overlapping reads reuse.
-
-GDAL's network settings live here too (:data:`GDAL_DEFAULTS`), so that every GDAL option geoseg
-sets is set in one place, only where the user's environment has none: a remote input is
-retried on transient HTTP errors (GDAL retries none by default), and its ranges are cached
-(64 MB instead of 16 MB) because overlapping windows re-read the same blocks.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 from typing import Any
 
@@ -39,42 +30,6 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 64 * 2**20
 ARENA_MAX = 2
-GDAL_CACHE_MB = "64"
-# GDAL options geoseg sets process-wide (environment variables: GDAL reads them where no
-# config option overrides them, and worker processes inherit them).
-GDAL_DEFAULTS = {
-    "GDAL_CACHEMAX": GDAL_CACHE_MB,
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "CPL_VSIL_CURL_CACHE_SIZE": str(64 * 2**20),
-}
-# ... and those set only while a network raster is opened (thread-local): not listing its
-# remote "folder" saves a request per sidecar GDAL would probe, which a local file needs.
-GDAL_REMOTE_OPEN_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-
-
-def bound_gdal_cache() -> None:
-    """Apply :data:`GDAL_DEFAULTS` (block cache, HTTP retries) where the user set none."""
-    apply_gdal_settings(GDAL_DEFAULTS)
-
-
-def apply_gdal_settings(settings: dict[str, str]) -> None:
-    """Set GDAL options the environment does not already set (a worker gets the client's)."""
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
-
-
-def gdal_settings() -> dict[str, str]:
-    """The GDAL options geoseg manages, as this process's environment sets them now."""
-    keys = (*GDAL_DEFAULTS, *GDAL_REMOTE_OPEN_DEFAULTS)
-    return {k: os.environ[k] for k in keys if k in os.environ}
-
-
-def remote_open_options() -> dict[str, str]:
-    """Options for opening a network raster: the user's value, else geoseg's default."""
-    return {k: os.environ.get(k, v) for k, v in GDAL_REMOTE_OPEN_DEFAULTS.items()}
-
-
 def _libc() -> Any:
     """glibc, or None elsewhere."""
     if not sys.platform.startswith("linux"):

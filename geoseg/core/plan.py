@@ -5,7 +5,7 @@ Data flows one way::
     plan (tilers.grid)  ->  batches evaluated (engine, via a scheduler)  ->  Stitcher (bands)
         ->  BlockAssembler (output blocks)  ->  a sink (a writer, or an in-memory array)
 
-This module never opens files and never builds a scheduler: :mod:`geoseg.pipeline` wires
+This module never opens files and never builds a scheduler: :mod:`geoseg.run.pipeline` wires
 readers, writers and Dask to it. Batches have a fixed membership (consecutive window numbers),
 so every window is evaluated exactly once and with the same batch neighbours whatever the block
 size or the number of workers, and the result is reproducible bit for bit.
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoseg.blend import check_mode, window_weights
-from geoseg.confidence import confidence_map, quantize
-from geoseg.stitch import Band, Stitcher, normalize_sums, to_classes
+from geoseg.core.blend import check_mode, window_weights
+from geoseg.core.confidence import confidence_map, quantize
+from geoseg.core.stitch import Band, Stitcher, normalize_sums, to_classes
+from geoseg.errors import ConfigError
 from tilers.grid import Grid, Window, blocks
 
 
@@ -82,8 +83,6 @@ def make_plan(
     block_size: int = 2048,
 ) -> Plan:
     """Build the window grid and its fixed batches (see :class:`Plan`)."""
-    from geoseg.errors import ConfigError
-
     grid = Grid.create(height, width, tile, overlap)
     if batch_size <= 0:
         raise ConfigError(f"--batch-size {batch_size} must be positive; try --batch-size 4")
@@ -214,7 +213,7 @@ def _final_band(stitcher: Stitcher, g: int) -> Iterator[Band]:
 class OutputBlock:
     """A finished output block: classes and (optionally) probabilities and confidence.
 
-    ``confidence`` is already uint8-encoded (:func:`geoseg.confidence.quantize`).
+    ``confidence`` is already uint8-encoded (:func:`geoseg.core.confidence.quantize`).
     """
 
     window: Window
@@ -228,7 +227,7 @@ class BlockAssembler:
     """Collect final bands into block rows and emit each block once all its rows are in.
 
     Only one block row of class ids (and, when asked, of float32 probabilities and of the
-    uint8-encoded ``confidence`` measure, see :mod:`geoseg.confidence`) is buffered: the
+    uint8-encoded ``confidence`` measure, see :mod:`geoseg.core.confidence`) is buffered: the
     confidence is computed from each band's blended probabilities as it arrives, so the class
     probabilities are kept only when ``probabilities`` asks for them.
     """
@@ -316,7 +315,7 @@ def run_plan(
     With ``start_row`` (a block boundary) only blocks from that row on are produced; the
     results must then start at ``plan.resume_point(start_row)[0]``. ``on_released(nbytes)`` is
     called when a band's buffers (``nbytes`` in all) have been consumed and freed. With
-    ``confidence`` (a :data:`geoseg.confidence.MEASURES` name) each block carries that measure.
+    ``confidence`` (a :data:`geoseg.core.confidence.MEASURES` name) each block carries that measure.
     """
     grid = plan.grid
     asm = BlockAssembler(
@@ -373,75 +372,28 @@ def class_dtype(num_classes: int, nodata: int | None = None) -> tuple[str, int]:
     dtype, default = ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
     if nodata is None:
         return dtype, default
-    from geoseg.io.writers import check_nodata
-
     return dtype, check_nodata(nodata, num_classes)
 
 
-def predict_array(
-    engine,
-    image: np.ndarray,
-    valid: np.ndarray | None = None,
-    *,
-    tile: int | tuple[int, int] | None = None,
-    overlap: int | tuple[int, int] = 128,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    return_probs: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Tiled, blended prediction of an in-memory image, in this process.
+def check_nodata(nodata: int, num_classes: int, what: str = "--nodata") -> int:
+    """Refuse a class-map nodata value that is a class id or does not fit the map's dtype.
 
-    The same planning, batching and stitching as ``geoseg predict``, without a scheduler or
-    files: for evaluation, training validation and tests.
-
-    Parameters
-    ----------
-    engine : Engine
-        The inference engine.
-    image : ndarray
-        (bands, H, W) raw pixel values.
-    valid : ndarray, optional
-        (H, W) bool mask of pixels with data (default: all).
-    tile, overlap, blend, batch_size
-        As for ``geoseg predict``; ``tile`` defaults to the model's training tile size.
-    return_probs : bool
-        Also return the blended probabilities (classes, H, W).
-
-    Returns
-    -------
-    ndarray
-        (H, W) class map (uint8, or uint16 above 255 classes), nodata (255/65535) where no
-        valid pixel was predicted; with ``return_probs`` a ``(classes, probs)`` pair.
+    The map is uint8 up to 255 classes (uint16 above), so ``nodata`` must lie in
+    ``num_classes .. 255`` (``.. 65535``); returns it.
     """
-    from geoseg.io.raster import ArraySource
-
-    source = ArraySource(image, valid)
-    h, w = image.shape[-2:]
-    plan = make_plan(
-        h,
-        w,
-        tile=tile or engine.meta.tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        blend=blend,
-        block_size=max(h, w),
-    )
-    k = engine.meta.classes
-    dtype, nodata = class_dtype(k)
-    results = (
-        evaluate_batch(
-            lambda win: source.read(win.row, win.col, win.height, win.width),
-            engine.predict_proba,
-            plan.grid,
-            b,
+    top = 255 if num_classes <= 255 else 65535
+    if isinstance(nodata, bool) or not isinstance(nodata, int | np.integer):
+        raise ConfigError(
+            f"{what} {nodata!r} is not an integer; use one from {num_classes} to {top}"
         )
-        for b in plan.batches
-    )
-    classes = np.full((h, w), nodata, dtype)
-    probs = np.zeros((k, h, w), np.float32) if return_probs else None
-    for block in run_plan(plan, results, k, nodata=nodata, dtype=dtype, probabilities=return_probs):
-        rs, cs = block.window.slices()
-        classes[rs, cs] = block.classes
-        if probs is not None:
-            probs[:, rs, cs] = block.probs
-    return (classes, probs) if return_probs else classes
+    if nodata < num_classes:
+        raise ConfigError(
+            f"{what} {nodata} is a class id of the model (classes 0 to {num_classes - 1}); use a "
+            f"value from {num_classes} to {top}"
+        )
+    if nodata > top:
+        raise ConfigError(
+            f"{what} {nodata} does not fit the {'uint8' if top == 255 else 'uint16'} class map; "
+            f"use a value from {num_classes} to {top}"
+        )
+    return int(nodata)

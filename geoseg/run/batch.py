@@ -1,6 +1,6 @@
 """Batch prediction over many rasters on one Dask cluster.
 
-Each raster runs through :func:`geoseg.pipeline.predict_file` exactly as a single-raster run
+Each raster runs through :func:`geoseg.run.pipeline.predict_file` exactly as a single-raster run
 (same plan, same batches, so the same class map), one after another on a shared client: every
 raster's windows are spread over all workers. A raster that fails (corrupt, wrong bands) is
 reported and the others still run.
@@ -148,7 +148,7 @@ def check_batch_outputs(
     list files), and its format too; whether it exists is checked per raster later.
     """
     from geoseg.io.writers import touched_paths
-    from geoseg.resume import partial_dir
+    from geoseg.run.resume import partial_dir
 
     inputs = list(inputs)
     written: dict[Path, str] = {}

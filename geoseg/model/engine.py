@@ -27,10 +27,10 @@ from typing import Literal
 
 import numpy as np
 
-from geoseg.checkpoint import ModelMeta
 from geoseg.errors import ConfigError
+from geoseg.model.checkpoint import ModelMeta
 
-log = logging.getLogger("geoseg.engine")
+log = logging.getLogger("geoseg.model.engine")
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -226,7 +226,7 @@ class Engine:
         threads: int | None = None,
     ) -> Engine:
         """Load a checkpoint (no pickle executed) and wrap it in an engine."""
-        from geoseg.checkpoint import load_checkpoint
+        from geoseg.model.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path)
         return cls(model, meta, device=device, precision=precision, tta=tta, threads=threads)

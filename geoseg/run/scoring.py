@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.core.metrics import confusion_matrix
 from geoseg.errors import AlignmentError, InputError, RasterReadError
-from geoseg.metrics import confusion_matrix
 from tilers.grid import Window, blocks
 
-log = logging.getLogger("geoseg.scoring")
+log = logging.getLogger("geoseg.run.scoring")
 
 # error-map values
 CORRECT, WRONG, IGNORED = 0, 1, 2
@@ -62,7 +62,7 @@ def check_class_raster(src, path: str, role: str) -> None:
     A float raster would be truncated (2.9 scored as class 2), a complex one cast with a
     warning, and of a multi-band raster only band 1 would be scored: all are refused.
     """
-    from geoseg.labels import check_integer_dtype
+    from geoseg.core.labels import check_integer_dtype
 
     if src.count != 1:
         raise InputError(
@@ -177,7 +177,7 @@ def evaluate_pair(
     raster. With ``error_map`` a georeferenced GeoTIFF marks correct (0), wrong (1) and ignored
     (2) pixels.
     """
-    from geoseg.scheduling import dask_client, submit_ordered, total_threads
+    from geoseg.run.scheduling import dask_client, submit_ordered, total_threads
 
     notes = check_pair(spec)
     with _open(spec.pred) as pred:
@@ -233,7 +233,7 @@ def _error_writer(spec, path, height, width, crs, transform, overwrite):
 
 def class_names_from_raster(path: str) -> list[str] | None:
     """Class names stored by geoseg in a class-map GeoTIFF (``CLASS_NAMES`` tag), if any."""
-    from geoseg.labels import class_names_from_tags
+    from geoseg.core.labels import class_names_from_tags
 
     with _open(path) as src:
         return class_names_from_tags({**src.tags(), **src.tags(1)})
@@ -241,8 +241,8 @@ def class_names_from_raster(path: str) -> list[str] | None:
 
 def pair_classes(pred: str, num_classes: int | None) -> tuple[int, list[str]]:
     """The class count and names to score ``pred`` with: given, or from its class names."""
+    from geoseg.core.metrics import check_num_classes
     from geoseg.errors import ConfigError
-    from geoseg.metrics import check_num_classes
 
     names = class_names_from_raster(pred)
     if num_classes is None:

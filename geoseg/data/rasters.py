@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.datasets.base import ClassSet, LabelledDataset, Pair
-from geoseg.datasets.folder import class_set, ignore_ids_of
+from geoseg.core.metrics import MAX_CLASSES
+from geoseg.data.base import ClassSet, LabelledDataset, Pair
+from geoseg.data.folder import class_set, ignore_ids_of
 from geoseg.errors import DatasetError
 from geoseg.io.images import read_id_mask, read_image
-from geoseg.metrics import MAX_CLASSES
 
 
 def _pairs(spec: str) -> list[Pair]:

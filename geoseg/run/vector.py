@@ -23,7 +23,7 @@ Outputs
 -------
 One layer, ``classes``, in the class map's CRS, with an integer ``class_id`` and a
 ``class_name`` (the class map's ``CLASS_NAMES`` tags via
-:func:`geoseg.labels.class_names_from_tags`, else ``"class N"``); nodata pixels are left out.
+:func:`geoseg.core.labels.class_names_from_tags`, else ``"class N"``); nodata pixels are left out.
 Exterior rings are counter-clockwise and holes clockwise (the right-hand rule of RFC 7946).
 
 - ``.gpkg``, ``.fgb``, ``.geojson`` are written by GDAL through ``pyogrio.raw.write_arrow`` from
@@ -55,7 +55,7 @@ coverage, but only within one batch of polygons while streaming, so it would not
 either; per-polygon simplification is the honest, documented choice. ``min_area`` drops
 polygons smaller than the threshold (measured before simplification): a plain number is in map
 units (planar), ``500m2`` in square metres and ``0.5ha`` in hectares, both through
-:func:`geoseg.areas.polygon_areas_m2` (geodesic on a geographic CRS).
+:func:`geoseg.core.areas.polygon_areas_m2` (geodesic on a geographic CRS).
 """
 
 from __future__ import annotations
@@ -254,8 +254,8 @@ def open_classmap(path: str | os.PathLike[str]) -> RasterSource:
     InputError
         Several bands, or float (or wider integer) values.
     """
+    from geoseg.core.labels import check_integer_dtype
     from geoseg.io.raster import check_input_file, open_raster
-    from geoseg.labels import check_integer_dtype
 
     check_input_file(path, "class map", folder_ok=True)
     source = open_raster(path)
@@ -589,14 +589,14 @@ def _schema() -> Any:
 
 
 def _keep(geoms: np.ndarray, min_area: MinArea | None, crs_wkt: str | None) -> np.ndarray:
-    """Which polygons are at least ``min_area`` (map units, or m^2 via geoseg.areas)."""
+    """Which polygons are at least ``min_area`` (map units, or m^2 via geoseg.core.areas)."""
     import shapely
 
     if min_area is None:
         return np.ones(len(geoms), bool)
     if min_area.unit == "map":
         return shapely.area(geoms) >= min_area.value
-    from geoseg.areas import polygon_areas_m2
+    from geoseg.core.areas import polygon_areas_m2
 
     return polygon_areas_m2(geoms, crs_wkt) >= min_area.value
 
@@ -843,7 +843,7 @@ def vectorize(
         Bad option values or extension, GeoJSON for a CRS without an EPSG code, an unusable
         class map, and whatever :func:`check_output` refuses.
     """
-    from geoseg.labels import class_names_from_tags
+    from geoseg.core.labels import class_names_from_tags
 
     target, driver = check_output(classmap, out, overwrite)
     tolerance, area = parse_tolerance(simplify), parse_min_area(min_area)

@@ -1,8 +1,8 @@
 """Dask scheduling: which cluster runs the batches, and streaming their results in order.
 
 No file is opened and no model is built here: tasks carry a picklable raster source, window
-numbers and an :class:`~geoseg.engine.EngineSpec`; each worker process loads the model once
-(:func:`~geoseg.engine.cached_engine`) and keeps it.
+numbers and an :class:`~geoseg.model.engine.EngineSpec`; each worker process loads the model once
+(:func:`~geoseg.model.engine.cached_engine`) and keeps it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from geoseg.engine import EngineSpec, available_cores, cached_engine
-from geoseg.predict import BatchResult, Plan, evaluate_batch
+from geoseg.core.plan import BatchResult, Plan, evaluate_batch
+from geoseg.model.engine import EngineSpec, available_cores, cached_engine
 from tilers.grid import Grid
 
-log = logging.getLogger("geoseg.scheduling")
+log = logging.getLogger("geoseg.run.scheduling")
 PROFILE_KEY = "distributed.worker.profile.enabled"
 # Settings of the clusters geoseg starts. The workers' statistical profiler samples every
 # thread's stack each 10 ms, a measurable share of predict's time, for a dashboard page nobody
@@ -53,7 +53,7 @@ def process_layout(workers: int, cores: int | None = None) -> tuple[int, int]:
 
     Each process gets its share of the cores (at least one), run as up to
     :data:`MAX_LOCAL_THREADS` threads that each make their own model calls, with the rest of
-    the share as torch threads per call (see :mod:`geoseg.engine`).
+    the share as torch threads per call (see :mod:`geoseg.model.engine`).
     """
     share = max(1, (cores or available_cores()) // workers)
     threads = min(share, MAX_LOCAL_THREADS)

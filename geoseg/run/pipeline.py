@@ -1,7 +1,7 @@
 """``geoseg predict`` end to end: reader -> Dask batches -> stitching -> writer.
 
 This is the only module that knows about files, the model checkpoint and the scheduler at
-once; it wires :mod:`geoseg.io`, :mod:`geoseg.scheduling` and :mod:`geoseg.predict` together.
+once; it wires :mod:`geoseg.io`, :mod:`geoseg.run.scheduling` and :mod:`geoseg.core.plan` together.
 """
 
 from __future__ import annotations
@@ -20,13 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoseg.checkpoint import ModelMeta, read_meta
 from geoseg.config import PredictConfig
-from geoseg.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
-from geoseg.errors import ConfigError, InputError
-from geoseg.io.files import refuse_inputs
-from geoseg.memory import WideBandTrimmer
-from geoseg.predict import (
+from geoseg.core.plan import (
     BatchResult,
     OutputBlock,
     Plan,
@@ -36,10 +31,15 @@ from geoseg.predict import (
     make_plan,
     run_plan,
 )
-from geoseg.resume import check_partial_files, partial_dir, partial_run
+from geoseg.errors import ConfigError, InputError
+from geoseg.io.files import refuse_inputs
+from geoseg.model.checkpoint import ModelMeta, read_meta
+from geoseg.model.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
+from geoseg.run.memory import WideBandTrimmer
+from geoseg.run.resume import check_partial_files, partial_dir, partial_run
 from tilers.grid import as_pair
 
-log = logging.getLogger("geoseg.pipeline")
+log = logging.getLogger("geoseg.run.pipeline")
 
 Progress = Callable[[int, int], None]
 
@@ -191,10 +191,10 @@ def engine_spec(
 
     When the model runs on the CPU in this process, each worker thread runs its own batches
     through the model, and the threads share the cores: torch threads per call =
-    cores // worker threads (see :mod:`geoseg.engine`). Elsewhere (GPU, worker processes, a
+    cores // worker threads (see :mod:`geoseg.model.engine`). Elsewhere (GPU, worker processes, a
     remote cluster) torch's own setting is kept.
     """
-    from geoseg.scheduling import cpu_threads_per_call, in_process_threads
+    from geoseg.run.scheduling import cpu_threads_per_call, in_process_threads
 
     lanes = in_process_threads(client) if device == "cpu" else None
     threads = cpu_threads_per_call(lanes) if lanes else None
@@ -244,8 +244,8 @@ def warn_georeference(info: Any) -> None:
 
 def warn_value_range(source: Any, meta: ModelMeta) -> None:
     """Warn once when the input's values (a sample) are far from those the model trained on."""
-    from geoseg.checkpoint import value_range_mismatch
     from geoseg.io.raster import sample_range
+    from geoseg.model.checkpoint import value_range_mismatch
 
     if meta.value_range is None:
         return  # a checkpoint of before the range was recorded: nothing to compare with
@@ -312,7 +312,7 @@ def check_outputs(
 
 def verify_partial(run: Any, probabilities: bool, confidence: bool = False) -> None:
     """Refuse to resume from partial files that are not what ``run``'s progress records."""
-    from geoseg.io.gdal_meta import sidecar_path
+    from geoseg.io.gdal import sidecar_path
     from geoseg.io.writers import partial_files, read_pam, rows_digest
 
     files = partial_files(run.directory, probabilities, confidence)
@@ -355,9 +355,9 @@ def job_identity(
     resumed into), the checkpoint by the digest of its files (retrained into the same folder,
     it is another model). JSON-normalized, as it is compared with what ``progress.json`` holds.
     """
-    from geoseg.checkpoint import GEOSEG_FILE, SMP_CONFIG, WEIGHTS
     from geoseg.io.files import content_digest, stamps
     from geoseg.io.raster import is_gdal_url
+    from geoseg.model.checkpoint import GEOSEG_FILE, SMP_CONFIG, WEIGHTS
 
     ckpt = Path(checkpoint)
     remote = is_gdal_url(input_path)  # Path() would mangle a URL
@@ -454,14 +454,14 @@ def predict_file(
     -----
     Two settings are process-wide; ``geoseg`` applies them at start-up and a Python caller
     applies them itself, before the first raster is read:
-    :func:`geoseg.memory.bound_gdal_cache` (GDAL's block cache at 64 MB instead of 5% of RAM:
+    :func:`geoseg.io.gdal.apply_gdal_defaults` (GDAL's block cache at 64 MB instead of 5% of RAM:
     without it a 16384^2 run peaked at 2.37 GiB instead of 1.18 GiB on a 24 GiB machine) and
-    :func:`geoseg.memory.tune_malloc` (without it the model's activations are page-faulted in
+    :func:`geoseg.run.memory.tune_malloc` (without it the model's activations are page-faulted in
     afresh on every call: the demo model ran 1.3x slower on the CPU).
     """
     from geoseg.io.raster import open_input
     from geoseg.io.writers import open_writer
-    from geoseg.scheduling import dask_client, ordered_results, total_threads
+    from geoseg.run.scheduling import dask_client, ordered_results, total_threads
 
     cfg = config or PredictConfig()
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.core.labels import check_integer_dtype
 from geoseg.errors import ConfigError, LabelError
-from geoseg.labels import check_integer_dtype
 
 # A K x K int64 confusion matrix is 8 K^2 bytes, and one exists per block in flight: 4096
 # classes is 128 MiB each. More is a typo (or a class map of raw values), not a class set.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.datasets.base import (
+from geoseg.data.base import (
     IGNORE_INDEX,
     ClassSet,
     LabelledDataset,

@@ -6,7 +6,7 @@ bytes; rewritten atomically after each block row is flushed and fsync'd) and ``l
 host of the job writing it). A killed job leaves the folder behind; ``--resume`` checks that
 the input, model and options are the same, that the recorded progress is well-formed and that
 every recorded block row still reads back with its digest, and restarts at the first
-unfinished block row, which :meth:`geoseg.predict.Plan.resume_point` reproduces bit for bit.
+unfinished block row, which :meth:`geoseg.core.plan.Plan.resume_point` reproduces bit for bit.
 Everything read back from the folder is validated before it is trusted; a finished job removes
 the folder.
 """

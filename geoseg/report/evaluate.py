@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 import click
 import numpy as np
 
+from geoseg.core.metrics import EvalResult
 from geoseg.errors import InputError
 from geoseg.io.files import atomic_write, check_target, is_same_or_inside
-from geoseg.metrics import EvalResult
 
 PathLike = str | os.PathLike[str]
 
@@ -62,7 +62,7 @@ def check_outputs(
                 )
     for opt, p in given:
         if opt == "--error-map":
-            from geoseg.scoring import check_error_map
+            from geoseg.run.scoring import check_error_map
 
             check_error_map(p, overwrite, inputs)
         else:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.checkpoint import default_colours
-from geoseg.datasets.base import (
+from geoseg.data.base import (
     IGNORE_INDEX,
     ClassSet,
     LabelledDataset,
@@ -20,6 +19,7 @@ from geoseg.datasets.base import (
 )
 from geoseg.errors import DatasetError
 from geoseg.io.images import read_image, read_label_png
+from geoseg.model.checkpoint import default_colours
 
 NUM_CLASSES = 150
 
