@@ -164,6 +164,13 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
     metavar="KEY=VALUE",
     help="GeoTIFF creation option, repeatable (e.g. --co COMPRESS=ZSTD --co BLOCKXSIZE=256).",
 )
+@click.option(
+    "--vector",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the class map's polygons here (.gpkg, .fgb, .geojson, .parquet).",
+)
+@click.option("--stats", is_flag=True, help="Also print per-class pixels, areas and shares.")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--resume", is_flag=True, help="Continue a killed run (GeoTIFF outputs).")
 @overwrite_opt
@@ -176,6 +183,8 @@ def predict(
     output_dir,
     name_pattern,
     from_list,
+    vector,
+    stats,
     config_file,
     resume,
     overwrite,
@@ -195,44 +204,73 @@ def predict(
     cfg = build_config(PredictConfig, file_opts, flags)
     cfg = dataclasses.replace(cfg, scheduler=default_scheduler(cfg.workers, cfg.scheduler))
     if output_dir or from_list:
-        _batch(
-            paths,
-            from_list,
-            output_dir,
-            name_pattern,
-            model,
-            cfg,
-            overwrite,
-            progress,
-            quiet,
-            resume,
-            [config_file, from_list],
-        )
+        if vector:
+            raise click.UsageError(
+                "--vector writes the polygons of one class map; for a batch, run "
+                "geoseg vectorize on each output"
+            )
+        run = (cfg, overwrite, progress, quiet, resume, stats)
+        _batch(paths, from_list, output_dir, name_pattern, model, *run, [config_file, from_list])
         return
     if len(paths) != 2:
         raise click.UsageError(
             f"expected INPUT OUTPUT, got {len(paths)} path(s); for many inputs add --output-dir"
         )
-    from geoseg.commands.progress import ProgressBar
-    from geoseg.run.pipeline import predict_file
+    _single(*paths, model, cfg, config_file, resume, overwrite, progress, quiet, vector, stats)
 
+
+def _single(src, out, model, cfg, config_file, resume, overwrite, progress, quiet, vector, stats):
+    """One raster: its class map, then (when asked) its polygons and per-class areas."""
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.io.raster import raster_files
+    from geoseg.io.writers import touched_paths
+    from geoseg.run.pipeline import predict_file
+    from geoseg.run.vector import check_output
+
+    outputs = touched_paths(out)
+    if vector:  # refused before any work, like every other output
+        read = [*raster_files(src), model, config_file, *outputs]
+        check_output(out, vector, overwrite, inputs=read)
+    existed = {p for p in outputs if p.exists() or p.is_symlink()}
     bar = ProgressBar("predict", enabled=progress and not quiet)
     # without --workers/--scheduler, predict_file starts (and stops) its in-process cluster
     wanted = cfg.workers or cfg.scheduler or cfg.dashboard
-    cluster = _cluster(cfg) if wanted else contextlib.nullcontext()
-    with cluster as client:
+    with _cluster(cfg) if wanted else contextlib.nullcontext() as client:
         summary = predict_file(
-            paths[0],
-            paths[1],
-            model,
-            cfg,
-            overwrite=overwrite,
-            progress=bar,
-            client=client,
-            resume=resume,
-            other_inputs=[config_file],
-        )
+            src, out, model, cfg, overwrite=overwrite, progress=bar, client=client,
+            resume=resume, other_inputs=[config_file],
+        )  # fmt: skip
     click.echo(summary.line())
+    try:
+        _after(out, vector, stats, overwrite, progress and not quiet)
+    except BaseException:
+        _remove_new(outputs, existed)  # a failed command leaves what was there before
+        raise
+
+
+def _after(classmap, vector, stats, overwrite, progress) -> None:
+    """``--vector`` and ``--stats`` of a finished class map."""
+    from geoseg.commands.progress import ProgressBar
+
+    if vector:
+        from geoseg.run.vector import vectorize
+
+        bar = ProgressBar("vectorize", unit="blocks", enabled=progress)
+        v = vectorize(classmap, vector, overwrite=overwrite, progress=bar)
+        click.echo(f"vectorize: {v.polygons} polygons of {len(v.classes)} classes -> {v.path}")
+    if stats:
+        from geoseg.run.class_stats import class_stats
+
+        click.echo(class_stats(classmap).table())
+
+
+def _remove_new(outputs, existed) -> None:
+    """Remove the class-map files this command created (those that were not there before)."""
+    from geoseg.io.files import remove_ours
+
+    for path in outputs:
+        if path not in existed:
+            remove_ours(path)
 
 
 @contextlib.contextmanager
@@ -258,6 +296,7 @@ def _batch(
     progress,
     quiet,
     resume,
+    stats,
     extra_inputs,
 ):
     """Check the whole batch, make --output-dir if needed, run it, summarise (exit 1 on failure)."""
@@ -273,7 +312,7 @@ def _batch(
     check_batch_outputs(items, [*read, *extra_inputs, model])
     created = make_dirs(output_dir)
     try:
-        run = (inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume)
+        run = (inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume, stats)
         items = _run_batch(items, *run)
     finally:
         remove_created(created)  # when nothing was written into it
@@ -283,7 +322,7 @@ def _batch(
         raise SystemExit(1)
 
 
-def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume):
+def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume, stats):
     """Predict every raster of a checked batch on one cluster; report each as it ends."""
     from geoseg.commands.progress import ProgressBar
     from geoseg.io.writers import is_geoseg_output
@@ -318,5 +357,9 @@ def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, qui
             else:
                 line = item.summary.line()
             click.echo(f"{item.input}: {line}")
+            if stats and item.error is None:
+                from geoseg.run.class_stats import class_stats
+
+                click.echo(class_stats(item.output).table())
 
         return run_batch(items, run_one, done)

@@ -865,9 +865,15 @@ def vectorize(
 
 
 def check_output(
-    classmap: str | os.PathLike[str], out: str | os.PathLike[str], overwrite: bool
+    classmap: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> tuple[Path, str]:
     """The output guard, before any work: return the target path and its format's driver.
+
+    ``out`` may be none of the class map's files nor of ``inputs`` (``predict --vector``:
+    the raster, model and config predict reads, and the class map files it writes).
 
     Raises
     ------
@@ -880,7 +886,8 @@ def check_output(
     from geoseg.io.files import check_target
     from geoseg.io.raster import raster_files
 
-    target = check_target(out, overwrite=overwrite, inputs=raster_files(classmap), what="OUT")
+    read = [*raster_files(classmap), *inputs]
+    target = check_target(out, overwrite=overwrite, inputs=read, what="OUT")
     driver = output_driver(out)
     if target.exists() and not is_vector_output(target, driver):
         raise OutputError(
