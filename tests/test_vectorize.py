@@ -474,3 +474,29 @@ def test_real_classmap_crop(tmp_path):
         assert canonical(zip(class_id, geoms, strict=True)) == canonical(ref), size
         areas = class_areas(zip(class_id, geoms, strict=True))
         assert areas == pytest.approx(pixel_areas(data, valid, pixel_area), rel=1e-9)
+
+
+@pytest.mark.integration
+def test_spacenet_road_polygons_have_the_areas_stats_reports(tmp_path):
+    """The real road mask (EPSG:4326) in blocks: geodesic polygon areas = stats' class areas."""
+    import pyogrio.raw
+
+    from geoseg.core.areas import polygon_areas_m2
+    from geoseg.run.class_stats import class_stats
+
+    mask = SHARED / "spacenet-roads-sample" / "sample_road_raster_mask.tif"
+    if not mask.is_file():
+        pytest.skip(f"real data file {mask} is absent")
+    out = tmp_path / "roads.fgb"
+    summary = vectorize(mask, out, block_size=300)
+    assert summary.polygons > 0 and set(summary.classes) == {0, 255}
+    meta, _, geoms, fields = pyogrio.raw.read(out)
+    assert meta["crs"] == "EPSG:4326"
+    ids = fields[list(meta["fields"]).index("class_id")]
+    areas = polygon_areas_m2(shapely.from_wkb(geoms), meta["crs"])
+    by_class = {row.class_id: row.area_m2 for row in class_stats(mask).rows()}
+    for k in (0, 255):
+        assert areas[ids == k].sum() == pytest.approx(by_class[k], rel=1e-6)
+    # and the polygons equal those of the whole map at once
+    whole = vectorize(mask, tmp_path / "w.fgb", block_size=1300)
+    assert whole.polygons == summary.polygons and whole.classes == summary.classes
