@@ -39,12 +39,15 @@ class Plan:
         Blend mode.
     block_size : int
         Side of the output blocks.
+    batch_size : int
+        Windows per model call (the last batch may hold fewer).
     """
 
     grid: Grid
     batches: tuple[tuple[int, ...], ...]
     blend: str
     block_size: int
+    batch_size: int = 1
 
     @property
     def blocks(self) -> list[Window]:
@@ -90,7 +93,7 @@ def make_plan(
         raise ConfigError(f"--block-size {block_size} must be positive; try --block-size 2048")
     n = len(grid)
     batches = tuple(tuple(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
-    return Plan(grid, batches, check_mode(blend), block_size)
+    return Plan(grid, batches, check_mode(blend), block_size, batch_size)
 
 
 @dataclass

@@ -452,43 +452,113 @@ def predict_file(
 
     Notes
     -----
-    Two settings are process-wide; ``geoseg`` applies them at start-up and a Python caller
-    applies them itself, before the first raster is read:
-    :func:`geoseg.io.gdal.apply_gdal_defaults` (GDAL's block cache at 64 MB instead of 5% of RAM:
-    without it a 16384^2 run peaked at 2.37 GiB instead of 1.18 GiB on a 24 GiB machine) and
-    :func:`geoseg.run.memory.tune_malloc` (without it the model's activations are page-faulted in
-    afresh on every call: the demo model ran 1.3x slower on the CPU).
+    Process-wide settings (:func:`geoseg.runtime.configure`: GDAL's block cache, glibc's
+    allocator) are applied by the CLI and the Python API before the first raster is read.
     """
-    from geoseg.io.raster import open_input
-    from geoseg.io.writers import open_writer
-    from geoseg.run.scheduling import dask_client, ordered_results, total_threads
-
     cfg = config or PredictConfig()
     t0 = time.perf_counter()
+    job = prepare(input_path, output_path, checkpoint, cfg, overwrite, resume, other_inputs)
+    try:
+        stats, evaluations = run_job(job, cfg, client, progress, overwrite, resume)
+    finally:
+        job.source.close()
+    return _summary(job, stats, evaluations, time.perf_counter() - t0)
+
+
+def _summary(job: Job, stats: StitchStats, evaluations: int, seconds: float) -> Summary:
+    return Summary(
+        input=str(job.input_path),
+        output=str(job.output_path),
+        height=job.info.height,
+        width=job.info.width,
+        windows=len(job.plan.grid),
+        run=stats.run,
+        skipped=stats.skipped,
+        evaluations=evaluations,
+        seconds=seconds,
+        peak_rss=peak_rss_bytes(),
+        batch_size=job.plan.batch_size,
+        tile=job.plan.grid.tile,
+    )
+
+
+@dataclass
+class Job:
+    """A checked prediction job: its input, model, plan and output, before any work is done."""
+
+    input_path: str | os.PathLike
+    output_path: str | os.PathLike
+    checkpoint: str | os.PathLike
+    source: Any
+    info: Any
+    meta: ModelMeta
+    device: str
+    plan: Plan
+    dtype: str
+    nodata: int
+    durable: bool
+    identity: dict[str, Any]
+
+
+def prepare(
+    input_path, output_path, checkpoint, cfg: PredictConfig, overwrite, resume, other_inputs
+) -> Job:
+    """Check every output against every input, open the input and plan the job.
+
+    Everything that can be refused is refused here, before a cluster starts.
+    """
+    from geoseg.io.raster import open_input
+
     inputs = [input_path, checkpoint, *other_inputs]
     durable = check_outputs(output_path, inputs, cfg, overwrite, resume)
     meta = read_meta(checkpoint)
     source = open_input(input_path, cfg.bands, cfg.assets, cfg.scale, cfg.offset)
-    info = source.info
-    check_bands(meta, info.count, str(input_path))
-    warn_georeference(info)
-    warn_value_range(source, meta)
-    device = resolve_device(cfg.device)
+    try:
+        info = source.info
+        check_bands(meta, info.count, str(input_path))
+        warn_georeference(info)
+        warn_value_range(source, meta)
+        device = resolve_device(cfg.device)
+        plan = _plan(info, meta, cfg, device)
+        dtype, nodata = class_dtype(meta.classes, cfg.nodata)
+        identity = job_identity(input_path, checkpoint, plan, info, device, cfg) if durable else {}
+        if resume:
+            refuse_unverified(identity.get("input_files", []))
+    except BaseException:
+        source.close()
+        raise
+    return Job(
+        input_path, output_path, checkpoint, source, info, meta, device, plan, dtype, nodata,
+        durable, identity,
+    )  # fmt: skip
+
+
+def _plan(info: Any, meta: ModelMeta, cfg: PredictConfig, device: str) -> Plan:
+    """The window grid and batches of this job, refused when one batch cannot fit memory."""
     tile = cfg.tile or meta.tile_size
-    batch_size = cfg.batch_size or auto_batch_size(device, tile)
     plan = make_plan(
         info.height,
         info.width,
         tile=tile,
         overlap=default_overlap(cfg.overlap, tile),
-        batch_size=batch_size,
+        batch_size=cfg.batch_size or auto_batch_size(device, tile),
         blend=cfg.blend,
         block_size=cfg.block_size,
     )
     check_memory(plan, info.count, meta.classes, device)
-    dtype, nodata = class_dtype(meta.classes, cfg.nodata)
-    stats = StitchStats()
-    total = len(plan.grid)
+    return plan
+
+
+def run_job(
+    job: Job, cfg: PredictConfig, client: Any, progress: Progress | None, overwrite, resume
+) -> tuple[StitchStats, int]:
+    """Run the job's batches on Dask, stitch them in order and write the blocks.
+
+    Returns the stitching counts and the number of window evaluations.
+    """
+    from geoseg.run.scheduling import dask_client
+
+    stats, total = StitchStats(), len(job.plan.grid)
     evaluations = 0
 
     def on_batch(res: BatchResult) -> None:
@@ -497,71 +567,59 @@ def predict_file(
         if progress is not None:
             progress(stats.windows, total)
 
-    resources = {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
-    identity = job_identity(input_path, checkpoint, plan, info, device, cfg) if durable else {}
-    if resume:
-        refuse_unverified(identity.get("input_files", []))
     with (
         dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
         kept_torch_threads(),
     ):
-        spec = engine_spec(checkpoint, device, cfg, dclient)
+        spec = engine_spec(job.checkpoint, job.device, cfg, dclient)
         # Load the model here first: a corrupt checkpoint or a bad precision fails before any
         # task is scheduled (and in-process workers reuse this cached engine).
-        warn_stride(plan, cached_engine(spec).stride)
+        warn_stride(job.plan, cached_engine(spec).stride)
         claim = (
-            partial_run(output_path, identity, resume, info.height, plan.block_size, overwrite)
-            if durable
+            partial_run(
+                job.output_path, job.identity, resume, job.info.height, job.plan.block_size,
+                overwrite,
+            )
+            if job.durable
             else None
-        )
+        )  # fmt: skip
         with claim or contextlib.nullcontext() as run:
-            start_row = run.start_row if run else 0
-            if resume:
-                verify_partial(run, cfg.probabilities, cfg.confidence_measure is not None)
-                log.warning("resuming %s at row %d of %d", output_path, start_row, info.height)
-            first_batch = plan.resume_point(start_row)[0] if start_row else 0
-            results = ordered_results(
-                dclient,
-                source,
-                plan,
-                spec,
-                cfg.prefetch * total_threads(dclient),
-                resources,
-                first_batch,
-            )
-            blocks = run_plan(
-                plan,
-                results,
-                meta.classes,
-                nodata=nodata,
-                dtype=dtype,
-                probabilities=cfg.probabilities,
-                confidence=cfg.confidence_measure,
-                stats=stats,
-                on_batch=on_batch,
-                start_row=start_row,
-                on_released=WideBandTrimmer().released,
-            )
-            with open_writer(
-                output_path,
-                output_spec(info, meta, cfg),
-                overwrite=overwrite,
-                partial_dir=run.directory if run else None,
-                resume=start_row > 0,
-            ) as writer:
-                write_blocks(blocks, writer, info.width, run.record if run else None)
-    source.close()
-    return Summary(
-        input=str(input_path),
-        output=str(output_path),
-        height=info.height,
-        width=info.width,
-        windows=total,
-        run=stats.run,
-        skipped=stats.skipped,
-        evaluations=evaluations,
-        seconds=time.perf_counter() - t0,
-        peak_rss=peak_rss_bytes(),
-        batch_size=batch_size,
-        tile=plan.grid.tile,
+            _write(job, cfg, dclient, spec, run, resume, overwrite, stats, on_batch)
+    return stats, evaluations
+
+
+def _write(job: Job, cfg, dclient, spec, run, resume, overwrite, stats, on_batch) -> None:
+    """Stream the job's results into its writer, from the resume point of ``run`` on."""
+    from geoseg.io.writers import open_writer
+    from geoseg.run.scheduling import ordered_results, total_threads
+
+    start_row = run.start_row if run else 0
+    if resume:
+        verify_partial(run, cfg.probabilities, cfg.confidence_measure is not None)
+        log.warning("resuming %s at row %d of %d", job.output_path, start_row, job.info.height)
+    plan = job.plan
+    first_batch = plan.resume_point(start_row)[0] if start_row else 0
+    resources = {"GPU": 1} if (cfg.scheduler and job.device == "cuda") else None
+    in_flight = cfg.prefetch * total_threads(dclient)
+    results = ordered_results(
+        dclient, job.source, plan, spec, in_flight, resources, first_batch
     )
+    blocks = run_plan(
+        plan,
+        results,
+        job.meta.classes,
+        nodata=job.nodata,
+        dtype=job.dtype,
+        probabilities=cfg.probabilities,
+        confidence=cfg.confidence_measure,
+        stats=stats,
+        on_batch=on_batch,
+        start_row=start_row,
+        on_released=WideBandTrimmer().released,
+    )
+    spec_out = output_spec(job.info, job.meta, cfg)
+    directory = run.directory if run else None
+    with open_writer(
+        job.output_path, spec_out, overwrite=overwrite, partial_dir=directory, resume=start_row > 0
+    ) as writer:
+        write_blocks(blocks, writer, job.info.width, run.record if run else None)
