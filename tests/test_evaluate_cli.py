@@ -260,3 +260,32 @@ def test_dataset_filters_and_tta(tmp_path, make_raster):
     assert none.returncode != 0 and "nothing*" in none.stderr and len(
         [ln for ln in none.stderr.splitlines() if ln.strip()]
     ) == 1
+
+
+def test_evaluate_with_a_model_equals_predict_then_evaluate(tmp_path):
+    """--model runs predict's own path: the same confusion matrix as predict + --pred-dir."""
+    from helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", classes=5, tile=64)
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    colours = ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929"]
+    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours], np.uint8)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = rng.integers(0, 255, (90, 110, 3), dtype=np.uint8)
+        Image.fromarray(img).save(root / "images" / f"p{i}.jpg", quality=80)
+        Image.fromarray(rgb[rng.integers(0, 5, (90, 110))]).save(root / "masks" / f"p{i}.png")
+    preds = tmp_path / "preds"
+    jpgs = sorted((root / "images").glob("*.jpg"))
+    proc = geoseg("predict", *jpgs, "--output-dir", preds, "--name", "{stem}.tif",
+                  "--model", ckpt, "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    common = ["evaluate", "--dataset", f"folder:{root}", "--config", "configs/dubai.yaml"]
+    a = geoseg(*common, "--pred-dir", preds, "--json", tmp_path / "a.json", "--no-progress")
+    b = geoseg(*common, "--model", ckpt, "--json", tmp_path / "b.json", "--no-progress")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    cm_a = json.loads((tmp_path / "a.json").read_text())["confusion_matrix"]
+    cm_b = json.loads((tmp_path / "b.json").read_text())["confusion_matrix"]
+    assert cm_a == cm_b and sum(map(sum, cm_a)) == 3 * 90 * 110

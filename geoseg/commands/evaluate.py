@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from types import SimpleNamespace
@@ -61,7 +62,7 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
     default="gaussian",
     show_default=True,
 )
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @device_opt
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write all metrics.")
 @click.option("--csv", "csv_out", type=click.Path(), default=None, help="Per-class table.")
@@ -191,41 +192,43 @@ def _dataset(o: SimpleNamespace, bar, check):
         raise InputError(f"--pred-dir {pred_dir} is not a folder; give the folder of predictions")
     notes = [f"{len(ds)} samples from {spec}; ignore index {ds.classes.ignore_index}"]
     miss = None
-    if model:
-        predict, note = _model_predictor(model, len(ds.classes), o)
-    elif pred_dir:
-        predict, note, miss = _folder_predictor(pred_dir, spec, o.pred_ids)
-    else:
-        raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
-    notes.append(note)
-    cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
+    with contextlib.ExitStack() as stack:
+        if model:
+            predict, note = _model_predictor(model, len(ds.classes), o, stack)
+        elif pred_dir:
+            predict, note, miss = _folder_predictor(pred_dir, spec, o.pred_ids)
+        else:
+            raise click.UsageError("--dataset needs --model CKPT or --pred-dir DIR")
+        notes.append(note)
+        cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
     if pred_dir:
         _check_encoding(cm, spec, pred_dir)
     return cm, list(ds.classes.names), notes, read
 
 
-def _model_predictor(model, k, o: SimpleNamespace):
-    """``predict(sample)`` running ``model`` tiled over each image, and a note saying how."""
+def _model_predictor(model, k, o: SimpleNamespace, stack: contextlib.ExitStack):
+    """``predict(sample)`` through predict's own path (plan, Dask batches, stitching), a note."""
+    from geoseg.config import PredictConfig
     from geoseg.errors import InputError
-    from geoseg.model.engine import Engine
-    from geoseg.run.arrays import predict_array
-    from geoseg.run.pipeline import default_overlap
+    from geoseg.run.arrays import ImagePredictor
 
-    engine = Engine.from_checkpoint(model, device=o.device or "auto", tta=o.tta)
-    if engine.meta.classes != k:
+    cfg = PredictConfig(
+        tile=o.tile, overlap=o.overlap, blend=o.blend, batch_size=o.batch_size,
+        device=o.device or "auto", tta=o.tta,
+    )  # fmt: skip
+    predictor = stack.enter_context(ImagePredictor(model, cfg))
+    if predictor.meta.classes != k:
         raise InputError(
-            f"the model predicts {engine.meta.classes} classes but {o.dataset} has {k}; "
+            f"the model predicts {predictor.meta.classes} classes but {o.dataset} has {k}; "
             "evaluate a model trained on this class set"
         )
-    t = o.tile or engine.meta.tile_size
-    ov = default_overlap(o.overlap, t)
 
     def predict(sample):
-        return predict_array(
-            engine, sample["image"], tile=t, overlap=ov, blend=o.blend, batch_size=o.batch_size
-        )
+        return predictor(sample["image"], sample.get("valid"))
 
-    return predict, f"model {model}, tile {t}, overlap {ov}, blend {o.blend}, tta {o.tta}"
+    tile = o.tile or predictor.meta.tile_size
+    note = f"model {model}, tile {tile}, blend {o.blend}, tta {o.tta}"
+    return predict, note
 
 
 def _folder_predictor(pred_dir, spec, pred_ids):

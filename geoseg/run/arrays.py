@@ -5,9 +5,14 @@ For evaluation with a model, training validation and tests, where images are alr
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
-from geoseg.core.plan import class_dtype, evaluate_batch, make_plan, run_plan
+from geoseg.config import PredictConfig
+from geoseg.core.plan import BatchResult, Plan, class_dtype, evaluate_batch, make_plan, run_plan
 
 
 def predict_array(
@@ -58,8 +63,6 @@ def predict_array(
         blend=blend,
         block_size=max(h, w),
     )
-    k = engine.meta.classes
-    dtype, nodata = class_dtype(k)
     results = (
         evaluate_batch(
             lambda win: source.read(win.row, win.col, win.height, win.width),
@@ -69,6 +72,13 @@ def predict_array(
         )
         for b in plan.batches
     )
+    return assemble(plan, results, engine.meta.classes, return_probs)
+
+
+def assemble(plan: Plan, results: Iterable[BatchResult], k: int, return_probs: bool = False):
+    """The class map (and probabilities) of a whole image from its plan's ordered results."""
+    h, w = plan.grid.height, plan.grid.width
+    dtype, nodata = class_dtype(k)
     classes = np.full((h, w), nodata, dtype)
     probs = np.zeros((k, h, w), np.float32) if return_probs else None
     for block in run_plan(plan, results, k, nodata=nodata, dtype=dtype, probabilities=return_probs):
@@ -77,3 +87,58 @@ def predict_array(
         if probs is not None:
             probs[:, rs, cs] = block.probs
     return (classes, probs) if return_probs else classes
+
+
+class ImagePredictor:
+    """``geoseg predict``'s path for in-memory images: one Dask client, the model cached on it.
+
+    Each image is planned, run in batches on the client's worker threads (in parallel, as
+    predict runs a raster) and stitched in order: the class map equals what ``geoseg predict``
+    writes for the same pixels and options. Use as a context manager (the client is closed).
+    """
+
+    def __init__(self, checkpoint: str, cfg: PredictConfig, client: Any = None) -> None:
+        self.checkpoint, self.cfg, self._client = checkpoint, cfg, client
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> ImagePredictor:
+        from geoseg.model.checkpoint import read_meta
+        from geoseg.model.engine import cached_engine, kept_torch_threads, resolve_device
+        from geoseg.run.pipeline import engine_spec
+        from geoseg.run.scheduling import dask_client
+
+        cfg = self.cfg
+        self.meta = read_meta(self.checkpoint)
+        self.device = resolve_device(cfg.device)
+        self.client = self._stack.enter_context(
+            dask_client(cfg.workers, cfg.scheduler, client=self._client)
+        )
+        self._stack.enter_context(kept_torch_threads())
+        self.spec = engine_spec(self.checkpoint, self.device, cfg, self.client)
+        self.engine = cached_engine(self.spec)  # a corrupt checkpoint fails here, once
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def __call__(self, image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """The class map of ``image`` (bands, H, W): uint8/uint16, nodata where nothing ran."""
+        from geoseg.io.raster import ArraySource
+        from geoseg.run.pipeline import auto_batch_size, default_overlap
+        from geoseg.run.scheduling import ordered_results, total_threads
+
+        cfg, h, w = self.cfg, *image.shape[-2:]
+        tile = cfg.tile or self.meta.tile_size
+        plan = make_plan(
+            h,
+            w,
+            tile=tile,
+            overlap=default_overlap(cfg.overlap, tile),
+            batch_size=cfg.batch_size or auto_batch_size(self.device, tile),
+            blend=cfg.blend,
+            block_size=max(h, w),
+        )
+        in_flight = cfg.prefetch * total_threads(self.client)
+        source = ArraySource(image, valid)
+        results = ordered_results(self.client, source, plan, self.spec, in_flight)
+        return assemble(plan, results, self.meta.classes)
