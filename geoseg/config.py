@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from geoseg.core.blend import BlendMode
+from geoseg.core.confidence import Uncertainty
 from geoseg.errors import ConfigError
+from geoseg.model.engine import TTA, Device, Precision
 
 
 @dataclass(frozen=True)
@@ -22,14 +25,14 @@ class PredictConfig:
 
     tile: int | None = None
     overlap: int | None = None
-    blend: Literal["gaussian", "cosine", "mean", "crop"] = "gaussian"
+    blend: BlendMode = "gaussian"
     block_size: int = 2048
     batch_size: int | None = None
     workers: int | None = None
     scheduler: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    tta: Literal["none", "flip", "d4"] = "none"
+    device: Device = "auto"
+    precision: Precision = "auto"
+    tta: TTA = "none"
     bands: tuple[int, ...] | None = None
     assets: tuple[str, ...] | None = None
     scale: tuple[float, ...] | None = None
@@ -37,7 +40,7 @@ class PredictConfig:
     probabilities: bool = False
     cog: bool = False
     confidence: bool = False
-    uncertainty: Literal["entropy", "margin"] | None = None
+    uncertainty: Uncertainty | None = None
     nodata: int | None = None
     creation_options: dict[str, Any] | None = None
     prefetch: int = 2

@@ -9,7 +9,15 @@ from types import SimpleNamespace
 
 import click
 
-from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, quiet_opt, verbose_opt
+from geoseg.commands.options import (
+    blend_opt,
+    device_opt,
+    overwrite_opt,
+    progress_opt,
+    quiet_opt,
+    tta_opt,
+    verbose_opt,
+)
 
 
 @click.command()
@@ -42,13 +50,7 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
     "--include", multiple=True, help="Only samples whose names match this glob (repeatable)."
 )
 @click.option("--exclude", multiple=True, help="Leave out samples matching this glob.")
-@click.option(
-    "--tta",
-    type=click.Choice(["none", "flip", "d4"]),
-    default="none",
-    show_default=True,
-    help="Test-time augmentation for --model (as predict's).",
-)
+@tta_opt
 @click.option("--num-classes", type=int, default=None, help="Classes of a raster pair.")
 @click.option("--ignore-index", type=int, default=255, show_default=True)
 @click.option("--align", is_flag=True, help="Resample the label onto the prediction grid.")
@@ -56,12 +58,7 @@ from geoseg.commands.options import device_opt, overwrite_opt, progress_opt, qui
 @click.option("--workers", type=int, default=None, help="Local cluster of N processes.")
 @click.option("--tile", type=int, default=None, help="Window side for --model.")
 @click.option("--overlap", type=int, default=None, help="Window overlap for --model.")
-@click.option(
-    "--blend",
-    type=click.Choice(["gaussian", "cosine", "mean", "crop"]),
-    default="gaussian",
-    show_default=True,
-)
+@blend_opt
 @click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @device_opt
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write all metrics.")
@@ -208,14 +205,12 @@ def _dataset(o: SimpleNamespace, bar, check):
 
 def _model_predictor(model, k, o: SimpleNamespace, stack: contextlib.ExitStack):
     """``predict(sample)`` through predict's own path (plan, Dask batches, stitching), a note."""
-    from geoseg.config import PredictConfig
+    from geoseg.config import PredictConfig, build_config
     from geoseg.errors import InputError
     from geoseg.run.arrays import ImagePredictor
 
-    cfg = PredictConfig(
-        tile=o.tile, overlap=o.overlap, blend=o.blend, batch_size=o.batch_size,
-        device=o.device or "auto", tta=o.tta,
-    )  # fmt: skip
+    flags = {"tile": o.tile, "overlap": o.overlap, "blend": o.blend, "tta": o.tta}
+    cfg = build_config(PredictConfig, {**flags, "batch_size": o.batch_size, "device": o.device})
     predictor = stack.enter_context(ImagePredictor(model, cfg))
     if predictor.meta.classes != k:
         raise InputError(
@@ -227,7 +222,7 @@ def _model_predictor(model, k, o: SimpleNamespace, stack: contextlib.ExitStack):
         return predictor(sample["image"], sample.get("valid"))
 
     tile = o.tile or predictor.meta.tile_size
-    note = f"model {model}, tile {tile}, blend {o.blend}, tta {o.tta}"
+    note = f"model {model}, tile {tile}, blend {cfg.blend}, tta {cfg.tta}"
     return predict, note
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import get_args
 
 import click
+
+from geoseg.core.blend import BlendMode
+from geoseg.core.confidence import Uncertainty
+from geoseg.model.engine import TTA, Device, Precision
 
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, default=False, help="Replace an existing output."
@@ -35,13 +40,13 @@ progress_opt = click.option(
 )
 device_opt = click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(get_args(Device)),
     default=None,
     help="Where the model runs [default: auto = cuda if available].",
 )
 precision_opt = click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    type=click.Choice(get_args(Precision)),
     default=None,
     help="Compute precision; half precision only on GPU [default: auto].",
 )
@@ -85,3 +90,21 @@ def parse_key_values(values: tuple[str, ...], option: str, example: str) -> dict
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint=option) from None
     return out
+blend_opt = click.option(
+    "--blend",
+    type=click.Choice(get_args(BlendMode)),
+    default=None,
+    help="Blend weights of overlapping windows [default: gaussian].",
+)
+tta_opt = click.option(
+    "--tta",
+    type=click.Choice(get_args(TTA)),
+    default=None,
+    help="Test-time augmentation [default: none].",
+)
+uncertainty_opt = click.option(
+    "--uncertainty",
+    type=click.Choice(get_args(Uncertainty)),
+    default=None,
+    help="Store this measure in the confidence file instead (implies --confidence).",
+)

@@ -8,12 +8,15 @@ import dataclasses
 import click
 
 from geoseg.commands.options import (
+    blend_opt,
     dashboard_opt,
     device_opt,
     overwrite_opt,
     precision_opt,
     progress_opt,
     quiet_opt,
+    tta_opt,
+    uncertainty_opt,
     verbose_opt,
 )
 
@@ -98,12 +101,7 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
     default=None,
     help="Overlap between windows [default: 128, at most tile/4].",
 )
-@click.option(
-    "--blend",
-    type=click.Choice(["gaussian", "cosine", "mean", "crop"]),
-    default=None,
-    help="Blend weights [default: gaussian].",
-)
+@blend_opt
 @click.option("--block-size", type=int, default=None, help="Output block side [default: 2048].")
 @click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @click.option("--workers", type=int, default=None, help="Start a local cluster of N processes.")
@@ -111,12 +109,7 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
 @dashboard_opt
 @device_opt
 @precision_opt
-@click.option(
-    "--tta",
-    type=click.Choice(["none", "flip", "d4"]),
-    default=None,
-    help="Test-time augmentation [default: none].",
-)
+@tta_opt
 @click.option("--bands", callback=parse_bands, default=None, help="Bands to use, e.g. 4,3,2.")
 @click.option(
     "--assets",
@@ -144,12 +137,7 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
     default=None,
     help="Also write {stem}_confidence.tif: the winning class's probability (uint8, p*254).",
 )
-@click.option(
-    "--uncertainty",
-    type=click.Choice(["entropy", "margin"]),
-    default=None,
-    help="Store this measure in the confidence file instead (implies --confidence).",
-)
+@uncertainty_opt
 @click.option(
     "--nodata",
     type=int,

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from geoseg.commands.options import (
+    device_opt,
     overwrite_opt,
     parse_key_values,
+    precision_opt,
     progress_opt,
     quiet_opt,
     verbose_opt,
 )
+from geoseg.train.config import Sampling, Schedule
 
 
 def _parse_class_map(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -58,9 +61,9 @@ def _common(f):
         click.option("--chip-size", type=int),
         click.option("--chips-per-epoch", type=int),
         click.option("--loss", help="Loss terms joined by '+': ce, dice, focal, lovasz."),
-        click.option("--sampling", type=click.Choice(["random", "grid"])),
+        click.option("--sampling", type=click.Choice(get_args(Sampling))),
         click.option("--class-balanced/--no-class-balanced", default=None),
-        click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"])),
+        click.option("--schedule", type=click.Choice(get_args(Schedule))),
         click.option("--seed", type=int),
         click.option(
             "--align",
@@ -69,8 +72,8 @@ def _common(f):
             help="Resample label rasters onto the image grid when they differ.",
         ),
         click.option("--threads", "num_threads", type=int, help="CPU threads for torch."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"])),
+        device_opt,
+        precision_opt,
         click.option("--set", "sets", multiple=True, help="Any config option: KEY=VALUE (YAML)."),
         click.option("--resume", is_flag=True, help="Continue the interrupted run in --out."),
         overwrite_opt,

@@ -9,7 +9,7 @@ earlier window), so its weights depend on the window's place in the grid.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from geoseg.errors import ConfigError
 from tilers.grid import Grid
 
 BlendMode = Literal["gaussian", "cosine", "mean", "crop"]
-BLEND_MODES: tuple[str, ...] = ("gaussian", "cosine", "mean", "crop")
+BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
 
 # Floor for the tapered windows so that raster-edge pixels covered by one window still count.
 EPS = 1e-3

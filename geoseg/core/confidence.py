@@ -15,11 +15,15 @@ probabilities ``p`` of a pixel sorted as ``p1 >= p2 >= ...`` over ``C`` classes:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 PROB_SCALE = 254
 PROB_NODATA = 255
 MEASURES = ("probability", "margin", "entropy")
+# What ``--uncertainty`` may ask for instead of the winning probability.
+Uncertainty = Literal["entropy", "margin"]
 QUANTIZATION = "round(p*254); 255 where the class map is nodata; p = value / 254"
 
 __all__ = ["MEASURES", "PROB_NODATA", "PROB_SCALE", "QUANTIZATION", "confidence_map", "quantize"]

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -35,7 +35,7 @@ log = logging.getLogger("geoseg.model.engine")
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 TTA = Literal["none", "flip", "d4"]
-TTA_MODES = ("none", "flip", "d4")
+TTA_MODES: tuple[str, ...] = get_args(TTA)
 
 
 def normalize(x: np.ndarray, meta: ModelMeta) -> np.ndarray:

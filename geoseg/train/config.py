@@ -12,8 +12,11 @@ from typing import Any, Literal
 from geoseg.config import check_fields
 from geoseg.errors import ConfigError
 from geoseg.model.checkpoint import MAX_CLASSES, MAX_TILE
+from geoseg.model.engine import Device, Precision
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
+Sampling = Literal["random", "grid"]
+Schedule = Literal["cosine", "onecycle", "constant"]
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
 # options that may differ between a run and its resumption (a changed ``epochs`` re-plans the
 # learning-rate schedule over the new total, so the result then differs from an uninterrupted
@@ -108,7 +111,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     # chips
     chip_size: int = 256
-    sampling: Literal["random", "grid"] = "random"
+    sampling: Sampling = "random"
     class_balanced: bool = False
     chips_per_epoch: int = 512
     grid_overlap: int = 0
@@ -126,7 +129,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     warmup_steps: int = 0
     epochs: int = 10
     batch_size: int = 8
@@ -134,8 +137,8 @@ class TrainConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     # run
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: Device = "auto"
+    precision: Precision = "auto"
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
