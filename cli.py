@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from geoseg import __version__
+from geoseg.commands.options import quiet_opt, verbose_opt
 
 # name -> "module:function"; each module is imported only when its command runs.
 COMMANDS = {
@@ -70,7 +71,9 @@ def _available(name: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoseg")
-def cli() -> None:
+@verbose_opt
+@quiet_opt
+def cli(quiet: bool) -> None:
     """geoseg: semantic segmentation of very large georeferenced rasters."""
 
 

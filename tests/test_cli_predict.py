@@ -251,3 +251,20 @@ def test_tiles_shows_the_grid_predict_would_use_with_the_model(tmp_path, make_ra
     assert "tile         64 x 64" in proc.stdout and "overlap      16 x 16" in proc.stdout
     proc = geoseg("tiles", src, "--no-skip-check")
     assert "tile         512 x 512" in proc.stdout and "overlap      128 x 128" in proc.stdout
+
+
+def test_quiet_on_the_group_or_the_command_silences_warnings(tmp_path):
+    from conftest import write_geotiff
+
+    src = write_geotiff(tmp_path / "local.tif", np.full((3, 40, 40), 90, np.uint8), crs=None)
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", bands=3, tile=32)
+    args = ["--model", ckpt, "--tile", "32", "--overlap", "8", "--overwrite"]
+    loud = geoseg("predict", src, tmp_path / "o.tif", *args)
+    assert loud.returncode == 0 and "no georeference" in loud.stderr, loud.stderr
+    out = tmp_path / "o.tif"
+    for cmd in (["-q", "predict", src, out], ["predict", src, out, "-q"]):
+        quiet = geoseg(*cmd, *args)
+        assert quiet.returncode == 0, quiet.stderr
+        assert "no georeference" not in quiet.stderr and "windows" in quiet.stdout
+    verbose = geoseg("-vv", "predict", src, out, *args, "--no-progress")
+    assert verbose.returncode == 0 and "DEBUG" in verbose.stderr

@@ -17,9 +17,26 @@ overwrite_opt = click.option(
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """``-v`` on the group (``geoseg -v predict``) or the command: both count."""
+    root = ctx.find_root()
+    if ctx is root:
+        root.meta["geoseg.verbose"] = value
+    else:
+        value += root.meta.get("geoseg.verbose", 0)
     level = max(logging.DEBUG, logging.WARNING - 10 * value)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     logging.getLogger("geoseg").setLevel(level)
+    return value
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``-q`` on the group or the command: warnings off, progress bars off."""
+    root = ctx.find_root()
+    if ctx is root:
+        root.meta["geoseg.quiet"] = value
+    value = bool(value or root.meta.get("geoseg.quiet"))
+    if value:
+        logging.getLogger("geoseg").setLevel(logging.ERROR)
     return value
 
 
@@ -33,7 +50,12 @@ verbose_opt = click.option(
     help="More log output (repeat for debug).",
 )
 quiet_opt = click.option(
-    "-q", "--quiet", is_flag=True, default=False, help="Only errors and the final summary."
+    "-q",
+    "--quiet",
+    is_flag=True,
+    default=False,
+    callback=_set_quiet,
+    help="Only errors and the final summary (no warnings, no progress bar).",
 )
 progress_opt = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
