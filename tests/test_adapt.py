@@ -126,7 +126,7 @@ def test_finetune_band_mismatch(source_model, tmp_path):
     )
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0
-    assert "checkpoint expects 3 bands but the training data has 1" in r.stderr
+    assert "the training data has 1 band(s) but the model expects 3" in r.stderr
     assert not (tmp_path / "o" / "best").exists()
 
 
@@ -212,7 +212,7 @@ def test_adapt_bad_inputs(source_model, tmp_path):
     ckpt, _ = source_model
     gray = write_geotiff(tmp_path / "g.tif", np.zeros((1, 40, 40), np.uint8))
     r = run_cli("adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"))
-    assert r.returncode == 1 and "has 1 bands but the checkpoint expects 3" in r.stderr
+    assert r.returncode == 1 and "has 1 band(s) but the model expects 3" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "o").exists()
     r = run_cli(
         "adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"), "--method", "bogus"

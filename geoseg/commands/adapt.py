@@ -101,7 +101,7 @@ def adapt(
     if num_threads:
         torch.set_num_threads(num_threads)
     model, meta = load_checkpoint(model_path)
-    target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta.in_channels)
+    target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta)
 
     def on_method(name: str) -> None:
         if not quiet:

@@ -172,6 +172,19 @@ class ModelMeta:
             kw["colours"] = [tuple(c) if isinstance(c, list | tuple) else c for c in colours]
         return cls(**kw)
 
+    def check_bands(self, count: int, where: str, fix: str | None = None) -> None:
+        """Refuse data whose band count is not the model's input channels: the one such check.
+
+        ``fix`` says what to do instead (default: select bands with ``--bands``).
+        """
+        n = self.in_channels
+        if count != n:
+            from geoseg.errors import InputError
+
+            example = ",".join(map(str, range(1, n + 1)))
+            fix = fix or f"select {n} bands with --bands (e.g. --bands {example})"
+            raise InputError(f"{where} has {count} band(s) but the model expects {n}; {fix}")
+
     def replace(self, **changes: Any) -> ModelMeta:
         """Return a copy with some fields changed."""
         d = asdict(self)

@@ -31,7 +31,7 @@ from geoseg.core.plan import (
     make_plan,
     run_plan,
 )
-from geoseg.errors import ConfigError, InputError
+from geoseg.errors import ConfigError
 from geoseg.io.files import refuse_inputs
 from geoseg.model.checkpoint import ModelMeta, read_meta
 from geoseg.model.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
@@ -117,16 +117,6 @@ def auto_batch_size(device: str, tile: int | tuple[int, int]) -> int:
         return GPU_BATCH
     th, tw = as_pair(tile, "tile")
     return max(1, CPU_CALL_PIXELS // (th * tw))
-
-
-def check_bands(meta: ModelMeta, count: int, path: str) -> None:
-    """Refuse a raster whose (selected) band count differs from the model's input channels."""
-    if count != meta.in_channels:
-        raise InputError(
-            f"{path} gives {count} band(s) but the model expects {meta.in_channels}; "
-            f"select {meta.in_channels} bands with --bands (e.g. --bands "
-            f"{','.join(str(i + 1) for i in range(meta.in_channels))})"
-        )
 
 
 class BackgroundWriter:
@@ -515,7 +505,7 @@ def prepare(
     source = open_input(input_path, cfg.bands, cfg.assets, cfg.scale, cfg.offset)
     try:
         info = source.info
-        check_bands(meta, info.count, str(input_path))
+        meta.check_bands(info.count, str(input_path))
         warn_georeference(info)
         warn_value_range(source, meta)
         device = resolve_device(cfg.device)

@@ -105,9 +105,12 @@ def expand_paths(patterns: Sequence[str]) -> list[str]:
 
 
 def sample_windows(
-    paths: Sequence[str], size: int, n: int, seed: int, bands: int | None = None
+    paths: Sequence[str], size: int, n: int, seed: int, meta: ModelMeta | None = None
 ) -> TargetWindows:
-    """Read ``n`` random ``size`` windows spread evenly over the target rasters."""
+    """Read ``n`` random ``size`` windows spread evenly over the target rasters.
+
+    With ``meta``, every raster must have the model's band count.
+    """
     from geoseg.io.raster import open_raster
 
     rng = np.random.default_rng(seed)
@@ -115,13 +118,8 @@ def sample_windows(
     if not sources:
         raise InputError("no target rasters given; pass one or more RASTER paths")
     for p, s in zip(paths, sources, strict=True):
-        if bands is not None and s.info.count != bands:
-            from geoseg.errors import CheckpointError
-
-            raise CheckpointError(
-                f"{p} has {s.info.count} bands but the checkpoint expects {bands}; adapt a "
-                "checkpoint trained on the same bands"
-            )
+        if meta is not None:
+            meta.check_bands(s.info.count, p, "adapt a checkpoint trained on the same bands")
     data, valid = [], []
     for k in range(n):
         src = sources[k % len(sources)]

@@ -6,15 +6,6 @@ from geoseg.errors import CheckpointError, ConfigError
 from geoseg.model.checkpoint import ModelMeta, build_model
 
 
-def check_bands(meta: ModelMeta, bands: int, where: str) -> None:
-    """The checkpoint's input band count must match the data's."""
-    if meta.in_channels != bands:
-        raise CheckpointError(
-            f"checkpoint expects {meta.in_channels} bands but {where} has {bands}; use a "
-            "checkpoint trained on the same bands or select bands"
-        )
-
-
 def class_mapping(
     old: list[str], new: list[str], class_map: dict[str, str]
 ) -> dict[int, list[int]]:

@@ -67,10 +67,12 @@ def start_from(cfg: TrainConfig, init: str, train: list[Sample], extra: dict[str
     The checkpoint's normalization is kept, so the pretrained features see what they learned on.
     """
     from geoseg.model.checkpoint import load_checkpoint
-    from geoseg.train.finetune import check_bands, with_new_classes
+    from geoseg.train.finetune import with_new_classes
 
     model, meta = load_checkpoint(init)
-    check_bands(meta, train[0].image.shape[0], "the training data")
+    meta.check_bands(
+        train[0].image.shape[0], "the training data", "use a checkpoint trained on the same bands"
+    )
     new_extra = dict(extra, finetuned_from=str(init))
     if cfg.classes and cfg.class_names != meta.class_names:
         new_meta = meta.replace(
