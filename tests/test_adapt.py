@@ -218,3 +218,21 @@ def test_adapt_bad_inputs(source_model, tmp_path):
         "adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"), "--method", "bogus"
     )
     assert r.returncode == 2 and "combine stats, adabn" in r.stderr
+
+
+def test_adapt_shows_its_steps_and_restores_torch_threads(source_model, target_rasters, tmp_path):
+    import torch
+
+    ckpt, _ = source_model
+    rasters = [str(p) for p in target_rasters]
+    small = ["--windows", "4", "--tile", "32"]
+    r = run_cli("adapt", *rasters, "--model", str(ckpt), "--out", str(tmp_path / "a"),
+                "--method", "tent", "--tent-steps", "3", *small)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "adapt: tent" in r.stderr and "3/3" in r.stderr  # a progress bar of the steps
+    before = torch.get_num_threads()
+    res = CliRunner().invoke(cli.cli, ["adapt", *rasters, "--model", str(ckpt), "--out",
+                                       str(tmp_path / "b"), "--method", "adabn", "--windows", "2",
+                                       "--tile", "32", "--threads", "1", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert torch.get_num_threads() == before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.commands.options import overwrite_opt, quiet_opt, verbose_opt
+from geoseg.commands.options import overwrite_opt, progress_opt, quiet_opt, verbose_opt
 from geoseg.errors import ConfigError
 
 
@@ -52,62 +52,50 @@ from geoseg.errors import ConfigError
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", "num_threads", type=int, help="CPU threads for torch.")
 @overwrite_opt
+@progress_opt
 @quiet_opt
 @verbose_opt
-def adapt(
-    rasters,
-    model_path,
-    out,
-    method,
-    tile,
-    windows,
-    batch_size,
-    tent_steps,
-    rounds,
-    steps,
-    lr,
-    fraction,
-    seed,
-    num_threads,
-    overwrite,
-    quiet,
-) -> None:
+def adapt(rasters, model_path, out, method, num_threads, overwrite, progress, quiet, **opts):
     """Adapt a checkpoint to unlabelled RASTERS of a new region (no labels needed)."""
-    import torch
-
     from geoseg.model.checkpoint import check_checkpoint_target, load_checkpoint, save_checkpoint
+    from geoseg.model.engine import kept_torch_threads
     from geoseg.train import adapt as ad
 
     try:
         methods = ad.parse_methods(method)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from None
-    cfg = ad.AdaptConfig(
-        methods,
-        tile,
-        windows,
-        batch_size,
-        tent_steps,
-        rounds=rounds,
-        steps=steps,
-        lr=lr,
-        fraction=fraction,
-        seed=seed,
-    )
+    cfg = ad.AdaptConfig(methods, **opts)
     if num_threads is not None and num_threads < 1:
         raise ConfigError(f"--threads {num_threads} must be at least 1")
     paths = ad.expand_paths(rasters)
     check_checkpoint_target(out, overwrite, inputs=[model_path, *paths], what="--out")
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    model, meta = load_checkpoint(model_path)
-    target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta)
+    with kept_torch_threads():
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        model, meta = load_checkpoint(model_path)
+        target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta)
+        on_method, on_step = _reporters(progress and not quiet, quiet)
+        meta = ad.adapt(model, meta, target, cfg, on_method, on_step)
+    meta = meta.replace(extra=dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths))
+    save_checkpoint(model, meta, out, overwrite=overwrite)
+    click.echo(f"adapted checkpoint ({', '.join(cfg.methods)}): {out}")
+
+
+def _reporters(bars: bool, quiet: bool):
+    """``on_method(name)`` (a line, and a fresh progress bar) and ``on_step(done, total)``."""
+    from geoseg.commands.progress import ProgressBar
+
+    current: dict[str, ProgressBar] = {}
 
     def on_method(name: str) -> None:
         if not quiet:
             click.echo(f"adapt: {name}", err=True)
+        current["bar"] = ProgressBar(f"adapt {name}", "steps", enabled=bars)
 
-    meta = ad.adapt(model, meta, target, cfg, on_method)
-    meta = meta.replace(extra=dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths))
-    save_checkpoint(model, meta, out, overwrite=overwrite)
-    click.echo(f"adapted checkpoint ({', '.join(cfg.methods)}): {out}")
+    def on_step(done: int, total: int) -> None:
+        current["bar"](done, total)
+
+    return on_method, on_step

@@ -28,6 +28,8 @@ from geoseg.errors import ConfigError, InputError
 from geoseg.model.checkpoint import ModelMeta
 
 log = logging.getLogger("geoseg.adapt")
+# progress(steps_done, steps_total), or None
+Progress = Callable[[int, int], None] | None
 
 METHODS = ("stats", "adabn", "tent", "self-training")
 # target windows are held in memory as float32: bound them (2**28 px = 1 GiB per band)
@@ -203,7 +205,9 @@ def entropy(logits):
     return -(p * logits.log_softmax(1)).sum(1).mean()
 
 
-def tent(model, x, batch_size: int, steps: int, lr: float, seed: int) -> None:
+def tent(
+    model, x, batch_size: int, steps: int, lr: float, seed: int, progress: Progress = None
+) -> None:
     """Minimize prediction entropy on ``x`` by training only the norm layers' affine params."""
     import torch
 
@@ -230,6 +234,8 @@ def tent(model, x, batch_size: int, steps: int, lr: float, seed: int) -> None:
             loss.backward()
             opt.step()
             done += 1
+            if progress is not None:
+                progress(done, steps)
             if done >= steps:
                 break
     for p in model.parameters():
@@ -259,7 +265,7 @@ def pseudo_labels(
     return labels
 
 
-def self_train(model, x, valid: np.ndarray, cfg: AdaptConfig) -> None:
+def self_train(model, x, valid: np.ndarray, cfg: AdaptConfig, progress: Progress = None) -> None:
     """Rounds of pseudo-labelling ``x`` and training on the confident, balanced labels."""
     import torch
     import torch.nn.functional as F
@@ -290,6 +296,8 @@ def self_train(model, x, valid: np.ndarray, cfg: AdaptConfig) -> None:
                 loss.backward()
                 opt.step()
                 done += 1
+                if progress is not None:
+                    progress(r * cfg.steps + done, cfg.rounds * cfg.steps)
                 if done >= cfg.steps:
                     break
     model.eval()
@@ -301,8 +309,13 @@ def adapt(
     target: TargetWindows,
     cfg: AdaptConfig,
     on_method: Callable[[str], None] = lambda name: None,
+    progress: Progress = None,
 ) -> ModelMeta:
-    """Adapt ``model`` in place to the target windows; return the (possibly new) metadata."""
+    """Adapt ``model`` in place to the target windows; return the (possibly new) metadata.
+
+    ``on_method(name)`` is called as each method starts, ``progress(steps_done, steps)``
+    after each optimisation step of ``tent`` and ``self-training``.
+    """
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -316,9 +329,9 @@ def adapt(
         adabn(model, x, cfg.batch_size)
     if "tent" in cfg.methods:
         on_method("tent")
-        tent(model, x, cfg.batch_size, cfg.tent_steps, cfg.tent_lr, cfg.seed)
+        tent(model, x, cfg.batch_size, cfg.tent_steps, cfg.tent_lr, cfg.seed, progress)
     if "self-training" in cfg.methods:
         on_method("self-training")
-        self_train(model, x, target.valid, cfg)
+        self_train(model, x, target.valid, cfg, progress)
     extra = dict(meta.extra, adapted=list(cfg.methods))
     return meta.replace(extra=extra)
