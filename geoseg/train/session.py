@@ -172,6 +172,26 @@ def run_training(
     Result
         The run, final metadata and progress.
     """
+    from geoseg.model.engine import kept_torch_threads
+
+    with kept_torch_threads():  # ``num_threads`` holds for this run only
+        return _run_training(
+            cfg, out, init=init, resume=resume, overwrite=overwrite, command=command,
+            callbacks=callbacks,
+        )  # fmt: skip
+
+
+def _run_training(
+    cfg: TrainConfig,
+    out: str,
+    *,
+    init: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str = "",
+    callbacks: Callbacks | None = None,
+) -> Result:
+    """The body of :func:`run_training` (torch threads are restored by the caller)."""
     import torch
 
     from geoseg.model.engine import resolve_device, resolve_precision
