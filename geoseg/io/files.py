@@ -151,6 +151,14 @@ def check_target(
             f"{what} {target} is a symbolic link; geoseg never writes through links: remove it "
             "or choose another path"
         )
+    _check_parent(target, what, make_parents)
+    if target.exists():
+        _check_existing(target, what, overwrite, folder)
+    return target
+
+
+def _check_parent(target: Path, what: str, make_parents: bool) -> None:
+    """The folder ``target`` goes in (or its nearest existing ancestor) must be writable."""
     parent = target.parent
     if make_parents:
         parent = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor))
@@ -158,19 +166,17 @@ def check_target(
         raise OutputError(f"directory {parent} of {what} {target} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"directory {parent} is not writable; choose a writable {what} path")
-    if target.exists() or target.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(
-                f"{what} {target} already exists; pass --overwrite to replace it"
-            )
-        mode = target.lstat().st_mode
-        if folder and not stat.S_ISDIR(mode):
-            raise OutputError(f"{what} {target} exists and is not a folder; choose another path")
-        if not folder and not stat.S_ISREG(mode):
-            raise OutputError(
-                f"{what} {target} exists and is not a regular file; choose another path"
-            )
-    return target
+
+
+def _check_existing(target: Path, what: str, overwrite: bool, folder: bool) -> None:
+    """An existing output is replaced only with ``overwrite``, and only by its own kind."""
+    if not overwrite:
+        raise OutputExistsError(f"{what} {target} already exists; pass --overwrite to replace it")
+    mode = target.lstat().st_mode
+    if folder and not stat.S_ISDIR(mode):
+        raise OutputError(f"{what} {target} exists and is not a folder; choose another path")
+    if not folder and not stat.S_ISREG(mode):
+        raise OutputError(f"{what} {target} exists and is not a regular file; choose another path")
 
 
 def reserve_temp(target: PathLike, suffix: str = "") -> Path:
