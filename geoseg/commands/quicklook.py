@@ -50,35 +50,10 @@ def colourize(classes: np.ndarray, colours: list[tuple[int, int, int]], nodata: 
 
 
 def _read(path: str, max_size: int, classmap: bool = False):
-    import warnings
-
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
-
-    from geoseg.errors import RasterReadError
-    from geoseg.io.raster import check_input_file
+    from geoseg.io.raster import read_preview
 
     what = "class map" if classmap else "raster"
-    check_input_file(path, what)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                _check_source(src, path, classmap)
-                f = max(1, int(np.ceil(max(src.height, src.width) / max_size)))
-                shape = (src.count, src.height // f or 1, src.width // f or 1)
-                data = src.read(out_shape=shape, resampling=Resampling.nearest)
-                try:
-                    cmap = src.colormap(1)
-                except ValueError:
-                    cmap = None
-                return data, src.nodata, cmap, {**src.tags(), **src.tags(1)}  # names: band 1
-    except RasterioError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RasterReadError(
-            f"cannot read {what} {path} ({first}); check that it is a complete raster"
-        ) from None
+    return read_preview(path, max_size, what, check=lambda src: _check_source(src, path, classmap))
 
 
 def _check_source(src, path: str, classmap: bool) -> None:

@@ -43,7 +43,10 @@ __all__ = [
     "check_input_file",
     "gdal_local_file",
     "is_gdal_url",
+    "open_dataset",
     "open_raster",
+    "shared_dataset",
+    "shared_warped",
     "raster_files",
 ]
 
@@ -640,6 +643,83 @@ def _file_identity(path: str) -> tuple:
     except OSError:
         return (0, 0, 0)  # opening reports the error
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def open_dataset(path: str | os.PathLike[str], what: str = "raster") -> Any:
+    """Open ``path`` with rasterio, for the caller to close.
+
+    FIFOs and devices are refused first; GDAL failing to open it is a one-line
+    :class:`RasterReadError`.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    path = os.fspath(path)
+    if not is_gdal_url(path):
+        check_input_file(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterReadError(f"cannot open {path} ({exc}); check the path") from None
+
+
+def read_preview(
+    path: str | os.PathLike[str], max_size: int, what: str = "raster", check: Any = None
+) -> tuple[np.ndarray, float | None, dict | None, dict[str, str]]:
+    """A whole raster decimated (nearest) to at most ``max_size`` px a side, for previews.
+
+    Returns ``(data, nodata, colormap or None, tags)``, the tags of the dataset overlaid by
+    band 1's (where class names live). ``check(dataset)`` may refuse the raster first.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.errors import RasterioError
+
+    try:
+        with open_dataset(path, what) as src:
+            if check is not None:
+                check(src)
+            f = max(1, int(np.ceil(max(src.height, src.width) / max_size)))
+            shape = (src.count, src.height // f or 1, src.width // f or 1)
+            data = src.read(out_shape=shape, resampling=Resampling.nearest)
+            try:
+                cmap = src.colormap(1)
+            except ValueError:
+                cmap = None
+            return data, src.nodata, cmap, {**src.tags(), **src.tags(1)}
+    except RasterioError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RasterReadError(
+            f"cannot read {what} {path} ({first}); check that it is a complete raster"
+        ) from None
+
+
+def shared_dataset(path: str, what: str = "raster") -> Any:
+    """The calling thread's open rasterio handle of ``path`` (shared by tasks; never close it).
+
+    Block tasks (evaluate's) reuse one handle per thread and file version instead of opening
+    the file for every block.
+    """
+    key = ("dataset", os.fspath(path), _file_identity(os.fspath(path)))
+    return _HANDLES.get(key, lambda: open_dataset(path, what))
+
+
+def shared_warped(path: str, onto: str) -> Any:
+    """The calling thread's WarpedVRT of ``path``, resampled (nearest) onto ``onto``'s grid."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    def warp() -> Any:
+        src, grid = shared_dataset(path), shared_dataset(onto)
+        nodata = src.nodata if src.nodata is not None else 255
+        return WarpedVRT(
+            src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+            resampling=Resampling.nearest, nodata=nodata,
+        )  # fmt: skip
+
+    key = ("warped", os.fspath(path), _file_identity(os.fspath(path)), os.fspath(onto))
+    return _HANDLES.get(key, warp)
 
 
 class _LazyFileSource(RasterSource):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +41,9 @@ class PairSpec:
 
 
 def _open(path: str):
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from geoseg.io.raster import open_dataset
 
-    from geoseg.io.raster import check_input_file
-
-    check_input_file(path, "raster")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise RasterReadError(f"cannot open {path} ({exc}); check the path") from None
+    return open_dataset(path)
 
 
 def check_class_raster(src, path: str, role: str) -> None:
@@ -104,26 +94,12 @@ def check_pair(spec: PairSpec) -> list[str]:
     return []
 
 
-def _read_label(lab, pred, window: Window, align: bool) -> tuple[np.ndarray, np.ndarray]:
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window as RWindow
+def _read_label(spec: PairSpec, window: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The label's block on the prediction grid (resampled, nearest, with ``align``)."""
+    from geoseg.io.raster import shared_dataset, shared_warped
 
-    w = RWindow(window.col, window.row, window.width, window.height)
-    if not align:
-        data = lab.read(1, window=w)
-        valid = lab.read_masks(1, window=w) > 0
-        return data, valid
-    with WarpedVRT(
-        lab,
-        crs=pred.crs,
-        transform=pred.transform,
-        width=pred.width,
-        height=pred.height,
-        resampling=Resampling.nearest,
-        nodata=lab.nodata if lab.nodata is not None else 255,
-    ) as vrt:
-        return vrt.read(1, window=w), vrt.read_masks(1, window=w) > 0
+    lab = shared_warped(spec.label, spec.pred) if spec.align else shared_dataset(spec.label)
+    return lab.read(1, window=window), lab.read_masks(1, window=window) > 0
 
 
 def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
@@ -131,14 +107,16 @@ def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
     from rasterio.errors import RasterioError
     from rasterio.windows import Window as RWindow
 
+    from geoseg.io.raster import shared_dataset
+
     failed, current = None, spec.pred
     try:
-        with _open(spec.pred) as pred, _open(spec.label) as lab:
-            w = RWindow(window.col, window.row, window.width, window.height)
-            p = pred.read(1, window=w)
-            valid = pred.read_masks(1, window=w) > 0
-            current = spec.label
-            t, lvalid = _read_label(lab, pred, window, spec.align)
+        pred = shared_dataset(spec.pred)
+        w = RWindow(window.col, window.row, window.width, window.height)
+        p = pred.read(1, window=w)
+        valid = pred.read_masks(1, window=w) > 0
+        current = spec.label
+        t, lvalid = _read_label(spec, w)
     except RasterioError as exc:
         failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if failed is not None:  # raised outside the handler: no unpicklable GDAL error chained
