@@ -1,7 +1,7 @@
 """Benchmark what the safety checks cost `geoseg predict`: this checkout against a baseline.
 
-Each GeoTIFF prediction is resumable: after every block row its files are fsync'd, the block
-row is read back and hashed, and `progress.json` is written through an exclusive, fsync'd
+Each GeoTIFF prediction is resumable: after every block row its files are fsync'd, the bytes
+handed to GDAL are hashed, and `progress.json` is written through an exclusive, fsync'd
 temporary; before any work every output path is checked against every input. This prints the
 end-to-end time (the summary's seconds, model loading and cluster start included) and peak
 memory of the same predict from this checkout and from a baseline checkout (e.g. a

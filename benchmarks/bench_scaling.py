@@ -1,13 +1,13 @@
 """Scaling of `geoseg predict` with the number of Dask worker processes.
 
-Two workloads, each run with `--workers 1, 2, 4` (a local cluster of worker processes, each
-running its share of the cores, see `geoseg.run.scheduling.process_layout`) and with no
-`--workers` (0: the default in-process threads): a batch of 8 rasters of 1024^2 and one raster
-of 4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints Mpx/s (wall time
-of the whole command, cluster start included), the speed-up over the first row, and the
-scaling efficiency (speed-up / workers). Usage::
+Two workloads, each run with `--workers 1, 2, ...` up to the cores (a local cluster of worker
+processes, each running its share of the cores, see `geoseg.run.scheduling.process_layout`)
+and with no `--workers` (0: the default in-process threads): a batch of 8 rasters of 1024^2
+and one raster of 4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints
+Mpx/s (wall time of the whole command, cluster start included), the speed-up over the first
+row, and the scaling efficiency (speed-up / workers). Usage::
 
-    python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,4,0]
+    python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,0]
 """
 
 from __future__ import annotations
@@ -40,7 +40,15 @@ def run(args: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=REPO / "models" / "dubai-demo")
-    ap.add_argument("--workers", default="1,2,4,0", help="0: no --workers (in-process)")
+    from geoseg.model.engine import available_cores
+
+    cores = available_cores()  # predict refuses more worker processes than cores
+    counts = [n for n in (1, 2, 4, 8, 16) if n <= cores]
+    ap.add_argument(
+        "--workers",
+        default=",".join(map(str, [*counts, 0])),
+        help="0: no --workers (in-process) [default: 1, 2, 4... up to the cores, then 0]",
+    )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def card(meta: dict, rows: list[dict], size: int) -> str:
     return f"""# Model card: `models/dubai-demo`
 
 A small land-cover segmentation model bundled with geoseg for the demo (`make demo`) and as
-the source model of the new-region experiment (`experiments/README.md`).
+the source model of the new-region experiment ([experiments/README.md](../experiments/README.md)).
 
 - **Architecture**: segmentation-models-pytorch `{meta["arch"]}` with encoder
   `{meta["encoder"]}`, options `{opts}`, trained from scratch (no pretrained weights);
@@ -47,7 +47,8 @@ the source model of the new-region experiment (`experiments/README.md`).
   epoch {extra["epoch"]}, dataset-level macro mIoU over the 5 classes, whole-image forward
   passes; Unlabeled and black pixels excluded).
 - **Not for**: other sensors, resolutions or regions without adaptation (see the Tile 7
-  results in `experiments/README.md`); it is a demo model trained for ~30 CPU minutes.
+  results in [experiments/README.md](../experiments/README.md)); it is a demo model trained
+  for ~30 CPU minutes.
 
 ## Classes
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from geoseg.core.blend import BlendMode
 from geoseg.core.confidence import Uncertainty
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, InputError
 from geoseg.model.engine import TTA, Device, Precision
 
 
@@ -316,26 +316,26 @@ def _read_config_text(path: Path) -> str:
         # O_NONBLOCK: opening a FIFO does not wait for a writer (it is then refused below).
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+        raise InputError(f"config file {path} does not exist; check the --config path") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; pass a YAML file") from None
+        raise InputError(f"config file {path} is a directory; pass a YAML file") from None
     except OSError as exc:
-        raise ConfigError(
+        raise InputError(
             f"cannot read config file {path} ({exc.strerror}); check the --config path"
         ) from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):
-            raise ConfigError(f"config file {path} is a directory; pass a YAML file")
-        raise ConfigError(
+            raise InputError(f"config file {path} is a directory; pass a YAML file")
+        raise InputError(
             f"config file {path} is not a regular file (a FIFO, socket or device); pass a YAML file"
         )
     with os.fdopen(fd, "rb") as f:
         try:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path} ({exc.strerror})") from None
+            raise InputError(f"cannot read config file {path} ({exc.strerror})") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; "

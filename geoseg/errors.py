@@ -29,7 +29,17 @@ class CheckpointError(InputError):
 
 
 class ConfigError(InputError):
-    """A configuration file or option value is invalid."""
+    """A configuration file or option value is invalid.
+
+    Exits with 2, as click does for a value it refuses itself, so every bad value gives one
+    exit code (1: the files or data could not be used; 2: the command was asked wrongly).
+    """
+
+    exit_code = 2
+
+
+class ClusterError(GeosegError, ConnectionError):
+    """The Dask scheduler cannot be reached or does not answer as one."""
 
 
 class OutputExistsError(GeosegError, FileExistsError):

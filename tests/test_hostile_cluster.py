@@ -42,7 +42,7 @@ from helpers import make_checkpoint  # noqa: E402
 from hostile import REPO, assert_refused, run_cli, run_subprocess, snapshot  # noqa: E402
 
 from geoseg.config import PredictConfig, dashboard_address, load_yaml, merge_layers  # noqa: E402
-from geoseg.errors import ConfigError  # noqa: E402
+from geoseg.errors import ClusterError, ConfigError  # noqa: E402
 from geoseg.model.engine import available_cores  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -396,7 +396,7 @@ def test_tls_scheduler_is_reached_with_the_tls_settings_of_dask_config(tls_sched
             with dask_client(scheduler=tls_scheduler.address):
                 pass
         plain = tls_scheduler.address.replace("tls://", "tcp://")
-        with pytest.raises(ConfigError, match="cannot connect"), dask_client(scheduler=plain):
+        with pytest.raises(ClusterError, match="cannot connect"), dask_client(scheduler=plain):
             pass
 
 

@@ -319,7 +319,7 @@ FINETUNE_CASES = [
     ("model-missing", ["--model", "{root}/nosuch"], ["does not exist"]),
     ("model-file", ["--model", "{root}/afile.txt"], ["not a geoseg checkpoint"]),
     ("model-folder", ["--model", "{root}/unrelated"], ["not a geoseg checkpoint"]),
-    ("model-bands", ["--model", "{root}/ckpt4"], ["4 bands"]),
+    ("model-bands", ["--model", "{root}/ckpt4"], ["expects 4"]),
     ("class-map-old", ["--model", "{root}/ckpt", "--class-map", "bogus=Sea"], ["bogus"]),
     ("class-map-new", ["--model", "{root}/ckpt", "--class-map", "c0=Nope"], ["Nope"]),
     ("class-map-form", ["--model", "{root}/ckpt", "--class-map", "c0"], ["OLD=NEW"]),

@@ -236,7 +236,7 @@ def local_cluster(workers: int | None, threads: int | None, dashboard: str | Non
 
 @contextlib.contextmanager
 def connect_scheduler(address: str) -> Iterator[Any]:
-    """A client of the scheduler at ``address``; a one-line :class:`ConfigError` otherwise.
+    """A client of the scheduler at ``address``; a one-line :class:`ClusterError` otherwise.
 
     Connecting is bounded (:func:`connect_timeout`) including the handshake, which Dask itself
     waits on forever: a server that accepts and never answers, or answers something else (an
@@ -246,7 +246,7 @@ def connect_scheduler(address: str) -> Iterator[Any]:
     from distributed import Client
 
     from geoseg.config import check_scheduler_address
-    from geoseg.errors import ConfigError
+    from geoseg.errors import ClusterError
 
     address = check_scheduler_address(address)
     seconds = connect_timeout()
@@ -255,7 +255,7 @@ def connect_scheduler(address: str) -> Iterator[Any]:
         handshake(address, security, seconds)
         c = Client(address, security=security, timeout=seconds)
     except Exception as exc:
-        raise ConfigError(
+        raise ClusterError(
             f"--scheduler {address}: cannot connect within {seconds:g} s ({_reason(exc)}); "
             "check the address, the TLS settings and that `dask scheduler` runs there"
         ) from None
