@@ -392,7 +392,7 @@ def test_tls_scheduler_is_reached_with_the_tls_settings_of_dask_config(tls_sched
     with dask.config.set(tls), dask_client(scheduler=tls_scheduler.address) as c:
         assert c.scheduler.address == tls_scheduler.address
     with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
-        with pytest.raises(ConfigError, match="no TLS settings"):
+        with pytest.raises(ClusterError, match="no TLS settings"):
             with dask_client(scheduler=tls_scheduler.address):
                 pass
         plain = tls_scheduler.address.replace("tls://", "tcp://")
