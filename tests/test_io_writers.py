@@ -25,7 +25,6 @@ from geoseg.io.writers import (
     geoseg_output_kind,
     open_writer,
     probabilities_path,
-    quantize_probs,
 )
 
 NAMES = ["water", "forest, wet", "urban"]
@@ -163,11 +162,11 @@ def test_probabilities_sidecar(tmp_path):
 
 def test_quantize_probs_pure():
     p = np.array([[[0.0, 0.5, 1.0]], [[1.0, 0.5, np.nan]]], np.float32)
-    q = quantize_probs(p, np.array([[0, 1, 255]], np.uint8), 255)
+    q = quantize(p, np.array([[0, 1, 255]], np.uint8), 255)
     assert q.dtype == np.uint8
     # a certain pixel (p = 1) is 254: data, never the nodata value 255
     assert q[:, 0, :2].tolist() == [[0, 127], [254, 127]] and (q[:, 0, 2] == 255).all()
-    sure = quantize_probs(np.full((1, 1, 1), 0.999), np.zeros((1, 1), np.uint8), 255)
+    sure = quantize(np.full((1, 1, 1), 0.999), np.zeros((1, 1), np.uint8), 255)
     assert sure[0, 0, 0] == 254
 
 

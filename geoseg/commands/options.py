@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import get_args
+from typing import Any, get_args
 
 import click
 
@@ -60,17 +60,29 @@ quiet_opt = click.option(
 progress_opt = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
-device_opt = click.option(
-    "--device",
-    type=click.Choice(get_args(Device)),
-    default=None,
-    help="Where the model runs [default: auto = cuda if available].",
+def choice_opt(flag: str, choices: Any, default_word: str, help: str) -> Any:
+    """An option whose choices are a ``Literal`` of the configs (one spelling of each)."""
+    return click.option(
+        flag,
+        type=click.Choice(get_args(choices)),
+        default=None,
+        help=f"{help} [default: {default_word}].",
+    )
+
+
+device_opt = choice_opt(
+    "--device", Device, "auto = cuda if available", "Where the model runs"
 )
-precision_opt = click.option(
-    "--precision",
-    type=click.Choice(get_args(Precision)),
-    default=None,
-    help="Compute precision; half precision only on GPU [default: auto].",
+precision_opt = choice_opt(
+    "--precision", Precision, "auto", "Compute precision; half precision only on GPU"
+)
+blend_opt = choice_opt("--blend", BlendMode, "gaussian", "Blend weights of overlapping windows")
+tta_opt = choice_opt("--tta", TTA, "none", "Test-time augmentation")
+uncertainty_opt = choice_opt(
+    "--uncertainty",
+    Uncertainty,
+    "the winning probability",
+    "Store this measure in the confidence file instead (implies --confidence)",
 )
 dashboard_opt = click.option(
     "--dashboard",
@@ -112,21 +124,3 @@ def parse_key_values(values: tuple[str, ...], option: str, example: str) -> dict
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint=option) from None
     return out
-blend_opt = click.option(
-    "--blend",
-    type=click.Choice(get_args(BlendMode)),
-    default=None,
-    help="Blend weights of overlapping windows [default: gaussian].",
-)
-tta_opt = click.option(
-    "--tta",
-    type=click.Choice(get_args(TTA)),
-    default=None,
-    help="Test-time augmentation [default: none].",
-)
-uncertainty_opt = click.option(
-    "--uncertainty",
-    type=click.Choice(get_args(Uncertainty)),
-    default=None,
-    help="Store this measure in the confidence file instead (implies --confidence).",
-)

@@ -58,16 +58,11 @@ def _read(path: str, max_size: int, classmap: bool = False):
 
 def _check_source(src, path: str, classmap: bool) -> None:
     """A class map: one band of 8/16-bit integers; an image: no complex values."""
-    from geoseg.core.labels import check_integer_dtype
     from geoseg.errors import InputError
+    from geoseg.io.raster import check_class_map
 
     if classmap:
-        if src.count != 1:
-            raise InputError(
-                f"class map {path} has {src.count} bands; expected one band of class ids: "
-                f"extract it with gdal_translate -b 1"
-            )
-        check_integer_dtype(src.dtypes[0], f"class map {path}", max_bits=16)
+        check_class_map(src.count, src.dtypes[0], path)
     elif np.dtype(src.dtypes[0]).kind == "c":
         raise InputError(
             f"raster {path} holds {src.dtypes[0]} values; quicklook shows real-valued images: "

@@ -665,6 +665,38 @@ def open_dataset(path: str | os.PathLike[str], what: str = "raster") -> Any:
         raise RasterReadError(f"cannot open {path} ({exc}); check the path") from None
 
 
+def check_class_map(count: int, dtype: str, path: str | os.PathLike[str]) -> None:
+    """A class map is one band of integer ids of at most 16 bits (as geoseg writes them)."""
+    from geoseg.core.labels import check_integer_dtype
+
+    if count != 1:
+        raise InputError(
+            f"class map {os.fspath(path)} has {count} bands; expected one band of class ids: "
+            "extract it with gdal_translate -b 1"
+        )
+    check_integer_dtype(dtype, f"class map {os.fspath(path)}", max_bits=16)
+
+
+def open_class_map(path: str | os.PathLike[str]) -> RasterSource:
+    """Open a class map for block reads (:func:`check_class_map`; the caller closes it).
+
+    Raises
+    ------
+    RasterReadError
+        Missing or unreadable.
+    InputError, LabelError
+        Several bands, or float (or wider integer) values.
+    """
+    check_input_file(path, "class map", folder_ok=True)
+    source = open_raster(path)
+    try:
+        check_class_map(source.info.count, source.info.dtype, path)
+    except BaseException:
+        source.close()
+        raise
+    return source
+
+
 def read_preview(
     path: str | os.PathLike[str], max_size: int, what: str = "raster", check: Any = None
 ) -> tuple[np.ndarray, float | None, dict | None, dict[str, str]]:

@@ -90,7 +90,6 @@ __all__ = [
     "output_paths",
     "partial_files",
     "probabilities_path",
-    "quantize_probs",
     "read_pam",
     "rows_digest",
 ]
@@ -310,26 +309,6 @@ def cog_options(spec: OutputSpec, resampling: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
-
-
-def quantize_probs(probs: np.ndarray, classes: np.ndarray, nodata: int) -> np.ndarray:
-    """Quantize probabilities to uint8 ``round(p * 254)``; 255 where ``classes`` is nodata.
-
-    Parameters
-    ----------
-    probs : ndarray
-        ``(C, h, w)`` float in [0, 1].
-    classes : ndarray
-        ``(h, w)`` class map of the same block.
-    nodata : int
-        The class map's nodata value.
-
-    Returns
-    -------
-    ndarray
-        ``(C, h, w)`` uint8 (see :mod:`geoseg.core.confidence`: a certain pixel stays data).
-    """
-    return quantize(probs, classes, nodata)
 
 
 def colormap(colours: list[tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:
@@ -732,7 +711,7 @@ class ClassMapWriter:
                 f"probabilities of shape {None if probs is None else np.shape(probs)} for a "
                 f"{classes.shape} block; expected ({k}, {classes.shape[0]}, {classes.shape[1]})"
             )
-        return quantize_probs(np.asarray(probs), classes, self.spec.nodata)
+        return quantize(np.asarray(probs), classes, self.spec.nodata)
 
     def _check_confidence(self, classes: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
         if confidence is None or np.shape(confidence) != classes.shape or (

@@ -471,20 +471,12 @@ def open_classmap(path: PathLike, nodata: Sequence[float] = ()) -> ClassMap:
         Missing or unreadable, a float map, several bands, a rotated geographic grid.
     """
     from geoseg.core.areas import pixel_area_m2
-    from geoseg.core.labels import check_integer_dtype
-    from geoseg.io.raster import check_input_file, open_raster
+    from geoseg.io.raster import open_class_map
 
     text = os.fspath(path)
-    check_input_file(text, "class map", folder_ok=True)
-    source = open_raster(text)
+    source = open_class_map(text)
     try:
         info = source.info
-        if info.count != 1:
-            raise InputError(
-                f"class map {text} has {info.count} bands; expected one band of class ids: "
-                "extract it with gdal_translate -b 1"
-            )
-        check_integer_dtype(info.dtype, f"class map {text}", max_bits=16)
         try:
             area = pixel_area_m2(info.crs_wkt, info.transform, info.height)
         except InputError as exc:

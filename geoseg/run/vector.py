@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import ConfigError, InputError, OutputError
-from geoseg.io.raster import IDENTITY, RasterSource
+from geoseg.io.raster import IDENTITY, RasterSource, open_class_map
 
 __all__ = [
     "FORMATS",
@@ -242,35 +242,6 @@ def check_block_size(block_size: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-
-
-def open_classmap(path: str | os.PathLike[str]) -> RasterSource:
-    """Open a class map: one band of integer ids of at most 16 bits (as geoseg writes them).
-
-    Raises
-    ------
-    RasterReadError
-        Missing or unreadable.
-    InputError
-        Several bands, or float (or wider integer) values.
-    """
-    from geoseg.core.labels import check_integer_dtype
-    from geoseg.io.raster import check_input_file, open_raster
-
-    check_input_file(path, "class map", folder_ok=True)
-    source = open_raster(path)
-    try:
-        info = source.info
-        if info.count != 1:
-            raise InputError(
-                f"class map {os.fspath(path)} has {info.count} bands; expected one band of "
-                "class ids: extract it with gdal_translate -b 1"
-            )
-        check_integer_dtype(info.dtype, f"class map {os.fspath(path)}", max_bits=16)
-    except BaseException:
-        source.close()
-        raise
-    return source
 
 
 def classmap_blocks(source: RasterSource, block_size: int = DEFAULT_BLOCK) -> Iterator[Block]:
@@ -848,7 +819,7 @@ def vectorize(
     target, driver = check_output(classmap, out, overwrite)
     tolerance, area = parse_tolerance(simplify), parse_min_area(min_area)
     block_size = check_block_size(block_size)
-    with open_classmap(classmap) as source:
+    with open_class_map(classmap) as source:
         info = source.info
         _check_crs(info, driver, area, os.fspath(classmap))
         names = class_names_from_tags(source.tags()) or []

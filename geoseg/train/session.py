@@ -11,6 +11,7 @@ import numpy as np
 
 from geoseg.errors import CheckpointError, ConfigError, DatasetError
 from geoseg.model.checkpoint import ModelMeta, build_model
+from geoseg.model.engine import kept_torch_threads
 from geoseg.train import stats
 from geoseg.train.config import TrainConfig
 from geoseg.train.loop import Callbacks, FitState, fit, state_from_dict
@@ -152,6 +153,7 @@ def _samples(cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
+@kept_torch_threads()  # ``num_threads`` holds for this run only
 def run_training(
     cfg: TrainConfig,
     out: str,
@@ -165,33 +167,14 @@ def run_training(
     """Train (or fine-tune from ``init``) into the run directory ``out``.
 
     Everything (output, data, model, device, resumable state) is checked before anything is
-    written; a run that fails before its first epoch is saved leaves no trace.
+    written; a run that fails before its first epoch is saved leaves no trace. Torch's thread
+    count is restored on return.
 
     Returns
     -------
     Result
         The run, final metadata and progress.
     """
-    from geoseg.model.engine import kept_torch_threads
-
-    with kept_torch_threads():  # ``num_threads`` holds for this run only
-        return _run_training(
-            cfg, out, init=init, resume=resume, overwrite=overwrite, command=command,
-            callbacks=callbacks,
-        )  # fmt: skip
-
-
-def _run_training(
-    cfg: TrainConfig,
-    out: str,
-    *,
-    init: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    command: str = "",
-    callbacks: Callbacks | None = None,
-) -> Result:
-    """The body of :func:`run_training` (torch threads are restored by the caller)."""
     import torch
 
     from geoseg.model.engine import resolve_device, resolve_precision
