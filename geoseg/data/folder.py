@@ -95,24 +95,37 @@ def ignore_ids_of(config: dict[str, Any]) -> list[int]:
     return ids
 
 
-def _files(folder: Path) -> dict[str, Path]:
+def folder_files(folder: Path) -> dict[str, Path]:
+    """The images (or masks) of a labelled folder, by file stem."""
     return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+
+
+def folder_roots(path: str | Path, images: str, masks: str) -> list[tuple[Path, Path, Path]]:
+    """``(root, image folder, mask folder)`` of each folder ``path`` names (a glob allowed).
+
+    The one place both layouts of ``folder:`` data are found, for training and evaluation.
+    """
+    roots = sorted(Path(p) for p in glob.glob(str(path))) or [Path(path)]
+    out = []
+    for root in roots:
+        img_dir, mask_dir = root / images, root / masks
+        if not img_dir.is_dir() or not mask_dir.is_dir():
+            raise DatasetError(
+                f"{root} has no {images}/ and {masks}/ folders; point folder: at a folder "
+                "holding both (or set images:/masks: in the config)"
+            )
+        out.append((root, img_dir, mask_dir))
+    return out
 
 
 def open_folder(path: str | Path, config: dict[str, Any]) -> LabelledDataset:
     """Open image/mask folder pairs described by ``config``."""
     classes = class_set(config)
     img_name, mask_name = config.get("images", "images"), config.get("masks", "masks")
-    roots = sorted(Path(p) for p in glob.glob(str(path))) or [Path(path)]
+    roots = folder_roots(path, img_name, mask_name)
     pairs: list[Pair] = []
-    for root in roots:
-        img_dir, mask_dir = root / img_name, root / mask_name
-        if not img_dir.is_dir() or not mask_dir.is_dir():
-            raise DatasetError(
-                f"{root} has no {img_name}/ and {mask_name}/ folders; point folder: at a "
-                "folder holding both (or set images:/masks: in the config)"
-            )
+    for root, img_dir, mask_dir in roots:
         prefix = f"{root.name}/" if len(roots) > 1 else ""
-        for key, img, mask in pair_by_stem(_files(img_dir), _files(mask_dir), f"folder:{root}"):
-            pairs.append(Pair(prefix + key, img, mask))
+        found = pair_by_stem(folder_files(img_dir), folder_files(mask_dir), f"folder:{root}")
+        pairs += [Pair(prefix + key, img, mask) for key, img, mask in found]
     return LabelledDataset(pairs, classes, mask_decoder(config, classes), read_image, "folder")

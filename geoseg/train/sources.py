@@ -8,7 +8,6 @@ misaligned grids, a missing class attribute) raise one-line errors naming the fi
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from geoseg.errors import (
     LabelError,
 )
 from geoseg.io.images import (
-    IMAGE_EXTS,
     read_colour_mask,
     read_id_mask,
     read_image,
@@ -72,20 +70,15 @@ def folder_pairs(
     The folder names come from the dataset config (``images: val``, ``masks: valannot`` for
     CamVid), the same keys ``geoseg evaluate --dataset folder:`` reads.
     """
-    roots = sorted(Path(p) for p in glob.glob(spec.path)) or [Path(spec.path)]
+    from geoseg.data.folder import folder_files, folder_roots
+
     pairs = []
-    for root in roots:
-        img_dir, mask_dir = root / images, root / masks
-        if not img_dir.is_dir() or not mask_dir.is_dir():
-            raise DatasetError(
-                f"{root} has no {images}/ and {masks}/ folders; point the source at a folder "
-                "holding both (or set images:/masks: in the config)"
-            )
-        found = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
-        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
-            name = f"{root.name}/{img.stem}"
-            if img.stem in found and _selected(name, spec):
-                pairs.append((name, img, found[img.stem]))
+    for root, img_dir, mask_dir in folder_roots(spec.path, images, masks):
+        found = folder_files(mask_dir)
+        for stem, img in sorted(folder_files(img_dir).items()):
+            name = f"{root.name}/{stem}"
+            if stem in found and _selected(name, spec):
+                pairs.append((name, img, found[stem]))
     return pairs
 
 
