@@ -631,3 +631,14 @@ def test_outputs_are_written_with_the_umask_mode(ws):
     assert math.isclose(
         sum(c["share"] for c in json.loads(out.read_text())["zones"][0]["classes"]), 1.0
     )
+
+
+@pytest.mark.integration
+def test_real_road_lines_are_no_zones(tmp_path):
+    """SpaceNet's road centre lines (a real GeoJSON) as --aoi: refused in one line, by name."""
+    lines = ROADS.parent / "sample_roads.geojson"
+    if not lines.is_file():
+        pytest.skip(f"real data file {lines} is absent")
+    before = snapshot(tmp_path)
+    res = run_cli("stats", ROADS, "--aoi", lines, "--json", tmp_path / "z.json")
+    assert_refused(res, before, snapshot(tmp_path), "sample_roads.geojson", "LineString")
