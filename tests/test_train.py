@@ -263,3 +263,13 @@ def test_any_smp_architecture_trains_one_step(arch, options):
     loss = make_loss(["ce", "lovasz"])(model(x), y)
     loss.backward()
     assert torch.isfinite(loss) and meta.arch == arch
+
+
+def test_train_shows_the_steps_and_the_validation_as_they_run(tiny, tmp_path):
+    from train_helpers import run_cli
+
+    _, cfg = tiny
+    r = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "epoch 1" in r.stderr and "steps" in r.stderr  # the training bar
+    assert "validation" in r.stderr and "images" in r.stderr  # the validation bar

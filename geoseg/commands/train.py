@@ -138,9 +138,16 @@ def _callbacks(progress: bool, quiet: bool):
         bar["b"].note(loss=f"{info.loss:.3f}", lr=f"{info.lr:.1e}")
         bar["b"](info.step, info.steps)
 
+    def on_validate(done: int, total: int) -> None:
+        if "v" not in bar:
+            enabled = progress and not quiet
+            bar["v"] = ProgressBar("validation", "images", enabled=enabled, leave=False)
+        bar["v"](done, total)
+
     def on_epoch(row) -> None:
-        if "b" in bar:
-            bar.pop("b").close()
+        for key in ("b", "v"):
+            if key in bar:
+                bar.pop(key).close()
         if not quiet:
             miou = row.get("val_miou")
             m = f" val mIoU {miou:.4f}" if miou is not None else ""
@@ -149,7 +156,7 @@ def _callbacks(progress: bool, quiet: bool):
                 err=True,
             )
 
-    return Callbacks(on_step, on_epoch)
+    return Callbacks(on_step, on_epoch, on_validate)
 
 
 def summary_table(result) -> str:

@@ -42,10 +42,17 @@ def predict_classes(model, meta, image: np.ndarray, device: str = "cpu") -> np.n
     return engine.predict_proba(image[None])[0].argmax(0)
 
 
-def evaluate_samples(model, meta, samples, device: str = "cpu", ignore_index: int = 255) -> Score:
-    """Score ``model`` (mIoU) over labelled samples (whole-image forward passes)."""
+def evaluate_samples(
+    model, meta, samples, device: str = "cpu", ignore_index: int = 255, progress=None
+) -> Score:
+    """Score ``model`` (mIoU) over labelled samples (whole-image forward passes).
+
+    ``progress(done, total)`` is called after each sample.
+    """
     cm = np.zeros((meta.classes, meta.classes), np.int64)
-    for s in samples:
+    for i, s in enumerate(samples):
         pred = predict_classes(model, meta, s.image, device)
         cm += confusion(pred, s.mask, meta.classes, ignore_index)
+        if progress is not None:
+            progress(i + 1, len(samples))
     return score(cm, meta.class_names)

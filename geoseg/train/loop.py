@@ -99,10 +99,11 @@ class StepInfo:
 
 @dataclass
 class Callbacks:
-    """Progress hooks: ``on_step(StepInfo)`` and ``on_epoch(row dict)``."""
+    """Progress hooks: ``on_step(StepInfo)``, ``on_validate(done, total)``, ``on_epoch(row)``."""
 
     on_step: Callable[[StepInfo], None] = lambda info: None
     on_epoch: Callable[[dict[str, Any]], None] = lambda row: None
+    on_validate: Callable[[int, int], None] = lambda done, total: None
 
 
 def set_train_mode(model, freeze_encoder: bool) -> None:
@@ -208,7 +209,7 @@ def fit(
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
         row = epoch_run.train(epoch, steps, state, cb)
-        improved = _validate(model, meta, val, device, cfg, state, row)
+        improved = _validate(model, meta, val, device, cfg, state, row, cb.on_validate)
         row["seconds"] = round(time.perf_counter() - t0, 2)
         _record_epoch(run, epoch_run, state, row, improved)
         cb.on_epoch(row)
@@ -295,13 +296,15 @@ class _EpochRun:
         return {"epoch": epoch + 1, "step": state.step, "lr": lr, "train_loss": mean}
 
 
-def _validate(model, meta, val, device: str, cfg: TrainConfig, state: FitState, row) -> bool:
+def _validate(
+    model, meta, val, device: str, cfg: TrainConfig, state: FitState, row, progress=None
+) -> bool:
     """Score ``val`` into ``row`` (mIoU, per-class IoU); whether the epoch is the best yet."""
     from geoseg.train.evaluation import evaluate_samples
 
     if not val:
         return True  # without validation the latest epoch is kept
-    sc = evaluate_samples(model, meta, val, device, cfg.ignore_index)
+    sc = evaluate_samples(model, meta, val, device, cfg.ignore_index, progress)
     row["val_miou"] = sc.miou
     row.update({f"iou_{n}": v for n, v in zip(sc.class_names, sc.iou, strict=True)})
     return sc.miou > state.best_miou
