@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import InputError, RasterReadError
+from tilers.grid import Window
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -145,9 +146,12 @@ def clip_window(row: int, col: int, height: int, width: int, shape: tuple[int, i
     if height <= 0 or width <= 0:
         raise InputError(f"window size {height}x{width} is empty; expected positive sizes")
     n_rows, n_cols = shape
-    r0, r1 = min(max(row, 0), n_rows), max(min(row + height, n_rows), 0)
-    c0, c1 = min(max(col, 0), n_cols), max(min(col + width, n_cols), 0)
-    r1, c1 = max(r1, r0), max(c1, c0)
+    inside = Window(row, col, height, width).intersection(Window(0, 0, n_rows, n_cols))
+    if inside is None:  # wholly outside: an empty clip at the nearest edge, all padding
+        r0 = r1 = min(max(row, 0), n_rows)
+        c0 = c1 = min(max(col, 0), n_cols)
+    else:
+        r0, r1, c0, c1 = inside.row, inside.row_stop, inside.col, inside.col_stop
     pad_rows = (r0 - row, height - (r1 - row))
     pad_cols = (c0 - col, width - (c1 - col))
     return Clip(r0, r1, c0, c1, pad_rows, pad_cols)
