@@ -67,6 +67,9 @@ class AdaptConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from geoseg.config import check_fields
+
+        check_fields(self, "adapt option ")  # the one type check of every config
         for name in ("tile", "windows", "batch_size", "rounds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
