@@ -48,7 +48,7 @@ def test_cityscapes_matches_cityscapesscripts(shared_data, tmp_path, monkeypatch
     cm = evaluate_dataset(
         ds,
         lambda s: label_ids_to_train_ids(
-            np.asarray(Image.open(find_prediction(pred_dir, s["name"]))), prediction=True
+            np.asarray(Image.open(find_prediction(pred_dir, s.name))), prediction=True
         ),
         miss_value=MISS,
     )

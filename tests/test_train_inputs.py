@@ -288,8 +288,8 @@ def test_train_evaluate_and_predict_see_the_same_jpeg_pixels(shared_data, tmp_pa
     sample = load_samples(cfg.train, cfg)[0]
     assert np.array_equal(sample.image, read_image(jpeg))
     ds = open_dataset(f"folder:{tile}", str(REPO / "configs" / "dubai.yaml"), None)
-    first = next(s for s in ds if s["name"].endswith("image_part_001"))
-    assert np.array_equal(first["image"], read_image(jpeg))
+    first = next(s for s in ds if s.name.endswith("image_part_001"))
+    assert np.array_equal(first.image, read_image(jpeg))
 
 
 @pytest.mark.integration
@@ -310,8 +310,8 @@ def test_one_dataset_config_drives_training_and_evaluation(shared_data, tmp_path
     assert (raw == 11).any(), "pick a frame with unlabelled pixels"
     assert np.array_equal(samples[0].mask == 255, raw == 11)
     ds = open_dataset(f"folder:{camvid}", str(REPO / "configs" / "camvid.yaml"), None)
-    first = next(s for s in ds if s["name"] == samples[0].name.split("/")[1])
-    assert np.array_equal(first["mask"], samples[0].mask)
+    first = next(s for s in ds if s.name == samples[0].name.split("/")[1])
+    assert np.array_equal(first.mask, samples[0].mask)
     proc = run_cli(
         "train", "--config", str(REPO / "configs" / "camvid.yaml"),
         "--train", f"folder:{camvid}", "--out", str(tmp_path / "run"), "--epochs", "1",

@@ -219,7 +219,7 @@ def _model_predictor(model, k, o: SimpleNamespace, stack: contextlib.ExitStack):
         )
 
     def predict(sample):
-        return predictor(sample["image"], sample.get("valid"))
+        return predictor(sample.image, sample.valid)
 
     tile = o.tile or predictor.meta.tile_size
     note = f"model {model}, tile {tile}, blend {cfg.blend}, tta {cfg.tta}"
@@ -245,7 +245,7 @@ def _folder_predictor(pred_dir, spec, pred_ids):
         miss = MISS
 
     def predict(sample):
-        ids = read_label_png(find_prediction(Path(pred_dir), sample["name"]))
+        ids = read_label_png(find_prediction(Path(pred_dir), sample.name))
         if cityscapes_label_ids:
             return label_ids_to_train_ids(ids, prediction=True)
         return ids

@@ -1,7 +1,8 @@
 """Labelled datasets: paired image and label files, decoded lazily one sample at a time.
 
-A sample is a dict ``{"image": (bands, H, W) raw values, "mask": (H, W) int64 class ids with
-``ignore_index`` for ignored pixels, "name", "image_path", "mask_path"}``.
+Every labelled image, in training and in evaluation, is a :class:`Sample`: the raw image
+``(bands, H, W)`` and an int64 class-id mask ``(H, W)`` with ``ignore_index`` where pixels are
+ignored.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,22 @@ class ClassSet:
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+@dataclass
+class Sample:
+    """One labelled image: ``image`` (bands, H, W) raw values, ``mask`` (H, W) int64 ids.
+
+    ``valid`` (H, W) marks pixels with image data (None: all); nodata is also ignore in
+    ``mask``. The paths say where it was read from (None for an in-memory sample).
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray | None = None
+    image_path: Path | None = None
+    mask_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -73,17 +89,13 @@ class LabelledDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> Sample:
         p = self.pairs[i]
-        return {
-            "name": p.name,
-            "image": self.read_image(p.image),
-            "mask": self.decode_mask(p.mask),
-            "image_path": p.image,
-            "mask_path": p.mask,
-        }
+        return Sample(
+            p.name, self.read_image(p.image), self.decode_mask(p.mask), None, p.image, p.mask
+        )
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
             yield self[i]
 

@@ -275,14 +275,14 @@ def evaluate_dataset(
     cm = None
     for i, sample in enumerate(dataset):
         pred = predict(sample)
-        if pred.shape != sample["mask"].shape:
+        if pred.shape != sample.mask.shape:
             raise AlignmentError(
-                f"{sample['name']}: prediction {pred.shape} and label {sample['mask'].shape} "
+                f"{sample.name}: prediction {pred.shape} and label {sample.mask.shape} "
                 "differ in size"
             )
         part = confusion_matrix(
             pred,
-            sample["mask"],
+            sample.mask,
             k,
             dataset.classes.ignore_index,
             pred_nodata=pred_nodata,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from geoseg.core.labels import check_ids, rgb_to_ids
+from geoseg.data.base import Sample
 from geoseg.errors import (
     AlignmentError,
     ConfigError,
@@ -30,19 +30,6 @@ from geoseg.io.images import (
     read_raster,
 )
 from geoseg.train.config import SourceSpec, TrainConfig
-
-
-@dataclass
-class Sample:
-    """One labelled image: ``image`` (bands, H, W) raw values, ``mask`` (H, W) int64 ids.
-
-    ``valid`` (H, W) marks pixels with image data (None: all); nodata is also ignore in ``mask``.
-    """
-
-    name: str
-    image: np.ndarray
-    mask: np.ndarray
-    valid: np.ndarray | None = None
 
 
 def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
@@ -227,9 +214,9 @@ def load_reader(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     ds = datasets.open_dataset(f"{spec.kind}:{spec.path}")
     out = []
     for s in ds:
-        if _selected(s["name"], spec):
-            mask = check_ids(s["mask"], len(cfg.classes), cfg.ignore_index, s["name"])
-            out.append(Sample(s["name"], np.asarray(s["image"]), mask))
+        if _selected(s.name, spec):
+            s.mask = check_ids(s.mask, len(cfg.classes), cfg.ignore_index, s.name)
+            out.append(s)
     return out
 
 
