@@ -193,7 +193,7 @@ def test_model_create_and_info(tmp_path):
         "decoder_pyramid_channels=32",
     )
     assert proc.returncode == 0, proc.stderr
-    meta = json.loads(geoseg("model", "info", out, "--json").stdout)
+    meta = json.loads(geoseg("model", "info", out, "--json", "-").stdout)
     assert meta["arch"] == "fpn" and meta["in_channels"] == 4 and meta["classes"] == 3
     assert meta["model_options"] == {"encoder_depth": 3, "decoder_pyramid_channels": 32}
     # usable from plain smp too

@@ -289,3 +289,21 @@ def test_evaluate_with_a_model_equals_predict_then_evaluate(tmp_path):
     cm_a = json.loads((tmp_path / "a.json").read_text())["confusion_matrix"]
     cm_b = json.loads((tmp_path / "b.json").read_text())["confusion_matrix"]
     assert cm_a == cm_b and sum(map(sum, cm_a)) == 3 * 90 * 110
+
+
+def test_json_file_or_dash_means_the_same_in_every_command(tmp_path, pair):
+    p, lab, _, _ = pair
+    dash = geoseg("evaluate", p, lab, "--num-classes", "4", "--json", "-")
+    assert dash.returncode == 0, dash.stderr
+    assert json.loads(dash.stdout)["summary"]["pixels"] > 0  # JSON alone, no table
+    both = geoseg("evaluate", p, lab, "--num-classes", "4", "--json", "-", "--csv", "-")
+    assert both.returncode == 2 and "stdout" in both.stderr
+    from helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "m.geoseg")
+    info = geoseg("model", "info", ckpt, "--json", tmp_path / "meta.json")
+    assert info.returncode == 0 and "architecture" in info.stdout  # the table, and the file
+    assert json.loads((tmp_path / "meta.json").read_text())["classes"] == 4
+    again = geoseg("model", "info", ckpt, "--json", tmp_path / "meta.json")
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    assert json.loads(geoseg("model", "info", ckpt, "--json", "-").stdout)["classes"] == 4

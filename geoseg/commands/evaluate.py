@@ -15,6 +15,7 @@ from geoseg.commands.options import (
     overwrite_opt,
     progress_opt,
     quiet_opt,
+    report_opt,
     tta_opt,
     verbose_opt,
 )
@@ -61,8 +62,8 @@ from geoseg.commands.options import (
 @blend_opt
 @click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @device_opt
-@click.option("--json", "json_out", type=click.Path(), default=None, help="Write all metrics.")
-@click.option("--csv", "csv_out", type=click.Path(), default=None, help="Per-class table.")
+@report_opt("--json", "all metrics as JSON")
+@report_opt("--csv", "the per-class table as CSV")
 @click.option("--plot", type=click.Path(), default=None, help="Confusion matrix + IoU PNG.")
 @click.option("--error-map", type=click.Path(), default=None, help="Correct/wrong/ignored map.")
 @overwrite_opt
@@ -75,11 +76,13 @@ def evaluate(**options):
     from geoseg.core.metrics import summarize
     from geoseg.io.raster import raster_files
     from geoseg.report.evaluate import check_outputs, report
+    from geoseg.report.outputs import check_stdout, file_outputs
 
     o = SimpleNamespace(**options)
     _check_numbers(**{k: options[k] for k in _LOWER_BOUNDS})
-    outputs = {"--json": o.json_out, "--csv": o.csv_out, "--plot": o.plot}
-    outputs["--error-map"] = o.error_map
+    reports = {"--json": o.json_out, "--csv": o.csv_out}
+    check_stdout(reports)
+    outputs = {**file_outputs(reports), "--plot": o.plot, "--error-map": o.error_map}
     root = o.dataset.partition(":")[2] if o.dataset else None
     inputs = [*raster_files(o.pred), *raster_files(o.label), o.config_file, o.model, o.pred_dir]
     inputs.append(root)

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from geoseg.commands.options import overwrite_opt, parse_key_values, verbose_opt
+from geoseg.commands.options import overwrite_opt, parse_key_values, report_opt, verbose_opt
 from geoseg.errors import ConfigError
 from geoseg.model.checkpoint import check_checkpoint_target
 
@@ -96,23 +96,33 @@ def create(out, arch, encoder, classes, bands, class_names, tile, scale, seed, o
 
 @model.command("info")
 @click.argument("ckpt", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
-def info(ckpt, as_json):
-    """Print the metadata of checkpoint CKPT."""
+@report_opt("--json", "the metadata as JSON")
+@overwrite_opt
+def info(ckpt, json_out, overwrite):
+    """Print the metadata of checkpoint CKPT (--json: also as JSON, to a file or -)."""
+    from geoseg.io.files import check_target
     from geoseg.model.checkpoint import read_meta
+    from geoseg.report.outputs import STDOUT, emit
 
+    if json_out and json_out != STDOUT:
+        check_target(json_out, overwrite=overwrite, inputs=[ckpt], what="--json")
     meta = read_meta(ckpt)
-    if as_json:
-        click.echo(json.dumps(meta.to_dict(), indent=2))
-        return
-    click.echo(f"architecture   {meta.arch} / {meta.encoder}")
-    click.echo(f"input          {meta.in_channels} bands, scale 1/{meta.scale:g}")
-    click.echo(f"normalization  mean {meta.mean} std {meta.std}")
-    click.echo(f"tile size      {meta.tile_size}")
+    renders = {"--json": lambda: json.dumps(meta.to_dict(), indent=2) + "\n"}
+    emit(_table(meta), renders, {"--json": json_out}, overwrite, [ckpt])
+
+
+def _table(meta) -> str:
+    """The metadata as aligned text lines."""
+    lines = [
+        f"architecture   {meta.arch} / {meta.encoder}",
+        f"input          {meta.in_channels} bands, scale 1/{meta.scale:g}",
+        f"normalization  mean {meta.mean} std {meta.std}",
+        f"tile size      {meta.tile_size}",
+    ]
     if meta.model_options:
-        click.echo(f"options        {meta.model_options}")
-    click.echo(f"classes        {meta.classes}")
+        lines.append(f"options        {meta.model_options}")
+    lines.append(f"classes        {meta.classes}")
     for i, (name, c) in enumerate(zip(meta.class_names, meta.colours, strict=True)):
-        click.echo(f"  {i:3d}  #{c[0]:02x}{c[1]:02x}{c[2]:02x}  {name}")
-    for key, value in meta.extra.items():
-        click.echo(f"{key:<14} {value}")
+        lines.append(f"  {i:3d}  #{c[0]:02x}{c[1]:02x}{c[2]:02x}  {name}")
+    lines += [f"{key:<14} {value}" for key, value in meta.extra.items()]
+    return "\n".join(lines)

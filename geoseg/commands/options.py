@@ -124,3 +124,15 @@ def parse_key_values(values: tuple[str, ...], option: str, example: str) -> dict
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint=option) from None
     return out
+
+
+def report_opt(flag: str, what: str) -> Any:
+    """``--json FILE`` / ``--csv FILE``: the same meaning in every command (``-``: stdout)."""
+    return click.option(
+        flag,
+        f"{flag.lstrip('-')}_out",
+        type=click.Path(allow_dash=True, dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help=f"Write {what} to FILE (- for stdout).",
+    )

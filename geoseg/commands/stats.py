@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import click
 
-from geoseg.commands.options import overwrite_opt, progress_opt, quiet_opt, verbose_opt
-
-STDOUT = "-"
+from geoseg.commands.options import (
+    overwrite_opt,
+    progress_opt,
+    quiet_opt,
+    report_opt,
+    verbose_opt,
+)
 
 
 @click.command()
@@ -36,22 +40,8 @@ STDOUT = "-"
     show_default=True,
     help="Side of the blocks read at a time (memory: about 40 bytes a pixel of one block).",
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(allow_dash=True),
-    default=None,
-    metavar="FILE",
-    help="Write the statistics as JSON to FILE (- for stdout).",
-)
-@click.option(
-    "--csv",
-    "csv_out",
-    type=click.Path(allow_dash=True),
-    default=None,
-    metavar="FILE",
-    help="Write one row per (zone, class) as CSV to FILE (- for stdout).",
-)
+@report_opt("--json", "the statistics as JSON")
+@report_opt("--csv", "one row per (zone, class) as CSV")
 @overwrite_opt
 @progress_opt
 @quiet_opt
@@ -67,14 +57,14 @@ def stats(
     from geoseg.commands.progress import ProgressBar
     from geoseg.io.raster import raster_files
     from geoseg.report.evaluate import check_outputs
+    from geoseg.report.outputs import check_stdout, emit, file_outputs
     from geoseg.run.class_stats import class_stats, vector_files
 
-    if json_out == STDOUT and csv_out == STDOUT:
-        raise click.UsageError("--json - and --csv - would both write to stdout; give one a file")
     if aoi_field is not None and aoi is None:
         raise click.UsageError("--aoi-field names polygons of --aoi; give --aoi too")
     outputs = {"--json": json_out, "--csv": csv_out}
-    files = {opt: path for opt, path in outputs.items() if path and path != STDOUT}
+    check_stdout(outputs)
+    files = file_outputs(outputs)
     inputs = [*raster_files(classmap), *vector_files(aoi)]
     check_outputs(files, overwrite, inputs)
     bar = ProgressBar("stats", unit="blocks", enabled=progress and not quiet)
@@ -89,18 +79,5 @@ def stats(
     if not quiet:
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
-    _emit(result, outputs, overwrite, inputs)
-
-
-def _emit(result, outputs: dict, overwrite: bool, inputs: list) -> None:
-    """The table on stdout (unless an output is stdout), then each requested output."""
-    from geoseg.io.files import atomic_write
-
-    if STDOUT not in outputs.values():
-        click.echo(result.table())
-    render = {"--json": result.to_json, "--csv": result.to_csv}
-    for opt, path in outputs.items():
-        if path == STDOUT:
-            click.echo(render[opt](), nl=False)
-        elif path:
-            atomic_write(path, render[opt](), overwrite=overwrite, inputs=inputs, what=opt)
+    renders = {"--json": result.to_json, "--csv": result.to_csv}
+    emit(result.table(), renders, outputs, overwrite, inputs)

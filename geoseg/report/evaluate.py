@@ -14,7 +14,7 @@ import numpy as np
 
 from geoseg.core.metrics import EvalResult
 from geoseg.errors import InputError
-from geoseg.io.files import atomic_write, check_target, is_same_or_inside
+from geoseg.io.files import check_target, is_same_or_inside
 
 PathLike = str | os.PathLike[str]
 
@@ -153,18 +153,18 @@ def report(
     Each file goes through :func:`geoseg.io.files.atomic_write`: an exclusive temporary beside
     it, never a fixed name a planted link could redirect, and never one of ``inputs``.
     """
+    from geoseg.report.outputs import emit
+
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(table(result))
-    inputs = list(inputs)
-    files = []
-    if json_out:
-        doc = result.to_dict()
-        doc["notes"] = notes
-        files.append(("--json", json_out, json.dumps(doc, indent=2) + "\n"))
-    if csv_out:
-        files.append(("--csv", csv_out, to_csv(result)))
-    if plot:
-        files.append(("--plot", plot, plot_png(result)))
-    for what, path, data in files:
-        atomic_write(path, data, overwrite=overwrite, inputs=inputs, what=what)
+
+    def as_json() -> str:
+        return json.dumps({**result.to_dict(), "notes": notes}, indent=2) + "\n"
+
+    renders = {
+        "--json": as_json,
+        "--csv": lambda: to_csv(result),
+        "--plot": lambda: plot_png(result),
+    }
+    outputs = {"--json": json_out, "--csv": csv_out, "--plot": plot}
+    emit(table(result), renders, outputs, overwrite, inputs)
