@@ -287,17 +287,7 @@ def monai_compare(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--sizes", default="2048,8192,16384", help="rasters of the RSS table")
-    ap.add_argument("--eff-sizes", default="2048,4096,8192", help="rasters of the efficiency table")
-    ap.add_argument("--compare-size", type=int, default=4096)
-    ap.add_argument("--tile", type=int, default=None, help="default: the model's tile size")
-    ap.add_argument("--overlap", type=int, default=None, help="default: predict's default")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: predict's (auto)")
-    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: eff,rss,monai")
-    args = ap.parse_args()
+    args = _args()
     # the in-process runs warn, like the CLI would, that the mosaic has no georeference
     logging.getLogger("geoseg").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -320,66 +310,89 @@ def main() -> None:
         f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, "
         f"CPU threads {os.cpu_count()}\n"
     )
-
     if "eff" not in skip:
-        print(
-            "1. Pipeline efficiency (in-process, best of 3 alternating runs; "
-            f"tile {args.tile}, overlap {args.overlap}; model alone: serial = one call at a "
-            "time on every core, parallel = one 1-thread call per worker thread; the faster "
-            "is the baseline)"
-        )
-        print(
-            "| raster | windows | batch | model alone serial (s) | model alone parallel (s) "
-            "| end-to-end predict (s) | efficiency |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        for size in [int(s) for s in args.eff_sizes.split(",")]:
-            src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
-            e = efficiency(src, model, args.tile, args.overlap, args.batch_size)
-            print(
-                f"| {size}^2 | {e['windows']} | {e['batch_size']} | {e['serial_s']:.2f} | "
-                f"{e['parallel_s']:.2f} | {e['predict_s']:.2f} | {e['ratio']:.2f} |"
-            )
-        print()
-
+        _efficiency_table(args, model, images)
     if "rss" not in skip:
-        print(
-            "2. Peak RSS of `geoseg predict` (fresh process each, "
-            f"flags: {' '.join(flags) or 'none, the default settings'})"
-        )
-        print("| raster | windows run | seconds | Mpx/s | peak RSS (GiB) | ratio to smallest |")
-        print("|---|---|---|---|---|---|")
-        base = None
-        for size in [int(s) for s in args.sizes.split(",")]:
-            src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
-            r = run_predict(src, args.workdir / f"out_{size}.tif", model, *flags)
-            base = base or r["peak_gib"]
-            run = r["summary"].split(": ")[1].split(" windows run")[0]
-            print(
-                f"| {size}^2 | {run} | {r['seconds']:.0f} | "
-                f"{size * size / 1e6 / r['seconds']:.2f} | {r['peak_gib']:.2f} | "
-                f"{r['peak_gib'] / base:.2f} |"
-            )
-        print()
-
+        _rss_table(args, model, images, flags)
     if "monai" not in skip:
-        size = args.compare_size
-        src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
-        c = monai_compare(src, model, size, args.tile, args.overlap, args.batch_size, args.workdir)
-        print(f"3. geoseg vs MONAI sliding_window_inference (gaussian), {size}^2, same model")
-        print("| tool | Mpx/s | peak RSS (GiB) |")
-        print("|---|---|---|")
-        for k in ("geoseg", "monai"):
-            print(f"| {k} | {c[k]['mpx_s']:.2f} | {c[k]['peak_gib']:.2f} |")
-        print(f"\nclass maps agree on {100 * c['agreement']:.2f}% of pixels")
-        print(
-            f"throughput ratio geoseg/MONAI {c['geoseg']['mpx_s'] / c['monai']['mpx_s']:.2f}, "
-            f"memory ratio {c['geoseg']['peak_gib'] / c['monai']['peak_gib']:.2f}\n"
-        )
+        _monai_table(args, model, images)
     print("4. GPU (bf16): not measured in this run (no GPU lent to this session).")
     print(
         f"peak RSS of this driver process: {peak_rss_bytes() / 2**30:.2f} GiB (children "
         "report their own high-water mark, VmHWM, which does not include it)"
+    )
+
+
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--sizes", default="2048,8192,16384", help="rasters of the RSS table")
+    ap.add_argument("--eff-sizes", default="2048,4096,8192", help="rasters of the efficiency table")
+    ap.add_argument("--compare-size", type=int, default=4096)
+    ap.add_argument("--tile", type=int, default=None, help="default: the model's tile size")
+    ap.add_argument("--overlap", type=int, default=None, help="default: predict's default")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: predict's (auto)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: eff,rss,monai")
+    return ap.parse_args()
+
+
+def _efficiency_table(args, model, images) -> None:
+    print(
+        "1. Pipeline efficiency (in-process, best of 3 alternating runs; "
+        f"tile {args.tile}, overlap {args.overlap}; model alone: serial = one call at a "
+        "time on every core, parallel = one 1-thread call per worker thread; the faster "
+        "is the baseline)"
+    )
+    print(
+        "| raster | windows | batch | model alone serial (s) | model alone parallel (s) "
+        "| end-to-end predict (s) | efficiency |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for size in [int(s) for s in args.eff_sizes.split(",")]:
+        src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
+        e = efficiency(src, model, args.tile, args.overlap, args.batch_size)
+        print(
+            f"| {size}^2 | {e['windows']} | {e['batch_size']} | {e['serial_s']:.2f} | "
+            f"{e['parallel_s']:.2f} | {e['predict_s']:.2f} | {e['ratio']:.2f} |"
+        )
+    print()
+
+
+def _rss_table(args, model, images, flags) -> None:
+    print(
+        "2. Peak RSS of `geoseg predict` (fresh process each, "
+        f"flags: {' '.join(flags) or 'none, the default settings'})"
+    )
+    print("| raster | windows run | seconds | Mpx/s | peak RSS (GiB) | ratio to smallest |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for size in [int(s) for s in args.sizes.split(",")]:
+        src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
+        r = run_predict(src, args.workdir / f"out_{size}.tif", model, *flags)
+        base = base or r["peak_gib"]
+        run = r["summary"].split(": ")[1].split(" windows run")[0]
+        print(
+            f"| {size}^2 | {run} | {r['seconds']:.0f} | "
+            f"{size * size / 1e6 / r['seconds']:.2f} | {r['peak_gib']:.2f} | "
+            f"{r['peak_gib'] / base:.2f} |"
+        )
+    print()
+
+
+def _monai_table(args, model, images) -> None:
+    size = args.compare_size
+    src = make_mosaic(args.workdir / f"mosaic_{size}.tif", size, images)
+    c = monai_compare(src, model, size, args.tile, args.overlap, args.batch_size, args.workdir)
+    print(f"3. geoseg vs MONAI sliding_window_inference (gaussian), {size}^2, same model")
+    print("| tool | Mpx/s | peak RSS (GiB) |")
+    print("|---|---|---|")
+    for k in ("geoseg", "monai"):
+        print(f"| {k} | {c[k]['mpx_s']:.2f} | {c[k]['peak_gib']:.2f} |")
+    print(f"\nclass maps agree on {100 * c['agreement']:.2f}% of pixels")
+    print(
+        f"throughput ratio geoseg/MONAI {c['geoseg']['mpx_s'] / c['monai']['mpx_s']:.2f}, "
+        f"memory ratio {c['geoseg']['peak_gib'] / c['monai']['peak_gib']:.2f}\n"
     )
 
 
