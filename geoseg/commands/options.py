@@ -131,7 +131,7 @@ def report_opt(flag: str, what: str) -> Any:
     return click.option(
         flag,
         f"{flag.lstrip('-')}_out",
-        type=click.Path(allow_dash=True, dir_okay=False),
+        type=click.Path(allow_dash=True),  # geoseg checks the kind (and inputs) itself
         default=None,
         metavar="FILE",
         help=f"Write {what} to FILE (- for stdout).",
