@@ -56,13 +56,13 @@ class PredictConfig:
         for name in ("tile", "block_size", "batch_size", "workers", "prefetch"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} {value} must be positive")
+                raise ConfigError(f"{name} {value} must be positive", option=name)
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
             if value is not None and not low <= value <= high:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} {_short(value)} is out of range; use {low} to {high}")
+                raise ConfigError(
+                    f"{name} {_short(value)} is out of range; use {low} to {high}", option=name
+                )
         if self.bands is not None:
             check_bands(self.bands)
         if self.scheduler is not None:
@@ -106,32 +106,40 @@ def check_scaling(
     offset: tuple[float, ...] | None,
     assets: tuple[str, ...] | None,
 ) -> None:
-    """Refuse empty or non-finite ``--scale``/``--offset`` values, a zero scale, empty assets."""
+    """Refuse empty or non-finite ``scale``/``offset`` values, a zero scale, empty assets."""
     import math
 
     for name, values in (("scale", scale), ("offset", offset)):
         if values is None:
             continue
         if not values or len(values) > MAX_BANDS:
-            raise ConfigError(f"--{name} needs 1 to {MAX_BANDS} numbers, e.g. --{name} 0.0001")
+            raise ConfigError(
+                f"{name} needs 1 to {MAX_BANDS} numbers, e.g. {name} 0.0001", option=name
+            )
         bad = [v for v in values if not math.isfinite(v) or (name == "scale" and v == 0)]
         if bad:
             raise ConfigError(
-                f"--{name} {_short(bad[0])} is not usable; give finite numbers"
-                + (" other than 0" if name == "scale" else "")
+                f"{name} {_short(bad[0])} is not usable; give finite numbers"
+                + (" other than 0" if name == "scale" else ""),
+                option=name,
             )
     if assets is not None and (not assets or not all(a.strip() for a in assets)):
-        raise ConfigError("--assets names no asset; list asset keys, e.g. --assets red,green,blue")
+        raise ConfigError(
+            "assets names no asset; list asset keys, e.g. red,green,blue", option="assets"
+        )
 
 
 def check_bands(bands: tuple[int, ...]) -> None:
     """Refuse an empty band list, or band numbers below 1 or above :data:`MAX_BANDS`."""
     if not bands:
-        raise ConfigError("bands: [] selects no band; list 1-based band numbers, e.g. [4, 3, 2]")
+        raise ConfigError(
+            "bands [] selects no band; list 1-based band numbers, e.g. 4,3,2", option="bands"
+        )
     for b in bands:
         if isinstance(b, bool) or not 1 <= b <= MAX_BANDS:
             raise ConfigError(
-                f"bands: {_short(b)} is not a band number; use 1 to {MAX_BANDS}, e.g. [4, 3, 2]"
+                f"bands {_short(b)} is not a band number; use 1 to {MAX_BANDS}, e.g. 4,3,2",
+                option="bands",
             )
 
 
@@ -163,7 +171,7 @@ SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 
 def check_scheduler_address(address: str) -> str:
-    """Refuse a ``--scheduler`` value that is no ``SCHEME://HOST:PORT`` address.
+    """Refuse a scheduler address that is no ``SCHEME://HOST:PORT`` address.
 
     Returns the address, with ``tcp://`` added when no scheme is given (as Dask does).
     """
@@ -172,10 +180,14 @@ def check_scheduler_address(address: str) -> str:
     if not sep:
         scheme, rest = "tcp", address
     if scheme not in SCHEDULER_SCHEMES:
-        raise ConfigError(f"--scheduler {_short(address)}: unknown scheme {scheme!r}; {fix}")
+        raise ConfigError(
+            f"scheduler {_short(address)}: unknown scheme {scheme!r}; {fix}", option="scheduler"
+        )
     host, port = _split_host_port(rest)
     if not host or any(c.isspace() or c in "/?#@" for c in host) or _port(port, 1) is None:
-        raise ConfigError(f"--scheduler {_short(address)} is not a scheduler address; {fix}")
+        raise ConfigError(
+            f"scheduler {_short(address)} is not a scheduler address; {fix}", option="scheduler"
+        )
     return f"{scheme}://{rest}"
 
 
@@ -191,8 +203,9 @@ def dashboard_address(value: str) -> str:
         host, port = "", value.strip()
     if _port(port, 0) is None or any(c.isspace() or c in "/?#@[]" for c in host):
         raise ConfigError(
-            f"--dashboard {_short(value)} is not an address; use HOST:PORT, e.g. "
-            "--dashboard 127.0.0.1:8787 (0 as the port picks a free one)"
+            f"dashboard {_short(value)} is not an address; use HOST:PORT, e.g. "
+            "127.0.0.1:8787 (0 as the port picks a free one)",
+            option="dashboard",
         )
     host = host or "127.0.0.1"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -210,7 +223,8 @@ def check_fields(obj: Any, what: str = "") -> None:
         value, hint = getattr(obj, f.name), hints[f.name]
         if not _matches(value, hint):
             raise ConfigError(
-                f"{what}{f.name}: {_short(value)} is not valid; expected {_describe(hint)}"
+                f"{what}{f.name}: {_short(value)} is not valid; expected {_describe(hint)}",
+                option=f.name,
             )
 
 
@@ -407,9 +421,16 @@ def _node_text(node: Any) -> str:
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
 
 
-def merge_layers(cls: type, layers: tuple, what: str = "option") -> dict[str, Any]:
-    """Merge option mappings (later wins; ``None`` values are ignored); refuse unknown keys."""
-    known = {f.name for f in dataclasses.fields(cls)}
+def merge_layers(
+    fields: type | tuple[str, ...], layers: tuple, what: str = "option"
+) -> dict[str, Any]:
+    """Merge option mappings (later wins; ``None`` values are ignored); refuse unknown keys.
+
+    ``fields`` is the config dataclass, or the option names when several make one config.
+    """
+    known = (
+        set(fields) if isinstance(fields, tuple) else {f.name for f in dataclasses.fields(fields)}
+    )
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():

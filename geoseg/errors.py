@@ -11,9 +11,18 @@ from tilers.grid import TilingError
 
 
 class GeosegError(Exception):
-    """Base class of every error geoseg raises on purpose."""
+    """Base class of every error geoseg raises on purpose.
+
+    ``option`` names the option (a config field or function parameter, e.g. ``"tile"``) whose
+    value was refused: the library speaks of values, and the CLI maps the option to its flag
+    (``--tile``) when the value came from the command line.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        super().__init__(*args)
+        self.option = option
 
 
 class InputError(GeosegError, ValueError):

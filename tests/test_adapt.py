@@ -132,7 +132,7 @@ def test_finetune_band_mismatch(source_model, tmp_path):
 
 def test_parse_methods_canonical_order():
     assert ad.parse_methods("adabn,stats") == ("stats", "adabn")
-    with pytest.raises(ConfigError, match="combine stats, adabn, tent, self-training"):
+    with pytest.raises(ConfigError, match="combine hist, stats, adabn, tent, self-training"):
         ad.parse_methods("stats,magic")
 
 
@@ -217,7 +217,7 @@ def test_adapt_bad_inputs(source_model, tmp_path):
     r = run_cli(
         "adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"), "--method", "bogus"
     )
-    assert r.returncode == 2 and "combine stats, adabn" in r.stderr
+    assert r.returncode == 2 and "combine hist, stats, adabn" in r.stderr
 
 
 def test_adapt_shows_its_steps_and_restores_torch_threads(source_model, target_rasters, tmp_path):
@@ -236,3 +236,75 @@ def test_adapt_shows_its_steps_and_restores_torch_threads(source_model, target_r
                                        "--tile", "32", "--threads", "1", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert torch.get_num_threads() == before
+
+
+def test_hist_undoes_a_change_of_look(source_model, tmp_path):
+    """A target that is a training image through another gamma and gain maps back onto it."""
+    from geoseg.core.histogram import band_quantiles
+    from geoseg.model.checkpoint import save_checkpoint
+    from geoseg.model.engine import normalize
+
+    ckpt, _ = source_model
+    model, meta = load_checkpoint(ckpt)
+    assert meta.quantiles is not None and len(meta.quantiles) == 3  # written by train
+    img, _ = scene(64, 64, 0)
+    ref = tmp_path / "ref"  # the reference distribution: this one image's
+    save_checkpoint(model, meta.replace(quantiles=band_quantiles([img / 255.0])), ref)
+    looks = np.clip(255 * (img / 255.0) ** 0.6 * 0.8 + 20, 0, 255).astype(np.uint8)
+    target = write_geotiff(tmp_path / "target.tif", looks)
+    out = tmp_path / "hist"
+    args = ["--method", "hist", "--windows", "1", "--tile", "64", "--no-progress"]
+    proc = run_cli("adapt", str(target), "--model", str(ref), "--out", str(out), *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "mean confidence" in proc.stdout and "->" in proc.stdout
+    _, adapted = load_checkpoint(out)
+    assert adapted.extra["adapted"] == ["hist"] and len(adapted.extra["confidence"]) == 2
+    assert all(np.array_equal(v, _w(ref)[k]) for k, v in _w(out).items())  # weights kept
+    _, ref_meta = load_checkpoint(ref)
+    want = normalize(img, ref_meta)
+    before = np.abs(normalize(looks, ref_meta) - want).mean()
+    after = np.abs(normalize(looks, adapted) - want).mean()
+    assert after < before / 5, (before, after)
+
+
+def test_hist_needs_histograms_and_refuses_bad_ones(source_model, target_rasters, tmp_path):
+    import json
+
+    from geoseg.model.checkpoint import save_checkpoint
+
+    ckpt, _ = source_model
+    model, meta = load_checkpoint(ckpt)
+    old = tmp_path / "old"
+    save_checkpoint(model, meta.replace(quantiles=None), old)
+    args = [*target_rasters, "--model", str(old), "--method", "hist", "--windows", "4",
+            "--tile", "32", "--no-progress"]  # fmt: skip
+    proc = run_cli("adapt", *args, "--out", str(tmp_path / "a"))
+    assert proc.returncode == 1 and "no training histograms" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    good = tmp_path / "h.json"
+    good.write_text(json.dumps({"quantiles": meta.quantiles}))
+    proc = run_cli("adapt", *args, "--out", str(tmp_path / "b"), "--histograms", str(good))
+    assert proc.returncode == 0, proc.stderr
+    for name, doc, words in [
+        ("two_bands.json", {"quantiles": meta.quantiles[:2]}, "2 bands"),
+        ("decreasing.json", {"quantiles": [q[::-1] for q in meta.quantiles]}, "decrease"),
+        ("short.json", {"quantiles": [q[:5] for q in meta.quantiles]}, "65 finite"),
+        ("list.json", [1, 2], "not JSON with 'quantiles'"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(json.dumps(doc))
+        proc = run_cli("adapt", *args, "--out", str(tmp_path / "c"), "--histograms", str(bad))
+        assert proc.returncode == 1 and words in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+    both = [*target_rasters, "--model", str(ckpt), "--method", "hist,stats"]
+    proc = run_cli("adapt", *both, "--out", str(tmp_path / "d"))
+    assert proc.returncode == 2 and "choose one" in proc.stderr
+
+
+def test_adapt_refuses_all_nodata_windows(source_model, tmp_path):
+    ckpt, _ = source_model
+    empty = write_geotiff(tmp_path / "nodata.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    proc = run_cli("adapt", str(empty), "--model", str(ckpt), "--out", str(tmp_path / "a"),
+                   "--windows", "4", "--tile", "32", "--method", "adabn")  # fmt: skip
+    assert proc.returncode == 1 and "valid pixel" in proc.stderr, proc.stderr
+    assert not (tmp_path / "a").exists()

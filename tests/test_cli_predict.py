@@ -133,7 +133,7 @@ def test_bad_input_gives_one_line_error_and_no_output(tmp_path, make_raster, ckp
         expect = ["--overlap 64", "--tile 64"]
     elif case == "overlap_neg":
         args += ["--overlap", "-3"]
-        expect = ["--overlap -3", "0 to"]
+        expect = ["'--overlap'", "overlap -3", "0 to"]
     elif case == "bad_bands":
         args += ["--bands", "1,2,9"]
         expect = ["9"]

@@ -52,8 +52,8 @@ def test_cityscapes_matches_cityscapesscripts(shared_data, tmp_path, monkeypatch
         ),
         miss_value=MISS,
     )
-    ours = summarize(cm, ds.classes.names)
-    for i, name in enumerate(ds.classes.names):
+    ours = summarize(cm, ds.config.names)
+    for i, name in enumerate(ds.config.names):
         theirs = ref["classScores"][name]
         if np.isnan(theirs):
             assert np.isnan(ours.iou[i]), name
@@ -95,7 +95,7 @@ def test_ade20k_matches_mmseg_reduce_zero_label(shared_data, seed):
         raw_gts.append(raw)
     it = iter(preds)
     cm = evaluate_dataset(ds, lambda s: next(it), pred_nodata=None)
-    ours = summarize(cm, ds.classes.names)
+    ours = summarize(cm, ds.config.names)
     ref = mmseg_reduce_zero_label_iou(preds, raw_gts)
     np.testing.assert_allclose(ours.iou, ref, atol=1e-12, equal_nan=True)
     assert ours.miou == pytest.approx(np.nanmean(ref), abs=1e-12)

@@ -150,7 +150,7 @@ def test_an_output_link_is_never_written_through(tmp_path, scene, ckpt, make_ras
         ("/tmp/{stem}.tif", ["plain file name"]),
         ("sub/{stem}.tif", ["plain file name"]),
         ("{stem.nope}", ["unknown field"]),
-        ("{stem", ["not a valid pattern"]),
+        ("{stem", ["'--name'", "is not valid"]),
         ("{0}.tif", ["unknown field"]),
         ("{stem}.png", ["extension"]),
         ("..", ["plain file name"]),

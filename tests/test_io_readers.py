@@ -397,7 +397,7 @@ def test_band_out_of_range(tmp_path, bands):
     with pytest.raises(InputError) as e:
         open_raster(path, bands=bands)
     bad = [b for b in bands if not 1 <= b <= 3][0]
-    assert_one_line(e, f"--bands {bad}: the raster has 3 bands (1..3)")
+    assert_one_line(e, f"bands {bad}: the raster has 3 bands (1..3)")
 
 
 def test_directory_that_is_not_zarr(tmp_path):

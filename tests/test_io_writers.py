@@ -578,9 +578,9 @@ def test_nodata_value_and_its_checks(tmp_path):
         np.testing.assert_array_equal(src.read(1), classes)
     with rasterio.open(probabilities_path(out)) as src:
         assert (src.read()[:, classes == 9] == 255).all()  # masked where the map is nodata
-    with pytest.raises(ConfigError, match=r"--nodata 2 is a class id .* from 3 to 255"):
+    with pytest.raises(ConfigError, match=r"nodata 2 is a class id .* from 3 to 255"):
         spec(nodata_value=2)
-    with pytest.raises(ConfigError, match=r"--nodata 256 does not fit the uint8"):
+    with pytest.raises(ConfigError, match=r"nodata 256 does not fit the uint8"):
         spec(nodata_value=256)
 
 
@@ -600,7 +600,7 @@ def test_check_creation_options():
         "tile": ({"BLOCKXSIZE": "100"}, "multiple of 16"),
         "photometric": ({"PHOTOMETRIC": "RGB"}, "is refused: class maps are always paletted"),
         "tiled": ({"TILED": "NO"}, "is refused"),
-        "divide": ({"BLOCKYSIZE": "768"}, "does not divide --block-size 2048"),
+        "divide": ({"BLOCKYSIZE": "768"}, "does not divide block_size 2048"),
     }
     for case, (opts, words) in bad.items():
         with pytest.raises(ConfigError, match=words) as err:

@@ -165,12 +165,12 @@ BAD = {
     "level": (["--co", "ZLEVEL=99"], ["ZLEVEL=99", "1 to 12"]),
     "photometric": (["--co", "PHOTOMETRIC=RGB"], ["PHOTOMETRIC", "paletted"]),
     "not_key_value": (["--co", "COMPRESS"], ["KEY=VALUE"]),
-    "tile_vs_block": (["--co", "BLOCKXSIZE=64"], ["BLOCKXSIZE=64", "--block-size 32"]),
+    "tile_vs_block": (["--co", "BLOCKXSIZE=64"], ["'--co'", "BLOCKXSIZE=64", "block_size 32"]),
     "zarr": (["--co", "COMPRESS=LZW", "@zarr"], ["Zarr", "--co"]),
-    "nodata_is_a_class": (["--nodata", "3"], ["--nodata 3", "class id", "4 to 255"]),
-    "nodata_above_dtype": (["--nodata", "256"], ["--nodata 256", "uint8", "4 to 255"]),
-    "nodata_huge": (["--nodata", "70000"], ["--nodata 70000", "0 to 65535"]),
-    "nodata_negative": (["--nodata", "-1"], ["--nodata -1", "0 to"]),
+    "nodata_is_a_class": (["--nodata", "3"], ["'--nodata'", "nodata 3", "class id", "4 to 255"]),
+    "nodata_above_dtype": (["--nodata", "256"], ["'--nodata'", "nodata 256", "uint8", "4 to 255"]),
+    "nodata_huge": (["--nodata", "70000"], ["'--nodata'", "nodata 70000", "0 to 65535"]),
+    "nodata_negative": (["--nodata", "-1"], ["'--nodata'", "nodata -1", "0 to"]),
 }
 
 

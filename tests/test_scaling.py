@@ -93,7 +93,7 @@ def test_scaled_source_and_per_band_values(s2):
     data, _ = source.read(10, 20, 30, 40)
     np.testing.assert_allclose(data, raw * 2 + np.array([1, 2, 3]).reshape(-1, 1, 1))
     assert not isinstance(open_input(s2, (4, 3, 2), scale=[1.0], offset=[0.0]), ScaledSource)
-    with pytest.raises(Exception, match="--scale gives 2 values for 3 bands"):
+    with pytest.raises(Exception, match="scale gives 2 values for 3 bands"):
         open_input(s2, (4, 3, 2), scale=[1.0, 2.0])
 
 

@@ -468,7 +468,7 @@ def test_notes_for_web_mercator_and_no_crs_go_to_stderr_unless_quiet(tmp_path):
 
 def test_block_size_out_of_range_is_refused(tmp_path):
     path, _, _ = utm_map(tmp_path)
-    with pytest.raises(ConfigError, match="block size 0"):
+    with pytest.raises(ConfigError, match="block_size 0"):
         class_stats(path, block_size=0)
 
 
@@ -610,7 +610,10 @@ HOSTILE = {
         lambda w: [w["map"], "--json", w["root"] / "no" / "s.json"],
         ["does not exist"],
     ),
-    "block size zero": (lambda w: [w["map"], "--block-size", "0"], ["block size 0"]),
+    "block size zero": (
+        lambda w: [w["map"], "--block-size", "0"],
+        ["'--block-size'", "block_size 0"],
+    ),
 }
 
 

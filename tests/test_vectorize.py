@@ -316,7 +316,7 @@ def test_simplify(classmap, tmp_path):
 
 @pytest.mark.parametrize("value", ["abc", "-1", "5km2", "nan", "1e999", ""])
 def test_bad_min_area(value):
-    with pytest.raises(ConfigError, match="--min-area"):
+    with pytest.raises(ConfigError, match="min_area"):
         parse_min_area(value)
 
 
@@ -418,11 +418,11 @@ HOSTILE = [
     (["map.tif", "link.gpkg"], ["link.gpkg", "symbolic link"]),
     (["map.tif", "old.gpkg"], ["old.gpkg", "--overwrite"]),
     (["map.tif", "old.gpkg", "--overwrite"], ["old.gpkg", "remove it yourself"]),
-    (["map.tif", "o.gpkg", "--simplify", "abc"], ["abc", "--simplify 2.5"]),
-    (["map.tif", "o.gpkg", "--simplify", "-1"], ["-1", "--simplify"]),
-    (["map.tif", "o.gpkg", "--min-area", "5km2"], ["5km2", "500m2"]),
-    (["map.tif", "o.gpkg", "--min-area", "-3"], ["-3", "--min-area 25"]),
-    (["map.tif", "o.gpkg", "--block-size", "0"], ["--block-size 0", "2048"]),
+    (["map.tif", "o.gpkg", "--simplify", "abc"], ["'--simplify'", "abc", "2.5"]),
+    (["map.tif", "o.gpkg", "--simplify", "-1"], ["'--simplify'", "-1"]),
+    (["map.tif", "o.gpkg", "--min-area", "5km2"], ["'--min-area'", "5km2", "500m2"]),
+    (["map.tif", "o.gpkg", "--min-area", "-3"], ["'--min-area'", "-3", "(25)"]),
+    (["map.tif", "o.gpkg", "--block-size", "0"], ["'--block-size'", "block_size 0", "2048"]),
     (["map.tif", "nowhere/o.gpkg"], ["nowhere", "create it first"]),
 ]
 

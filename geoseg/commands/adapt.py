@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from geoseg.commands.options import overwrite_opt, progress_opt, quiet_opt, verbose_opt
+from geoseg.commands.options import Command, overwrite_opt, progress_opt, quiet_opt, verbose_opt
 from geoseg.errors import ConfigError
 
 
-@click.command("adapt")
+@click.command("adapt", cls=Command)
 @click.argument("rasters", nargs=-1, required=True)
 @click.option(
     "--model",
@@ -23,7 +23,13 @@ from geoseg.errors import ConfigError
     "method",
     default="stats,adabn",
     show_default=True,
-    help="Comma-separated: stats, adabn, tent, self-training.",
+    help="Comma-separated: hist, stats, adabn, tent, self-training.",
+)
+@click.option(
+    "--histograms",
+    type=click.Path(),
+    default=None,
+    help='Training histograms for hist (JSON {"quantiles": ...}) [default: the checkpoint\'s].',
 )
 @click.option(
     "--tile", type=int, default=256, show_default=True, help="Side of each target window (px)."
@@ -55,33 +61,42 @@ from geoseg.errors import ConfigError
 @progress_opt
 @quiet_opt
 @verbose_opt
-def adapt(rasters, model_path, out, method, num_threads, overwrite, progress, quiet, **opts):
+def adapt(
+    rasters, model_path, out, method, histograms, num_threads, overwrite, progress, quiet, **opts
+):
     """Adapt a checkpoint to unlabelled RASTERS of a new region (no labels needed)."""
     from geoseg.model.checkpoint import check_checkpoint_target, load_checkpoint, save_checkpoint
     from geoseg.model.engine import kept_torch_threads
     from geoseg.train import adapt as ad
 
-    try:
-        methods = ad.parse_methods(method)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--method") from None
-    cfg = ad.AdaptConfig(methods, **opts)
+    cfg = ad.AdaptConfig(ad.parse_methods(method), **opts)  # bad values: Command names the flag
     if num_threads is not None and num_threads < 1:
         raise ConfigError(f"--threads {num_threads} must be at least 1")
     paths = ad.expand_paths(rasters)
-    check_checkpoint_target(out, overwrite, inputs=[model_path, *paths], what="--out")
+    inputs = [model_path, *paths, *([histograms] if histograms else [])]
+    check_checkpoint_target(out, overwrite, inputs=inputs, what="--out")
     with kept_torch_threads():
         if num_threads:
             import torch
 
             torch.set_num_threads(num_threads)
         model, meta = load_checkpoint(model_path)
+        if histograms:
+            meta = ad.read_histograms(histograms, meta)
         target = ad.sample_windows(paths, cfg.tile, cfg.windows, cfg.seed, meta)
+        ad.check_target(target)
+        before = ad.prediction_confidence(model, meta, target, cfg.batch_size)
         on_method, on_step = _reporters(progress and not quiet, quiet)
         meta = ad.adapt(model, meta, target, cfg, on_method, on_step)
-    meta = meta.replace(extra=dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths))
-    save_checkpoint(model, meta, out, overwrite=overwrite)
+        after = ad.prediction_confidence(model, meta, target, cfg.batch_size)
+    changes = {"confidence": [before[0], after[0]], "entropy": [before[1], after[1]]}
+    extra = dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths, **changes)
+    save_checkpoint(model, meta.replace(extra=extra), out, overwrite=overwrite)
     click.echo(f"adapted checkpoint ({', '.join(cfg.methods)}): {out}")
+    click.echo(
+        f"on the {len(target.data)} target windows: mean confidence {before[0]:.3f} -> "
+        f"{after[0]:.3f}, mean entropy {before[1]:.3f} -> {after[1]:.3f} (0 certain, 1 uniform)"
+    )
 
 
 def _reporters(bars: bool, quiet: bool):

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import click
 
 from geoseg.commands.options import (
+    Command,
     blend_opt,
     device_opt,
     overwrite_opt,
@@ -21,7 +22,7 @@ from geoseg.commands.options import (
 )
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("pred", required=False, type=click.Path())
 @click.argument("label", required=False, type=click.Path())
 @click.option("--dataset", default=None, help="KIND:PATH (ade20k, cityscapes, folder, rasters).")
@@ -30,7 +31,7 @@ from geoseg.commands.options import (
     "config_file",
     type=click.Path(),
     default=None,
-    help="Dataset config (classes, palette, ignore) for folder: and rasters:.",
+    help="Dataset config (classes, palette, ignore) for folder:, rasters: and raster pairs.",
 )
 @click.option("--split", default=None, help="Dataset split (ADE20K validation, Cityscapes val).")
 @click.option("--model", type=click.Path(), default=None, help="Run this checkpoint on --dataset.")
@@ -53,7 +54,12 @@ from geoseg.commands.options import (
 @click.option("--exclude", multiple=True, help="Leave out samples matching this glob.")
 @tta_opt
 @click.option("--num-classes", type=int, default=None, help="Classes of a raster pair.")
-@click.option("--ignore-index", type=int, default=255, show_default=True)
+@click.option(
+    "--ignore-index",
+    type=int,
+    default=None,
+    help="Label id left out of the scores [default: the config's ignore_index, or 255].",
+)
 @click.option("--align", is_flag=True, help="Resample the label onto the prediction grid.")
 @click.option("--block-size", type=int, default=2048, show_default=True)
 @click.option("--workers", type=int, default=None, help="Local cluster of N processes.")
@@ -150,14 +156,26 @@ def _check_numbers(**values: int | None) -> None:
 
 
 def _pair(o: SimpleNamespace, bar):
+    import dataclasses
+
+    from geoseg.data import dataset_config
     from geoseg.errors import ConfigError
     from geoseg.run.scoring import PairSpec, evaluate_pair, pair_classes
+    from geoseg.train.config import TRAIN_KEYS
 
+    labels = dataset_config(o.config_file, other_keys=TRAIN_KEYS)
     try:
-        num_classes, names = pair_classes(o.pred, o.num_classes)
+        num_classes, names = pair_classes(o.pred, o.num_classes, labels)
     except ConfigError as exc:
+        if exc.option is not None or labels is not None:
+            raise
         raise click.BadParameter(str(exc), param_hint="--num-classes") from None
-    spec = PairSpec(o.pred, o.label, num_classes, o.ignore_index, o.align)
+    ignore = o.ignore_index
+    if ignore is None:
+        ignore = labels.ignore_index if labels is not None else 255
+    if labels is not None:  # ignored colours/ids become the index the matrix leaves out
+        labels = dataclasses.replace(labels, ignore_index=ignore)
+    spec = PairSpec(o.pred, o.label, num_classes, ignore, o.align, labels)
     cm, notes = evaluate_pair(
         spec,
         block_size=o.block_size,
@@ -172,11 +190,14 @@ def _pair(o: SimpleNamespace, bar):
 def _dataset(o: SimpleNamespace, bar, check):
     from pathlib import Path
 
-    from geoseg.data import open_dataset
+    from geoseg.data import dataset_config, open_dataset
     from geoseg.run.scoring import evaluate_dataset
+    from geoseg.train.config import TRAIN_KEYS
 
     spec, model, pred_dir = o.dataset, o.model, o.pred_dir
-    ds = open_dataset(spec, o.config_file, o.split).select(o.include, o.exclude)
+    # a training config describes its dataset too: its training options are not errors here
+    config = dataset_config(o.config_file, other_keys=TRAIN_KEYS)
+    ds = open_dataset(spec, config, o.split, o.include, o.exclude)
     if not len(ds):
         from geoseg.errors import DatasetError
 
@@ -190,11 +211,11 @@ def _dataset(o: SimpleNamespace, bar, check):
         from geoseg.errors import InputError
 
         raise InputError(f"--pred-dir {pred_dir} is not a folder; give the folder of predictions")
-    notes = [f"{len(ds)} samples from {spec}; ignore index {ds.classes.ignore_index}"]
+    notes = [f"{len(ds)} samples from {spec}; ignore index {ds.config.ignore_index}"]
     miss = None
     with contextlib.ExitStack() as stack:
         if model:
-            predict, note = _model_predictor(model, len(ds.classes), o, stack)
+            predict, note = _model_predictor(model, len(ds.config), o, stack)
         elif pred_dir:
             predict, note, miss = _folder_predictor(pred_dir, spec, o.pred_ids)
         else:
@@ -203,7 +224,7 @@ def _dataset(o: SimpleNamespace, bar, check):
         cm = evaluate_dataset(ds, predict, miss_value=miss, progress=bar)
     if pred_dir:
         _check_encoding(cm, spec, pred_dir)
-    return cm, list(ds.classes.names), notes, read
+    return cm, list(ds.config.names), notes, read
 
 
 def _model_predictor(model, k, o: SimpleNamespace, stack: contextlib.ExitStack):

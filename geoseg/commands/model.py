@@ -7,12 +7,12 @@ import math
 
 import click
 
-from geoseg.commands.options import overwrite_opt, parse_key_values, report_opt, verbose_opt
+from geoseg.commands.options import Group, overwrite_opt, parse_key_values, report_opt, verbose_opt
 from geoseg.errors import ConfigError
 from geoseg.model.checkpoint import check_checkpoint_target
 
 
-@click.group()
+@click.group(cls=Group)
 def model() -> None:
     """Create and inspect geoseg checkpoints."""
 

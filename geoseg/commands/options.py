@@ -11,6 +11,48 @@ from geoseg.core.blend import BlendMode
 from geoseg.core.confidence import Uncertainty
 from geoseg.model.engine import TTA, Device, Precision
 
+
+class Command(click.Command):
+    """A click command that reports a refused option value as click reports its own.
+
+    The library raises errors about values (``GeosegError.option`` names the option); when
+    that value came from the command line, the error becomes a :class:`click.BadParameter`
+    naming the flag, so every bad value reads and exits (2) the same way. A value from a
+    ``--config`` file keeps the library's message, which names the option as the file does.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, mapping a refused option value to its flag."""
+        from geoseg.errors import GeosegError
+
+        try:
+            return super().invoke(ctx)
+        except GeosegError as exc:
+            param = _given_param(ctx, exc.option)
+            if param is None:
+                raise
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _given_param(ctx: click.Context, option: str | None) -> click.Parameter | None:
+    """The parameter called ``option`` when the user gave it on the command line."""
+    from click.core import ParameterSource
+
+    if option is None:
+        return None
+    for param in ctx.command.params:
+        if param.name == option:
+            given = ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+            return param if given else None
+    return None
+
+
+class Group(click.Group):
+    """A click group whose subcommands are :class:`Command` s."""
+
+    command_class = Command
+
+
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, default=False, help="Replace an existing output."
 )
@@ -60,6 +102,8 @@ quiet_opt = click.option(
 progress_opt = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
+
+
 def choice_opt(flag: str, choices: Any, default_word: str, help: str) -> Any:
     """An option whose choices are a ``Literal`` of the configs (one spelling of each)."""
     return click.option(
@@ -70,9 +114,7 @@ def choice_opt(flag: str, choices: Any, default_word: str, help: str) -> Any:
     )
 
 
-device_opt = choice_opt(
-    "--device", Device, "auto = cuda if available", "Where the model runs"
-)
+device_opt = choice_opt("--device", Device, "auto = cuda if available", "Where the model runs")
 precision_opt = choice_opt(
     "--precision", Precision, "auto", "Compute precision; half precision only on GPU"
 )

@@ -8,6 +8,7 @@ import dataclasses
 import click
 
 from geoseg.commands.options import (
+    Command,
     blend_opt,
     dashboard_opt,
     device_opt,
@@ -72,7 +73,7 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
     return out
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=True))
 @click.option("--model", "model", required=True, type=click.Path(), help="Checkpoint directory.")
 @click.option(

@@ -7,7 +7,7 @@ import io
 import click
 import numpy as np
 
-from geoseg.commands.options import overwrite_opt, verbose_opt
+from geoseg.commands.options import Command, overwrite_opt, verbose_opt
 
 # Largest accepted --max-size and --dpi: the figure is about (2 * max-size + 2.2 * dpi) x
 # (max-size + 0.6 * dpi) pixels of RGBA, so these keep one canvas under ~1 GiB.
@@ -119,7 +119,7 @@ def render_png(
     atomic_write(out, buf.getvalue(), overwrite=overwrite, inputs=inputs, what="OUT")
 
 
-@click.command("quicklook")
+@click.command("quicklook", cls=Command)
 @click.argument("raster", type=click.Path())
 @click.argument("classmap", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.commands.options import (
+    Command,
     overwrite_opt,
     progress_opt,
     quiet_opt,
@@ -13,7 +14,7 @@ from geoseg.commands.options import (
 )
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("classmap", type=click.Path())
 @click.option(
     "--aoi",

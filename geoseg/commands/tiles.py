@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.commands.options import overwrite_opt, progress_opt, verbose_opt
+from geoseg.commands.options import Command, overwrite_opt, progress_opt, verbose_opt
 
 # A window is read as float32 (bands, tile, tile); beyond this one window does not fit the
 # memory a worker should use (predict reads whole windows, padded past the raster's edge).
@@ -15,7 +15,7 @@ MAX_WINDOW_BYTES = 1 << 30
 DEFAULT_TILE = 512
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("input", type=click.Path(dir_okay=True))
 @click.option(
     "--model",

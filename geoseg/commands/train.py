@@ -9,6 +9,7 @@ from typing import Any, get_args
 import click
 
 from geoseg.commands.options import (
+    Command,
     device_opt,
     overwrite_opt,
     parse_key_values,
@@ -177,7 +178,7 @@ def summary_table(result) -> str:
     return "\n".join(lines)
 
 
-@click.command("train")
+@click.command("train", cls=Command)
 @_common
 @click.option("--arch", help="smp architecture, e.g. unet, unetplusplus, fpn, deeplabv3plus.")
 @click.option("--encoder", help="smp encoder, e.g. resnet18, mobilenet_v2.")
@@ -198,7 +199,7 @@ def train(config_path, out, sets, resume, overwrite, progress, quiet, **kw) -> N
     click.echo(summary_table(result))
 
 
-@click.command("finetune")
+@click.command("finetune", cls=Command)
 @click.option(
     "--model", "model_path", required=True, type=click.Path(), help="Checkpoint to start from."
 )

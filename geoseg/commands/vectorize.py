@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from geoseg.commands.options import overwrite_opt, progress_opt, quiet_opt, verbose_opt
+from geoseg.commands.options import Command, overwrite_opt, progress_opt, quiet_opt, verbose_opt
 
 
-@click.command("vectorize")
+@click.command("vectorize", cls=Command)
 @click.argument("classmap", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option(

@@ -26,7 +26,9 @@ EPS = 1e-3
 def check_mode(mode: str) -> BlendMode:
     """Return ``mode`` if it is a known blend mode, else raise :class:`ConfigError`."""
     if mode not in BLEND_MODES:
-        raise ConfigError(f"--blend {mode!r} is unknown; choose one of {', '.join(BLEND_MODES)}")
+        raise ConfigError(
+            f"blend {mode!r} is unknown; choose one of {', '.join(BLEND_MODES)}", option="blend"
+        )
     return mode  # type: ignore[return-value]
 
 

@@ -39,14 +39,20 @@ CONVENTIONS = {
 }
 
 
-def check_num_classes(num_classes: int, what: str = "--num-classes") -> int:
-    """Refuse a class count outside ``1..MAX_CLASSES`` before a matrix is allocated."""
+def check_num_classes(num_classes: int, what: str = "num_classes") -> int:
+    """Refuse a class count outside ``1..MAX_CLASSES`` before a matrix is allocated.
+
+    ``what`` names the count in messages: the option ``num_classes`` (the error's ``option``
+    then), or where a count read from a file comes from.
+    """
+    option = what if what == "num_classes" else None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-        raise ConfigError(f"{what} {num_classes!r} is not an integer; e.g. {what} 6")
+        raise ConfigError(f"{what} {num_classes!r} is not an integer; e.g. 6", option=option)
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ConfigError(
             f"{what} {num_classes} is outside 1..{MAX_CLASSES} (a K x K confusion matrix is "
-            f"8 K^2 bytes); give the number of classes of the class maps, e.g. {what} 6"
+            "8 K^2 bytes); give the number of classes of the class maps, e.g. 6",
+            option=option,
         )
     return int(num_classes)
 

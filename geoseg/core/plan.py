@@ -88,9 +88,11 @@ def make_plan(
     """Build the window grid and its fixed batches (see :class:`Plan`)."""
     grid = Grid.create(height, width, tile, overlap)
     if batch_size <= 0:
-        raise ConfigError(f"--batch-size {batch_size} must be positive; try --batch-size 4")
+        raise ConfigError(f"batch_size {batch_size} must be positive; try 4", option="batch_size")
     if block_size <= 0:
-        raise ConfigError(f"--block-size {block_size} must be positive; try --block-size 2048")
+        raise ConfigError(
+            f"block_size {block_size} must be positive; try 2048", option="block_size"
+        )
     n = len(grid)
     batches = tuple(tuple(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
     return Plan(grid, batches, check_mode(blend), block_size, batch_size)
@@ -378,7 +380,7 @@ def class_dtype(num_classes: int, nodata: int | None = None) -> tuple[str, int]:
     return dtype, check_nodata(nodata, num_classes)
 
 
-def check_nodata(nodata: int, num_classes: int, what: str = "--nodata") -> int:
+def check_nodata(nodata: int, num_classes: int, what: str = "nodata") -> int:
     """Refuse a class-map nodata value that is a class id or does not fit the map's dtype.
 
     The map is uint8 up to 255 classes (uint16 above), so ``nodata`` must lie in
@@ -387,16 +389,19 @@ def check_nodata(nodata: int, num_classes: int, what: str = "--nodata") -> int:
     top = 255 if num_classes <= 255 else 65535
     if isinstance(nodata, bool) or not isinstance(nodata, int | np.integer):
         raise ConfigError(
-            f"{what} {nodata!r} is not an integer; use one from {num_classes} to {top}"
+            f"{what} {nodata!r} is not an integer; use one from {num_classes} to {top}",
+            option="nodata",
         )
     if nodata < num_classes:
         raise ConfigError(
             f"{what} {nodata} is a class id of the model (classes 0 to {num_classes - 1}); use a "
-            f"value from {num_classes} to {top}"
+            f"value from {num_classes} to {top}",
+            option="nodata",
         )
     if nodata > top:
         raise ConfigError(
             f"{what} {nodata} does not fit the {'uint8' if top == 255 else 'uint16'} class map; "
-            f"use a value from {num_classes} to {top}"
+            f"use a value from {num_classes} to {top}",
+            option="nodata",
         )
     return int(nodata)

@@ -12,11 +12,11 @@ import numpy as np
 
 from geoseg.data.base import (
     IGNORE_INDEX,
-    ClassSet,
     LabelledDataset,
     Pair,
     pair_by_stem,
 )
+from geoseg.data.config import ClassSpec, DatasetConfig
 from geoseg.errors import DatasetError
 from geoseg.io.images import read_image, read_label_png
 from geoseg.model.checkpoint import default_colours
@@ -68,7 +68,8 @@ def open_ade20k(path: str | Path, split: str | None = None) -> LabelledDataset:
     masks = {p.stem: p for p in ann_dir.glob("*.png")}
     pairs = [Pair(k, i, m) for k, i, m in pair_by_stem(images, masks, f"ade20k:{root}")]
     names = class_names(root)
-    classes = ClassSet(tuple(names), tuple(default_colours(NUM_CLASSES)), IGNORE_INDEX)
+    classes = tuple(map(ClassSpec, names, default_colours(NUM_CLASSES)))
+    config = DatasetConfig(classes, label_mode="ids", ignore_index=IGNORE_INDEX)
     return LabelledDataset(
-        pairs, classes, lambda p: reduce_zero_label(read_label_png(p)), read_image, "ade20k"
+        pairs, config, lambda p: reduce_zero_label(read_label_png(p)), read_image, "ade20k"
     )

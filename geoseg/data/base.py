@@ -10,24 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geoseg.errors import DatasetError
 
+if TYPE_CHECKING:
+    from geoseg.data.config import DatasetConfig
+
 IGNORE_INDEX = 255
-
-
-@dataclass(frozen=True)
-class ClassSet:
-    """Class names, display colours and the ignore id of a dataset."""
-
-    names: tuple[str, ...]
-    colours: tuple[tuple[int, int, int], ...]
-    ignore_index: int = IGNORE_INDEX
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 @dataclass
@@ -62,10 +54,10 @@ class LabelledDataset:
     ----------
     pairs : sequence of Pair
         The samples, in a fixed order.
-    classes : ClassSet
-        The class set the decoded masks refer to.
+    config : DatasetConfig
+        The classes the decoded masks refer to, and their ignore index.
     decode_mask : callable
-        ``decode_mask(path) -> (H, W) int64`` class ids with ``classes.ignore_index``.
+        ``decode_mask(path) -> (H, W) int64`` class ids with ``config.ignore_index``.
     read_image : callable
         ``read_image(path) -> (bands, H, W)`` raw values.
     kind : str
@@ -75,13 +67,13 @@ class LabelledDataset:
     def __init__(
         self,
         pairs: Sequence[Pair],
-        classes: ClassSet,
+        config: DatasetConfig,
         decode_mask: Callable[[Path], np.ndarray],
         read_image: Callable[[Path], np.ndarray],
         kind: str,
     ) -> None:
         self.pairs = list(pairs)
-        self.classes = classes
+        self.config = config
         self.decode_mask = decode_mask
         self.read_image = read_image
         self.kind = kind
@@ -102,16 +94,26 @@ class LabelledDataset:
     def select(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> LabelledDataset:
         """The samples whose names match an ``include`` pattern and no ``exclude`` pattern."""
         pairs = [p for p in self.pairs if is_selected(p.name, include, exclude)]
-        return LabelledDataset(pairs, self.classes, self.decode_mask, self.read_image, self.kind)
+        return LabelledDataset(pairs, self.config, self.decode_mask, self.read_image, self.kind)
 
 
 def is_selected(name: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
-    """Whether a sample name passes the glob filters (training sources and evaluate alike)."""
+    """Whether a sample name passes the glob filters (training sources and evaluate alike).
+
+    As in ``.gitignore``, a pattern with a ``/`` matches the whole name (``"Tile 7/*_009"``,
+    ``"*/image_part_009"``) and one without matches its last part (``"image_part_00[3-9]"``).
+    """
+    if include and not any(name_matches(name, p) for p in include):
+        return False
+    return not any(name_matches(name, p) for p in exclude)
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether sample ``name`` matches glob ``pattern`` (see :func:`is_selected`)."""
     import fnmatch
 
-    if include and not any(fnmatch.fnmatch(name, p) for p in include):
-        return False
-    return not any(fnmatch.fnmatch(name, p) for p in exclude)
+    target = name if "/" in pattern else name.rsplit("/", 1)[-1]
+    return fnmatch.fnmatchcase(target, pattern)
 
 
 def pair_by_stem(

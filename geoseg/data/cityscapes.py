@@ -14,11 +14,11 @@ import numpy as np
 
 from geoseg.data.base import (
     IGNORE_INDEX,
-    ClassSet,
     LabelledDataset,
     Pair,
     pair_by_stem,
 )
+from geoseg.data.config import ClassSpec, DatasetConfig
 from geoseg.errors import DatasetError
 from geoseg.io.images import read_image, read_label_png
 
@@ -76,10 +76,11 @@ LABEL_TO_TRAIN = _table(IGNORE_INDEX)
 PRED_LABEL_TO_TRAIN = _table(MISS)
 
 
-def train_classes() -> ClassSet:
+def train_classes() -> DatasetConfig:
     """The 19 evaluated classes in trainId order."""
     rows = sorted((t, n, c) for n, _, t, c in LABELS if t != 255)
-    return ClassSet(tuple(n for _, n, _ in rows), tuple(c for _, _, c in rows), IGNORE_INDEX)
+    classes = tuple(ClassSpec(n, c) for _, n, c in rows)
+    return DatasetConfig(classes, label_mode="ids", ignore_index=IGNORE_INDEX)
 
 
 def label_ids_to_train_ids(labels: np.ndarray, prediction: bool = False) -> np.ndarray:

@@ -7,18 +7,16 @@ comments). A glob (``"scenes/*_image.tif"``) pairs each image with the file whos
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import re
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from geoseg.core.metrics import MAX_CLASSES
-from geoseg.data.base import ClassSet, LabelledDataset, Pair
-from geoseg.data.folder import class_set, ignore_ids_of
+from geoseg.data.base import LabelledDataset, Pair
+from geoseg.data.config import DatasetConfig
 from geoseg.errors import DatasetError
-from geoseg.io.images import read_id_mask, read_image
+from geoseg.io.images import read_image
 
 
 def _pairs(spec: str) -> list[Pair]:
@@ -44,7 +42,7 @@ def _pairs(spec: str) -> list[Pair]:
     return out
 
 
-def open_rasters(spec: str, config: dict[str, Any] | None = None) -> LabelledDataset:
+def open_rasters(spec: str, config: DatasetConfig | None = None) -> LabelledDataset:
     """Open raster pairs; class ids are read as they are (``ignore_ids`` become ignore)."""
     pairs = _pairs(spec)
     if not pairs:
@@ -53,23 +51,15 @@ def open_rasters(spec: str, config: dict[str, Any] | None = None) -> LabelledDat
         for f in (pr.image, pr.mask):
             if not f.exists():
                 raise DatasetError(f"{f} does not exist (listed in rasters:{spec})")
-    config = config or {}
-    if config.get("classes"):
-        classes = class_set(config)
-    else:
-        n = config.get("num_classes", 0)
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_CLASSES:
-            raise DatasetError(
-                f"rasters: needs the classes (num_classes is {n!r}): give a config with classes, "
-                f"or num_classes between 1 and {MAX_CLASSES}"
-            )
-        classes = ClassSet(tuple(f"class_{i}" for i in range(n)), ((0, 0, 0),) * n)
-    ignore_ids = ignore_ids_of(config)
-
-    def decode(path: Path) -> np.ndarray:
-        ids = read_id_mask(path)
-        for v in ignore_ids:
-            ids[ids == v] = classes.ignore_index
-        return ids
-
-    return LabelledDataset(pairs, classes, decode, read_image, "rasters")
+    if config is None or not config.classes:
+        raise DatasetError(
+            f"rasters:{spec} needs the classes: give a config with classes, or num_classes "
+            f"between 1 and {MAX_CLASSES}"
+        )
+    return LabelledDataset(
+        pairs,
+        config,
+        dataclasses.replace(config, label_mode="ids").decoder(),
+        read_image,
+        "rasters",
+    )

@@ -299,12 +299,13 @@ def check_bands(bands: Sequence[int] | None, count: int) -> tuple[int, ...]:
         return tuple(range(1, count + 1))
     selected = tuple(int(b) for b in bands)
     if not selected:
-        raise InputError(f"--bands is empty; pick band indexes in 1..{count}")
+        raise InputError(f"bands is empty; pick band indexes in 1..{count}", option="bands")
     for b in selected:
         if not 1 <= b <= count:
             raise InputError(
-                f"--bands {b}: the raster has {count} band{'s' if count != 1 else ''} "
-                f"(1..{count}); pick indexes in that range"
+                f"bands {b}: the raster has {count} band{'s' if count != 1 else ''} "
+                f"(1..{count}); pick indexes in that range",
+                option="bands",
             )
     return selected
 
@@ -1170,7 +1171,10 @@ class ScaledSource(RasterSource):
 
 
 def band_values(values: Sequence[float] | None, count: int, what: str, default: float) -> list:
-    """``--scale``/``--offset`` values for ``count`` bands: one for all, or one per band."""
+    """``scale``/``offset`` values for ``count`` bands: one for all, or one per band.
+
+    ``what`` is the option (``"scale"``, ``"offset"``), named by the error's ``option``.
+    """
     if values is None:
         return [default] * count
     values = [float(v) for v in values]
@@ -1179,7 +1183,8 @@ def band_values(values: Sequence[float] | None, count: int, what: str, default: 
     if len(values) != count:
         raise InputError(
             f"{what} gives {len(values)} values for {count} bands; give one value for every "
-            f"band or {count} comma-separated values (one per band read)"
+            f"band or {count} comma-separated values (one per band read)",
+            option=what,
         )
     return values
 
@@ -1191,8 +1196,8 @@ def scaled(
 ) -> RasterSource:
     """``source`` with ``raw * scale + offset`` applied, or itself when that changes nothing."""
     count = source.info.count
-    s = band_values(scale, count, "--scale", 1.0)
-    o = band_values(offset, count, "--offset", 0.0)
+    s = band_values(scale, count, "scale", 1.0)
+    o = band_values(offset, count, "offset", 0.0)
     if all(v == 1.0 for v in s) and all(v == 0.0 for v in o):
         return source
     return ScaledSource(source, s, o)
@@ -1231,8 +1236,9 @@ def open_input(
         offset = item_offset if offset is None else offset
     elif assets:
         raise ConfigError(
-            f"--assets picks the assets of a STAC item, and {text} is a raster; drop --assets "
-            "(or use --bands to pick its bands)"
+            f"assets {','.join(assets)[:80]!r} picks the assets of a STAC item, and {text} is a "
+            "raster; drop assets (or use --bands to pick its bands)",
+            option="assets",
         )
     else:
         source = open_raster(text, bands)

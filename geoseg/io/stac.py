@@ -234,7 +234,8 @@ def resolve(item: Any, file: str, names: Sequence[str]) -> list[BandRef]:
         if not hits:
             raise InputError(
                 f"STAC item {item.id} has no raster asset or band {name!r}; its raster assets "
-                f"are {', '.join(assets) or 'none'}: pick --assets from them"
+                f"are {', '.join(assets) or 'none'}: pick --assets from them",
+                option="assets",
             )
         key, band = hits[0]
         single = len(_bands_field(assets[key], "eo:bands")) == 1

@@ -163,7 +163,8 @@ class OutputSpec:
             )
         if self.block_size < 16 or self.block_size % 16:
             raise InputError(
-                f"block_size {self.block_size} is not a positive multiple of 16; use e.g. 512"
+                f"block_size {self.block_size} is not a positive multiple of 16; use e.g. 512",
+                option="block_size",
             )
         if len(self.class_names) > 65535:
             raise InputError(f"{len(self.class_names)} classes; at most 65535 can be written")
@@ -212,8 +213,10 @@ CREATION_OPTIONS = {
     "BLOCKXSIZE": ("a multiple of 16 from 16 to 4096", _int_in(16, 4096, 16)),
     "BLOCKYSIZE": ("a multiple of 16 from 16 to 4096", _int_in(16, 4096, 16)),
     "BIGTIFF": ("one of YES, NO, IF_NEEDED, IF_SAFER", lambda v: v in BIGTIFF_VALUES),
-    "NUM_THREADS": ("a thread count from 1 to 1024 or ALL_CPUS",
-                    lambda v: v == "ALL_CPUS" or _int_in(1, 1024)(v)),
+    "NUM_THREADS": (
+        "a thread count from 1 to 1024 or ALL_CPUS",
+        lambda v: v == "ALL_CPUS" or _int_in(1, 1024)(v),
+    ),
 }
 # options that would break what geoseg's outputs are, with the reason
 REFUSED_OPTIONS = {
@@ -228,7 +231,7 @@ REFUSED_OPTIONS = {
 def check_creation_options(
     options: Mapping[str, Any], block_size: int, cog: bool = False
 ) -> dict[str, str]:
-    """Validate ``--co KEY=VALUE`` GeoTIFF creation options; return them upper-cased.
+    """Validate ``creation_options`` (``--co KEY=VALUE``) of a GeoTIFF; return them upper-cased.
 
     Keys must be in :data:`CREATION_OPTIONS` (:data:`REFUSED_OPTIONS` would break the outputs'
     layout), values pass a minimal check. A tile size must divide ``block_size`` (each output
@@ -239,34 +242,42 @@ def check_creation_options(
     Raises
     ------
     ConfigError
-        A one-line message naming the option and the fix.
+        A one-line message naming the option and the fix (``option="creation_options"``).
     """
+    opt = "creation_options"
     out: dict[str, str] = {}
     for key, raw in options.items():
         name = str(key).strip().upper()
         value = "" if isinstance(raw, bool) else str(raw).strip().upper()
-        shown = f"--co {name[:40]}={str(raw)[:40]}"
+        shown = f"{opt} {name[:40]}={str(raw)[:40]}"
         if name in REFUSED_OPTIONS:
-            raise ConfigError(f"{shown} is refused: {REFUSED_OPTIONS[name]}; leave {name} out")
+            raise ConfigError(
+                f"{shown} is refused: {REFUSED_OPTIONS[name]}; leave {name} out", option=opt
+            )
         if name not in CREATION_OPTIONS:
             raise ConfigError(
                 f"{shown}: unknown GeoTIFF creation option; use one of "
-                f"{', '.join(sorted(CREATION_OPTIONS))}"
+                f"{', '.join(sorted(CREATION_OPTIONS))}",
+                option=opt,
             )
         what, ok = CREATION_OPTIONS[name]
         if not ok(value):
-            raise ConfigError(f"{shown} is not valid; {name} must be {what}")
+            raise ConfigError(f"{shown} is not valid; {name} must be {what}", option=opt)
         out[name] = str(int(value)) if value.isdigit() else value
     for name in ("BLOCKXSIZE", "BLOCKYSIZE"):
         if name in out and block_size % int(out[name]):
             raise ConfigError(
-                f"--co {name}={out[name]} does not divide --block-size {block_size}: each output "
-                f"block must cover whole tiles; use a {name} that divides it, or --block-size "
-                f"{int(out[name]) * max(1, block_size // int(out[name]))}"
+                f"{opt} {name}={out[name]} does not divide block_size {block_size}: each output "
+                f"block must cover whole tiles; use a {name} that divides it, or block_size "
+                f"{int(out[name]) * max(1, block_size // int(out[name]))}",
+                option=opt,
             )
-    if cog and out.get("BLOCKXSIZE", str(TILE)) != out.get("BLOCKYSIZE", str(TILE)):
+    x, y = out.get("BLOCKXSIZE", str(TILE)), out.get("BLOCKYSIZE", str(TILE))
+    if cog and x != y:
         raise ConfigError(
-            "--cog writes square tiles: give --co BLOCKXSIZE and BLOCKYSIZE the same value"
+            f"{opt} BLOCKXSIZE={x} and BLOCKYSIZE={y} differ: a COG has square tiles; give "
+            "both the same value",
+            option=opt,
         )
     return out
 
@@ -559,8 +570,9 @@ def check_output(
     fmt = output_format(path)
     if fmt == "zarr" and creation_options:
         raise ConfigError(
-            f"--co {next(iter(creation_options))} is a GeoTIFF creation option and {path} is a "
-            "Zarr store; drop --co or write a .tif"
+            f"creation_options {next(iter(creation_options))} is a GeoTIFF creation option and "
+            f"{path} is a Zarr store; drop it or write a .tif",
+            option="creation_options",
         )
     inputs = list(inputs)
     for p in touched_paths(path):
@@ -592,9 +604,7 @@ def read_pam(aux: Path) -> str | None:
         text = aux.read_bytes().decode()
         pam_with_categories([], text)
     except (ValueError, OSError) as exc:
-        raise OutputError(
-            f"{aux} is unusable ({exc}); {START_OVER}"
-        ) from None
+        raise OutputError(f"{aux} is unusable ({exc}); {START_OVER}") from None
     return text
 
 
@@ -714,8 +724,10 @@ class ClassMapWriter:
         return quantize(np.asarray(probs), classes, self.spec.nodata)
 
     def _check_confidence(self, classes: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
-        if confidence is None or np.shape(confidence) != classes.shape or (
-            np.asarray(confidence).dtype != np.uint8
+        if (
+            confidence is None
+            or np.shape(confidence) != classes.shape
+            or (np.asarray(confidence).dtype != np.uint8)
         ):
             got = None if confidence is None else f"{np.shape(confidence)} {confidence.dtype}"
             raise InputError(
@@ -1033,15 +1045,21 @@ class ZarrWriter(ClassMapWriter):
         import dask.array as da
 
         s, bs, k = self.spec, self.spec.block_size, len(self.spec.class_names)
-        encoded = {"quantization": QUANTIZATION, "scale_factor": 1.0 / PROB_SCALE,
-                   "add_offset": 0.0}
+        encoded = {
+            "quantization": QUANTIZATION,
+            "scale_factor": 1.0 / PROB_SCALE,
+            "add_offset": 0.0,
+        }
         out = {
             "classes": (
                 ("y", "x"),
                 da.full((s.height, s.width), s.nodata, dtype=s.dtype, chunks=bs),
-                {"class_names": list(s.class_names),
-                 "class_colours": [list(map(int, c)) for c in s.colours],
-                 "long_name": "class", **s.extra_tags},
+                {
+                    "class_names": list(s.class_names),
+                    "class_colours": [list(map(int, c)) for c in s.colours],
+                    "long_name": "class",
+                    **s.extra_tags,
+                },
             ),
         }
         if s.probabilities:
@@ -1082,8 +1100,11 @@ class ZarrWriter(ClassMapWriter):
         chunks = {"classes": (bs, bs), "probabilities": (k, bs, bs), "confidence": (bs, bs)}
         fill = {"classes": self.spec.nodata}
         encoding = {
-            name: {"chunks": chunks[name], "_FillValue": fill.get(name, PROB_NODATA),
-                   "compressors": (Zlib(level=6),)}
+            name: {
+                "chunks": chunks[name],
+                "_FillValue": fill.get(name, PROB_NODATA),
+                "compressors": (Zlib(level=6),),
+            }
             for name in self._layers()
         }
         if "spatial_ref" in ds.coords:

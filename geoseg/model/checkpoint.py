@@ -91,6 +91,12 @@ class ModelMeta:
         Per band, the lowest and highest raw value of the training data (before ``scale``), so
         that predict can warn about an input of another range (16-bit values through a model
         trained on 8-bit ones); None for checkpoints written before it was recorded.
+    quantiles : list of list of float, optional
+        Per band, the training data's distribution after ``scale`` (the quantiles at
+        :data:`geoseg.core.histogram.LEVELS`), the reference of histogram matching.
+    input_quantiles : list of list of float, optional
+        Set by ``geoseg adapt --method hist``: the distribution of the region the model was
+        adapted to. Inputs are then mapped from it onto ``quantiles`` before normalization.
     """
 
     arch: str
@@ -106,6 +112,8 @@ class ModelMeta:
     model_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     value_range: list[list[float]] | None = None
+    quantiles: list[list[float]] | None = None
+    input_quantiles: list[list[float]] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -144,6 +152,7 @@ class ModelMeta:
         object.__setattr__(
             self, "value_range", _check_value_range(self.value_range, self.in_channels)
         )
+        _check_histograms(self)
         if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
             raise CheckpointError(
                 f"format_version {self.format_version!r} is not supported (this geoseg reads "
@@ -263,6 +272,22 @@ def _check_value_range(value_range: Any, bands: int) -> list[list[float]] | None
                 f"value_range entry {pair!r} is not a finite [low, high] pair with low <= high"
             )
     return [[float(lo), float(hi)] for lo, hi in pairs]
+
+
+def _check_histograms(meta: ModelMeta) -> None:
+    """Refuse stored quantiles that are not one valid distribution per band."""
+    from geoseg.core.histogram import check_quantiles
+
+    for name in ("quantiles", "input_quantiles"):
+        value = getattr(meta, name)
+        if value is None:
+            continue
+        try:
+            object.__setattr__(meta, name, check_quantiles(value, meta.in_channels, name))
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+    if meta.input_quantiles is not None and meta.quantiles is None:
+        raise CheckpointError("input_quantiles without quantiles: nothing to match them onto")
 
 
 # How far an input's largest value may lie from the training data's before predict warns:

@@ -51,15 +51,26 @@ def normalize(x: np.ndarray, meta: ModelMeta) -> np.ndarray:
     Returns
     -------
     ndarray
-        float32 ``(x / scale - mean) / std``.
+        float32 ``(x / scale - mean) / std``; ``x / scale`` first mapped onto the training
+        distribution when the checkpoint was adapted by histogram matching.
+    """
+    scaled = np.asarray(x, np.float32) / np.float32(meta.scale)
+    if meta.input_quantiles is not None:  # adapted by histogram matching
+        from geoseg.core.histogram import match_histograms
+
+        scaled = match_histograms(scaled, meta.input_quantiles, meta.quantiles)
+    return standardize(scaled, meta)
+
+
+def standardize(scaled: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """``(scaled - mean) / std`` per band, in place: :func:`normalize` after the scaling.
+
+    Training changes colours between the two steps (in scaled units, about 0..1).
     """
     shape = (-1, 1, 1)
-    mean = np.asarray(meta.mean, np.float32).reshape(shape)
-    std = np.asarray(meta.std, np.float32).reshape(shape)
-    out = np.asarray(x, np.float32) / np.float32(meta.scale)
-    out -= mean
-    out /= std
-    return out
+    scaled -= np.asarray(meta.mean, np.float32).reshape(shape)
+    scaled /= np.asarray(meta.std, np.float32).reshape(shape)
+    return scaled
 
 
 def resolve_device(device: str | None) -> str:
@@ -70,9 +81,11 @@ def resolve_device(device: str | None) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+        raise ConfigError("device 'cuda': no CUDA GPU is visible; use cpu or auto", option="device")
     if device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r} is unknown; choose auto, cpu or cuda")
+        raise ConfigError(
+            f"device {device!r} is unknown; choose auto, cpu or cuda", option="device"
+        )
     return device
 
 
@@ -86,9 +99,14 @@ def resolve_precision(precision: str | None, device: str) -> str:
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device != "cuda":
-        raise ConfigError("--precision fp16 needs a GPU; use --precision fp32 (or bf16) on the CPU")
+        raise ConfigError(
+            "precision 'fp16' needs a GPU; use fp32 (or bf16) on the CPU", option="precision"
+        )
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision {precision!r} is unknown; choose auto, fp32, bf16 or fp16")
+        raise ConfigError(
+            f"precision {precision!r} is unknown; choose auto, fp32, bf16 or fp16",
+            option="precision",
+        )
     return precision
 
 
@@ -100,7 +118,9 @@ def tta_transforms(mode: str) -> list[tuple[int, bool]]:
         return [(0, False), (0, True)]
     if mode == "d4":
         return [(k, f) for f in (False, True) for k in range(4)]
-    raise ConfigError(f"--tta {mode!r} is unknown; choose one of {', '.join(TTA_MODES)}")
+    raise ConfigError(
+        f"tta {mode!r} is unknown; choose one of {', '.join(TTA_MODES)}", option="tta"
+    )
 
 
 def model_stride(model) -> int:

@@ -65,7 +65,9 @@ LIST_LIMIT = 2**24  # bytes of a --from-list file
 def read_list(path: Path) -> list[str]:
     """The paths listed in a ``--from-list`` file: UTF-8 text, one per line, ``#`` comments."""
     if not path.is_file():
-        raise ConfigError(f"--from-list {path} is not a file; give a text file of paths")
+        raise ConfigError(
+            f"from_list {path} is not a file; give a text file of paths", option="from_list"
+        )
     if path.stat().st_size > LIST_LIMIT:
         raise ConfigError(f"--from-list {path} is over {LIST_LIMIT >> 20} MiB; split the list")
     try:
@@ -100,20 +102,26 @@ def output_name(input_path: str, pattern: str) -> str:
         file, item_id = stac.split_item(input_path)
         stem = file_name = item_id or Path(file).stem
         parent = Path(file).parent.name
-    fields = "use {stem}, {name} or {parent}, e.g. --name '{stem}_classes.tif'"
+    fields = "use {stem}, {name} or {parent}, e.g. '{stem}_classes.tif'"
+    opt = "name_pattern"  # predict's --name
     try:
         for _, field, spec, conversion in string.Formatter().parse(pattern):
             if field is not None and (spec or conversion):  # '{stem:>2000000000}' fills RAM
                 raise ValueError(f"{{{field}}} takes no format spec or conversion")
         name = pattern.format(stem=stem, name=file_name, parent=parent)
     except (KeyError, IndexError, AttributeError) as exc:
-        raise ConfigError(f"--name {pattern!r} uses an unknown field ({exc}); {fields}") from None
+        raise ConfigError(
+            f"pattern {pattern!r} uses an unknown field ({exc}); {fields}", option=opt
+        ) from None
     except ValueError as exc:
-        raise ConfigError(f"--name {pattern!r} is not a valid pattern ({exc}); {fields}") from None
+        raise ConfigError(
+            f"pattern {pattern!r} is not valid ({exc}); {fields}", option=opt
+        ) from None
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ConfigError(
-            f"--name {pattern!r} gives {name!r} for {input_path}, which is not a plain file name "
-            "inside --output-dir; drop separators and '..' from --name"
+            f"pattern {pattern!r} gives {name!r} for {input_path}, which is not a plain file "
+            "name inside --output-dir; drop separators and '..' from it",
+            option=opt,
         )
     return name
 
@@ -138,9 +146,7 @@ def plan_outputs(inputs: list[str], output_dir: str | os.PathLike, pattern: str)
     return items
 
 
-def check_batch_outputs(
-    items: list[BatchItem], inputs: Iterable[str | os.PathLike | None]
-) -> None:
+def check_batch_outputs(items: list[BatchItem], inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse the whole batch, before any work, when an output would write any input.
 
     Every file each raster's output writes (class map, sidecars, probabilities, its partial

@@ -541,8 +541,9 @@ def _read_layer(path: str, field_name: str | None) -> tuple[dict, np.ndarray, An
         if field_name is not None and field_name not in list(info["fields"]):
             fields = ", ".join(map(str, info["fields"])) or "none"
             raise InputError(
-                f"--aoi-field {field_name} is not a field of --aoi {path} (fields: {fields}); "
-                "name one of them"
+                f"aoi_field {field_name} is not a field of {path} (fields: {fields}); "
+                "name one of them",
+                option="aoi_field",
             )
         columns = [] if field_name is None else [field_name]
         meta, fids, wkb, values = pyogrio.raw.read(path, columns=columns, return_fids=True)
@@ -773,7 +774,7 @@ def _check_block_size(block_size: int) -> None:
     """Refuse a block that is empty or too large to hold in memory."""
     if not 1 <= block_size <= MAX_BLOCK:
         raise ConfigError(
-            f"block size {block_size} is outside 1..{MAX_BLOCK}; e.g. --block-size 2048"
+            f"block_size {block_size} is outside 1..{MAX_BLOCK}; e.g. 2048", option="block_size"
         )
 
 

@@ -265,9 +265,10 @@ def check_memory(plan: Plan, bands: int, classes: int, device: str) -> None:
     available = psutil.virtual_memory().available
     if need > available:
         raise ConfigError(
-            f"--tile {th}x{tw} with batch size {len(plan.batches[0])} needs about "
+            f"tile {th}x{tw} with batch_size {len(plan.batches[0])} needs about "
             f"{need / 2**30:.1f} GiB for one batch, more than the {available / 2**30:.1f} GiB "
-            "available; use a smaller --tile or --batch-size"
+            "available; use a smaller --tile or --batch-size",
+            option="tile",
         )
 
 
@@ -591,9 +592,7 @@ def _write(job: Job, cfg, dclient, spec, run, resume, overwrite, stats, on_batch
     first_batch = plan.resume_point(start_row)[0] if start_row else 0
     resources = {"GPU": 1} if (cfg.scheduler and job.device == "cuda") else None
     in_flight = cfg.prefetch * total_threads(dclient)
-    results = ordered_results(
-        dclient, job.source, plan, spec, in_flight, resources, first_batch
-    )
+    results = ordered_results(dclient, job.source, plan, spec, in_flight, resources, first_batch)
     blocks = run_plan(
         plan,
         results,

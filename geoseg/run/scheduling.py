@@ -175,11 +175,14 @@ def check_workers(workers: int | None) -> None:
         return
     cores = available_cores()
     if workers < 1:
-        raise ConfigError(f"--workers {workers} must be at least 1 (at most {cores}, the cores)")
+        raise ConfigError(
+            f"workers {workers} must be at least 1 (at most {cores}, the cores)", option="workers"
+        )
     if workers > cores:
         raise ConfigError(
-            f"--workers {workers} exceeds the {cores} CPU core(s) this process may use; "
-            f"use --workers {cores} or fewer"
+            f"workers {workers} exceeds the {cores} CPU core(s) this process may use; "
+            f"use {cores} or fewer",
+            option="workers",
         )
 
 

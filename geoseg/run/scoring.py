@@ -15,13 +15,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg.core.metrics import confusion_matrix
 from geoseg.errors import AlignmentError, InputError, RasterReadError
 from tilers.grid import Window, blocks
+
+if TYPE_CHECKING:
+    from geoseg.data.config import DatasetConfig
 
 log = logging.getLogger("geoseg.run.scoring")
 
@@ -31,13 +34,23 @@ CORRECT, WRONG, IGNORED = 0, 1, 2
 
 @dataclass(frozen=True)
 class PairSpec:
-    """A prediction raster and a label raster to compare (picklable task argument)."""
+    """A prediction raster and a label raster to compare (picklable task argument).
+
+    ``labels`` says how the label raster encodes its classes (a dataset config: RGB colours
+    through its palette, or ids with ``ignore_ids``); None reads band 1 as class ids.
+    """
 
     pred: str
     label: str
     num_classes: int
     ignore_index: int | None = 255
     align: bool = False
+    labels: DatasetConfig | None = None
+
+    @property
+    def colour_labels(self) -> bool:
+        """Whether the label raster holds RGB colours (decoded through the palette)."""
+        return self.labels is not None and self.labels.label_mode == "rgb"
 
 
 def _open(path: str):
@@ -62,6 +75,15 @@ def check_class_raster(src, path: str, role: str) -> None:
     check_integer_dtype(src.dtypes[0], f"{role} {path}")
 
 
+def check_colour_raster(src, path: str) -> None:
+    """Refuse a colour-coded label raster that is not 8-bit RGB(A)."""
+    if src.count < 3 or src.dtypes[0] != "uint8":
+        raise InputError(
+            f"label {path} has {src.count} {src.dtypes[0]} band(s); label_mode rgb needs 8-bit "
+            "RGB colours: set label_mode: ids in the config for a class-id raster"
+        )
+
+
 def grid_differences(pred, label) -> list[str]:
     """What differs between two open rasters' grids (CRS, transform, shape)."""
     diffs = []
@@ -78,7 +100,10 @@ def check_pair(spec: PairSpec) -> list[str]:
     """Refuse mismatched grids unless ``align``; return notes about what was done."""
     with _open(spec.pred) as p, _open(spec.label) as lab:
         check_class_raster(p, spec.pred, "prediction")
-        check_class_raster(lab, spec.label, "label")
+        if spec.colour_labels:
+            check_colour_raster(lab, spec.label)
+        else:
+            check_class_raster(lab, spec.label, "label")
         diffs = grid_differences(p, lab)
         if diffs and not spec.align:
             raise AlignmentError(
@@ -99,7 +124,24 @@ def _read_label(spec: PairSpec, window: Any) -> tuple[np.ndarray, np.ndarray]:
     from geoseg.io.raster import shared_dataset, shared_warped
 
     lab = shared_warped(spec.label, spec.pred) if spec.align else shared_dataset(spec.label)
-    return lab.read(1, window=window), lab.read_masks(1, window=window) > 0
+    valid = lab.read_masks(1, window=window) > 0
+    if spec.colour_labels:
+        return decode_colours(lab.read((1, 2, 3), window=window), spec, window), valid
+    ids = lab.read(1, window=window)
+    if spec.labels is not None and spec.labels.ignore_ids:
+        ids = np.where(np.isin(ids, spec.labels.ignore_ids), spec.ignore_index, ids)
+    return ids, valid
+
+
+def decode_colours(rgb: np.ndarray, spec: PairSpec, window: Any) -> np.ndarray:
+    """Class ids of a ``(3, H, W)`` colour block, through the palette of ``spec.labels``."""
+    from geoseg.core.labels import rgb_to_ids
+
+    cfg = spec.labels
+    where = f"label {spec.label} (block at row {window.row_off}, column {window.col_off})"
+    ignore = 255 if spec.ignore_index is None else spec.ignore_index
+    colours, ignored = list(cfg.colours), list(cfg.ignore_colours)
+    return rgb_to_ids(np.moveaxis(rgb, 0, -1), colours, ignored, ignore, where)
 
 
 def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):
@@ -217,12 +259,20 @@ def class_names_from_raster(path: str) -> list[str] | None:
         return class_names_from_tags({**src.tags(), **src.tags(1)})
 
 
-def pair_classes(pred: str, num_classes: int | None) -> tuple[int, list[str]]:
-    """The class count and names to score ``pred`` with: given, or from its class names."""
+def pair_classes(
+    pred: str, num_classes: int | None, labels: DatasetConfig | None = None
+) -> tuple[int, list[str]]:
+    """The class count and names to score ``pred`` with.
+
+    The dataset config's classes when one is given, else the given count, else the class
+    names ``pred`` carries.
+    """
     from geoseg.core.metrics import check_num_classes
     from geoseg.errors import ConfigError
 
     names = class_names_from_raster(pred)
+    if labels is not None and labels.classes:
+        return config_classes(pred, names, num_classes, labels)
     if num_classes is None:
         if names is None:
             raise ConfigError(
@@ -233,6 +283,27 @@ def pair_classes(pred: str, num_classes: int | None) -> tuple[int, list[str]]:
         check_num_classes(num_classes, f"the class count of {pred}")
         names = [f"class_{i}" for i in range(num_classes)]
     return num_classes, names
+
+
+def config_classes(
+    pred: str, names: list[str] | None, num_classes: int | None, labels: DatasetConfig
+) -> tuple[int, list[str]]:
+    """The config's classes, refused where ``pred``'s own names or ``num_classes`` disagree."""
+    from geoseg.errors import ConfigError
+
+    wanted = list(labels.names)
+    if num_classes is not None and num_classes != len(wanted):
+        raise ConfigError(
+            f"num_classes {num_classes} disagrees with the config's {len(wanted)} classes; "
+            "drop it (the config names the classes)",
+            option="num_classes",
+        )
+    if names is not None and names != wanted:
+        raise ConfigError(
+            f"{pred} holds classes {names[:8]} but the config names {wanted[:8]}; score it "
+            "with the config of the model that wrote it"
+        )
+    return len(wanted), wanted
 
 
 # How a prediction file is named after its image: as the image, or as `geoseg predict
@@ -271,7 +342,7 @@ def evaluate_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Sum the confusion matrices of ``predict(sample)`` against each sample's mask."""
-    k = len(dataset.classes)
+    k = len(dataset.config)
     cm = None
     for i, sample in enumerate(dataset):
         pred = predict(sample)
@@ -284,7 +355,7 @@ def evaluate_dataset(
             pred,
             sample.mask,
             k,
-            dataset.classes.ignore_index,
+            dataset.config.ignore_index,
             pred_nodata=pred_nodata,
             miss_value=miss_value,
         )

@@ -167,7 +167,7 @@ _AREA = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(m2|ha)?\s*$", 
 
 
 def parse_min_area(value: str | float | MinArea | None) -> MinArea | None:
-    """Parse ``--min-area``: ``25`` (map units), ``500m2`` (square metres) or ``0.5ha``.
+    """Parse ``min_area``: ``25`` (map units), ``500m2`` (square metres) or ``0.5ha``.
 
     Raises
     ------
@@ -181,8 +181,9 @@ def parse_min_area(value: str | float | MinArea | None) -> MinArea | None:
     number = float(match.group(1)) if match else math.nan
     if not math.isfinite(number):
         raise ConfigError(
-            f"--min-area {text!r} is not an area; give map units (--min-area 25), square "
-            "metres (--min-area 500m2) or hectares (--min-area 0.5ha)"
+            f"min_area {text!r} is not an area; give map units (25), square metres (500m2) "
+            "or hectares (0.5ha)",
+            option="min_area",
         )
     unit = (match.group(2) or "").lower()
     if unit == "ha":
@@ -191,7 +192,7 @@ def parse_min_area(value: str | float | MinArea | None) -> MinArea | None:
 
 
 def parse_tolerance(value: str | float | None) -> float | None:
-    """Parse ``--simplify``: a finite tolerance >= 0 in map units (0 or None: no simplification).
+    """Parse ``simplify``: a finite tolerance >= 0 in map units (0 or None: no simplification).
 
     Raises
     ------
@@ -206,8 +207,9 @@ def parse_tolerance(value: str | float | None) -> float | None:
         tolerance = math.nan
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(
-            f"--simplify {value!r} is not a tolerance; give a distance >= 0 in the class map's "
-            "units, e.g. --simplify 2.5"
+            f"simplify {value!r} is not a tolerance; give a distance >= 0 in the class map's "
+            "units, e.g. 2.5",
+            option="simplify",
         )
     return tolerance or None
 
@@ -230,11 +232,11 @@ def output_driver(path: str | os.PathLike[str]) -> str:
 
 
 def check_block_size(block_size: int) -> int:
-    """Refuse a ``--block-size`` outside 1..:data:`MAX_BLOCK` (memory of one block)."""
+    """Refuse a ``block_size`` outside 1..:data:`MAX_BLOCK` (memory of one block)."""
     if not 1 <= int(block_size) <= MAX_BLOCK:
         raise ConfigError(
-            f"--block-size {block_size} is outside 1..{MAX_BLOCK} pixels; e.g. --block-size "
-            f"{DEFAULT_BLOCK}"
+            f"block_size {block_size} is outside 1..{MAX_BLOCK} pixels; e.g. {DEFAULT_BLOCK}",
+            option="block_size",
         )
     return int(block_size)
 
@@ -725,8 +727,9 @@ def _check_crs(info: Any, driver: str, min_area: MinArea | None, path: str) -> N
             )
     if min_area is not None and min_area.unit == "m2" and not info.crs_wkt:
         raise ConfigError(
-            f"--min-area {min_area.text} is in square metres but class map {path} has no CRS; "
-            f"give the area in map units, e.g. --min-area {min_area.value:g}"
+            f"min_area {min_area.text} is in square metres but class map {path} has no CRS; "
+            f"give the area in map units, e.g. {min_area.value:g}",
+            option="min_area",
         )
 
 

@@ -2,6 +2,9 @@
 
 Methods, applied in this order whatever order they are given in:
 
+``hist``
+    Per-band histogram matching: inputs are mapped from the target's distribution onto the
+    training data's (stored in the checkpoint by ``train``) before normalization.
 ``stats``
     Replace the input normalization with the target's per-band mean and std.
 ``adabn``
@@ -31,7 +34,9 @@ log = logging.getLogger("geoseg.adapt")
 # progress(steps_done, steps_total), or None
 Progress = Callable[[int, int], None] | None
 
-METHODS = ("stats", "adabn", "tent", "self-training")
+METHODS = ("hist", "stats", "adabn", "tent", "self-training")
+# fewer valid target pixels than this cannot stand for a region (one 32 x 32 window)
+MIN_VALID_PIXELS = 32 * 32
 # target windows are held in memory as float32: bound them (2**28 px = 1 GiB per band)
 MAX_WINDOW = 8192
 MAX_PIXELS = 2**28
@@ -43,8 +48,15 @@ def parse_methods(text: str) -> tuple[str, ...]:
     bad = [n for n in names if n not in METHODS]
     if bad or not names:
         raise ConfigError(
-            f"--method {text!r} is not valid; combine {', '.join(METHODS)} with commas, "
-            "e.g. stats,adabn"
+            f"method {text!r} is not valid; combine {', '.join(METHODS)} with commas, "
+            "e.g. stats,adabn",
+            option="method",
+        )
+    if "hist" in names and "stats" in names:
+        raise ConfigError(
+            f"method {text!r} combines hist and stats; choose one (hist matches the whole "
+            "distribution of each band, stats only its mean and std)",
+            option="method",
         )
     return tuple(m for m in METHODS if m in names)
 
@@ -72,24 +84,25 @@ class AdaptConfig:
         check_fields(self, "adapt option ")  # the one type check of every config
         for name in ("tile", "windows", "batch_size", "rounds"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
+                raise ConfigError(f"{name} {getattr(self, name)} must be > 0", option=name)
         for name in ("tent_steps", "steps"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0", option=name)
         if self.tile > MAX_WINDOW or self.windows * self.tile**2 > MAX_PIXELS:
             raise ConfigError(
-                f"--windows {self.windows} of --tile {self.tile} px would read "
-                f"{self.windows * self.tile**2:,} pixels per band; keep --tile <= "
-                f"{MAX_WINDOW} and windows x tile^2 <= {MAX_PIXELS:,}"
+                f"windows {self.windows} of tile {self.tile} px would read "
+                f"{self.windows * self.tile**2:,} pixels per band; keep tile <= "
+                f"{MAX_WINDOW} and windows x tile^2 <= {MAX_PIXELS:,}",
+                option="tile" if self.tile > MAX_WINDOW else "windows",
             )
         if not 0 < self.fraction <= 1:
-            raise ConfigError(f"--fraction {self.fraction} must be in (0, 1]")
+            raise ConfigError(f"fraction {self.fraction} must be in (0, 1]", option="fraction")
         for name in ("lr", "tent_lr", "max_threshold"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {value} must be a finite number > 0")
+                raise ConfigError(f"{name} {value} must be a finite number > 0", option=name)
         if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"--seed {self.seed} must be in 0..2**63-1")
+            raise ConfigError(f"seed {self.seed} must be in 0..2**63-1", option="seed")
 
 
 # --------------------------------------------------------------------------- target windows
@@ -157,6 +170,55 @@ def target_stats(t: TargetWindows, scale: float) -> tuple[list[float], list[floa
     return mean.tolist(), std.tolist()
 
 
+def check_target(t: TargetWindows) -> None:
+    """Refuse target windows with too few valid pixels to stand for a region."""
+    n = int(t.valid.sum())
+    if n < MIN_VALID_PIXELS:
+        raise InputError(
+            f"the target windows hold {n} valid pixel(s) (at least {MIN_VALID_PIXELS} needed): "
+            "the rasters are nodata where sampled; adapt on rasters with data, or raise --windows"
+        )
+
+
+def target_quantiles(t: TargetWindows, meta: ModelMeta) -> list[list[float]]:
+    """The target's per-band distribution after ``/ scale``, to match onto ``meta.quantiles``."""
+    from geoseg.core.histogram import band_quantiles
+
+    if meta.quantiles is None:
+        raise InputError(
+            "the checkpoint carries no training histograms (trained by an older geoseg); "
+            "give them with --histograms FILE, or retrain, or use --method stats"
+        )
+    raw = band_quantiles(list(t.data), list(t.valid))
+    return [[v / meta.scale for v in row] for row in raw]
+
+
+def read_histograms(path: str, meta: ModelMeta) -> ModelMeta:
+    """``meta`` with the training histograms of a JSON file ``{"quantiles": [[...], ...]}``.
+
+    For checkpoints written before ``train`` stored them; the file is checked like the
+    checkpoint's own (one distribution per band, finite, non-decreasing).
+    """
+    import json
+
+    from geoseg.core.histogram import LEVELS, check_quantiles
+    from geoseg.io.raster import check_input_file
+
+    check_input_file(path, "histogram file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.loads(f.read(2**20))
+        q = check_quantiles(doc.get("quantiles"), meta.in_channels, f"histogram file {path}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(
+            f"histogram file {path} is not JSON with 'quantiles' ({type(exc).__name__}); "
+            f'give {{"quantiles": [[{len(LEVELS)} values] per band]}}'
+        ) from None
+    except ValueError as exc:
+        raise InputError(f"{exc}; give one distribution per band of the model") from None
+    return meta.replace(quantiles=q)
+
+
 def _inputs(t: TargetWindows, meta: ModelMeta):
     import torch
 
@@ -165,6 +227,30 @@ def _inputs(t: TargetWindows, meta: ModelMeta):
     x = normalize(t.data, meta)
     x[np.broadcast_to(~t.valid[:, None], x.shape)] = 0.0
     return torch.from_numpy(x)
+
+
+def prediction_confidence(
+    model, meta: ModelMeta, target: TargetWindows, batch_size: int
+) -> tuple[float, float]:
+    """Mean winning-class probability and mean normalized entropy over the valid target pixels.
+
+    Printed before and after adaptation, so a user without labels sees what it changed
+    (higher confidence is a hint, not proof, of better predictions).
+    """
+    import torch
+
+    x = _inputs(target, meta)
+    conf = ent = 0.0
+    model.eval()
+    with torch.no_grad():
+        for idx in _batches(len(x), batch_size):
+            p = model(x[idx]).softmax(1)
+            keep = torch.from_numpy(target.valid[idx])
+            conf += float(p.max(1).values[keep].sum())
+            h = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(p.shape[1])
+            ent += float(h[keep].sum())
+    n = max(int(target.valid.sum()), 1)
+    return conf / n, ent / n
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None = None):
@@ -322,6 +408,11 @@ def adapt(
     import torch
 
     torch.manual_seed(cfg.seed)
+    check_target(target)
+    if "hist" in cfg.methods:
+        quantiles = target_quantiles(target, meta)  # refused before anything is reported
+        on_method("hist")
+        meta = meta.replace(input_quantiles=quantiles)
     if "stats" in cfg.methods:
         on_method("stats")
         mean, std = target_stats(target, meta.scale)

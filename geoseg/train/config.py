@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from geoseg.config import check_fields
+from geoseg.data.config import DATASET_KEYS, DatasetConfig
 from geoseg.errors import ConfigError
-from geoseg.model.checkpoint import MAX_CLASSES, MAX_TILE
+from geoseg.model.checkpoint import MAX_TILE
 from geoseg.model.engine import Device, Precision
 
 SourceKind = Literal["folder", "raster", "vector", "ade20k", "cityscapes"]
@@ -22,14 +23,6 @@ LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
 # learning-rate schedule over the new total, so the result then differs from an uninterrupted
 # run of either length)
 RESUMABLE_CHANGES = ("epochs", "device", "precision", "num_threads")
-
-
-@dataclass(frozen=True)
-class ClassSpec:
-    """One class: its name, display colour and (for RGB masks) the label colour(s)."""
-
-    name: str
-    colour: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -94,16 +87,10 @@ class SourceSpec:
 class TrainConfig:
     """Options of ``geoseg train`` / ``geoseg finetune`` (see ``configs/train_dubai.yaml``)."""
 
-    # data
+    # data: the sources, and the dataset config (classes, label encoding) they share
     train: tuple[SourceSpec, ...] = ()
     val: tuple[SourceSpec, ...] = ()
-    classes: tuple[ClassSpec, ...] = ()
-    ignore_colours: tuple[tuple[int, int, int], ...] = ()
-    label_mode: Literal["rgb", "ids"] = "rgb"
-    ignore_index: int = 255
-    ignore_ids: tuple[int, ...] = ()
-    images: str = "images"
-    masks: str = "masks"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     align: bool = False
     # model
     arch: str = "unet"
@@ -122,6 +109,11 @@ class TrainConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     per_band: bool = False
+    gamma: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
     # loss and optimisation
     loss: tuple[str, ...] = ("ce",)
     loss_weights: tuple[float, ...] | None = None
@@ -161,14 +153,12 @@ class TrainConfig:
             raise ConfigError(
                 f"{len(self.loss_weights)} loss_weights for {len(self.loss)} losses; give one each"
             )
-        if isinstance(self.class_weights, tuple) and self.classes:
-            if len(self.class_weights) != len(self.classes):
-                raise ConfigError(
-                    f"{len(self.class_weights)} class_weights for {len(self.classes)} classes; "
-                    "give one per class or 'auto'"
-                )
-        if self.label_mode == "rgb":
-            _check_distinct_colours(self.classes)
+        k = len(self.dataset)
+        if isinstance(self.class_weights, tuple) and k and len(self.class_weights) != k:
+            raise ConfigError(
+                f"{len(self.class_weights)} class_weights for {k} classes; "
+                "give one per class or 'auto'"
+            )
         if self.scale_range is not None:
             if len(self.scale_range) != 2:
                 raise ConfigError(f"scale_range {list(self.scale_range)} must be [low, high]")
@@ -176,14 +166,12 @@ class TrainConfig:
             if not 0 < lo <= hi or not math.isfinite(hi):
                 raise ConfigError(f"scale_range {self.scale_range} must be 0 < low <= high")
 
-    @property
-    def class_names(self) -> list[str]:
-        """The class names in id order."""
-        return [c.name for c in self.classes]
-
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON/YAML-serializable dict."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON/YAML-serializable dict, flat as the config file (dataset keys at the top)."""
+        d = dataclasses.asdict(self)
+        d.update(d.pop("dataset"))
+        d.pop("num_classes")  # folded into classes
+        return json.loads(json.dumps(d))
 
     def fingerprint(self) -> str:
         """Hash of every option that must not change when resuming a run."""
@@ -209,22 +197,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
-def _check_distinct_colours(classes: tuple[ClassSpec, ...]) -> None:
-    """In RGB label mode a colour names one class: a second class of that colour is unlabelable."""
-    seen: dict[tuple[int, int, int], str] = {}
-    for c in classes:
-        colour = tuple(c.colour)
-        if colour in seen:
-            hexc = "#{:02X}{:02X}{:02X}".format(*colour)
-            raise ConfigError(
-                f"classes {seen[colour]!r} and {c.name!r} have the same colour {hexc}; with "
-                "label_mode rgb no pixel could be labelled as the second: give each class its "
-                "own colour"
-            )
-        seen[colour] = c.name
-
-
-_FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast")
+_FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast", "gamma", "saturation", "noise")
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
@@ -241,8 +214,6 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError(f"warmup_steps {cfg.warmup_steps} must be >= 0")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed {cfg.seed} must be in 0..2**63-1")
-    if not 0 <= cfg.ignore_index <= 65535:
-        raise ConfigError(f"ignore_index {cfg.ignore_index} must be in 0..65535")
     if cfg.num_threads is not None and not 1 <= cfg.num_threads <= 4096:
         raise ConfigError(f"num_threads {cfg.num_threads} must be at least 1 (--threads)")
     for name in _FLOATS:
@@ -253,38 +224,13 @@ def _check_ranges(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if isinstance(v, tuple) and not all(math.isfinite(x) and x >= 0 for x in v):
             raise ConfigError(f"{name} {list(v)} must hold finite numbers >= 0")
+    for name in ("hue", "blur"):  # half turns of the colour wheel; a probability
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name} {getattr(cfg, name)} must be in 0..1", option=name)
+    if cfg.saturation > 1:
+        raise ConfigError(f"saturation {cfg.saturation} must be in 0..1", option="saturation")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
         raise ConfigError(f"class_map {cfg.class_map!r} must map old class names to new ones")
-
-
-def _as_colour(value: Any, what: str) -> tuple[int, int, int]:
-    from geoseg.core.labels import parse_colour
-
-    return parse_colour(value, f"{what} colour")
-
-
-def _classes(value: Any) -> tuple[ClassSpec, ...]:
-    out = []
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"classes {value!r} is not a list of names or {{name, colour}}")
-    if len(value) > MAX_CLASSES:
-        raise ConfigError(f"{len(value)} classes; at most {MAX_CLASSES} (class maps are uint16)")
-    for i, c in enumerate(value):
-        if isinstance(c, str):
-            from geoseg.model.checkpoint import default_colours
-
-            out.append(ClassSpec(c, default_colours(len(value))[i]))
-        elif isinstance(c, dict) and set(c) - {"name", "colour"}:
-            raise ConfigError(f"class {c!r} has unknown keys; expected name and colour")
-        elif isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]:
-            out.append(ClassSpec(c["name"], _as_colour(c.get("colour"), repr(c["name"]))))
-        else:
-            raise ConfigError(f"class {c!r} is not valid; expected a name or {{name, colour}}")
-    names = [c.name for c in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"class name(s) {dup} appear twice; give each class its own name")
-    return tuple(out)
 
 
 def _loss(value: Any) -> tuple[str, ...]:
@@ -315,20 +261,9 @@ def _sources(value: Any) -> tuple[SourceSpec, ...]:
     return tuple(SourceSpec.from_any(s) for s in value)
 
 
-def _ints(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise TypeError(f"{value!r} is not a list of integers, e.g. [11]")
-    return tuple(value)
-
-
 CONVERTERS = {
     "train": _sources,
-    "ignore_ids": _ints,
     "val": _sources,
-    "classes": _classes,
-    "ignore_colours": lambda v: tuple(_as_colour(c, "ignore") for c in v),
     "loss": _loss,
     "loss_weights": _floats,
     "class_weights": lambda v: v if isinstance(v, str) else _floats(v),
@@ -337,6 +272,11 @@ CONVERTERS = {
     "weight_decay": _float,
     "brightness": _float,
     "contrast": _float,
+    "gamma": _float,
+    "saturation": _float,
+    "hue": _float,
+    "blur": _float,
+    "noise": _float,
     "focal_gamma": _float,
 }
 
@@ -359,7 +299,8 @@ def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
         bad = [k for k in (layer or {}) if not isinstance(k, str)]
         if bad:
             raise ConfigError(f"training option name {bad[0]!r} is not a name; fix the config")
-    merged = merge_layers(TrainConfig, layers, "training option")
+    merged = merge_layers((*TRAIN_KEYS, *DATASET_KEYS), layers, "training option")
+    dataset = {k: merged.pop(k) for k in DATASET_KEYS if k in merged}
     for key, conv in CONVERTERS.items():
         if key in merged:
             try:
@@ -370,4 +311,7 @@ def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
                 raise ConfigError(
                     f"training option {key}: {merged[key]!r} is not valid ({exc})"
                 ) from None
-    return TrainConfig(**merged)
+    return TrainConfig(dataset=DatasetConfig.from_mapping(dataset), **merged)
+
+
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "dataset")

@@ -7,6 +7,7 @@ run's weights exactly (given the same device and thread count).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import numpy as np
 
 from geoseg.model.checkpoint import ModelMeta
 from geoseg.train import chips as chipmod
-from geoseg.train.augment import AugmentSpec, augment, resize_chip
+from geoseg.train.augment import AugmentSpec, augment, colour, resize_chip
 from geoseg.train.config import TrainConfig
 from geoseg.train.sources import Sample
 
@@ -62,6 +63,12 @@ def epoch_chips(
     return chipmod.random_chips(shapes, cfg.chip_size, cfg.chips_per_epoch, rng, cfg.scale_range)
 
 
+def augment_spec(cfg: TrainConfig) -> AugmentSpec:
+    """The chip augmentations a training config asks for."""
+    names = [f.name for f in dataclasses.fields(AugmentSpec)]
+    return AugmentSpec(**{n: getattr(cfg, n) for n in names})
+
+
 def make_batch(
     samples: list[Sample],
     refs: list[chipmod.ChipRef],
@@ -70,14 +77,20 @@ def make_batch(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut, normalize (:func:`geoseg.model.engine.normalize`), resize and augment a batch."""
-    from geoseg.model.engine import normalize
+    from geoseg.model.engine import normalize, standardize
 
-    spec = AugmentSpec(cfg.flip, cfg.rot90, cfg.brightness, cfg.contrast, cfg.per_band)
+    spec = augment_spec(cfg)
     xs, ys = [], []
     for ref in refs:
         s = samples[ref.index]
-        x = normalize(chipmod.cut(s.image, ref, 0), meta)
-        y = chipmod.cut(s.mask, ref, cfg.ignore_index)
+        x = chipmod.cut(s.image, ref, 0)
+        if spec.colour:
+            x = standardize(
+                colour(np.asarray(x, np.float32) / np.float32(meta.scale), rng, spec), meta
+            )
+        else:
+            x = normalize(x, meta)
+        y = chipmod.cut(s.mask, ref, cfg.dataset.ignore_index)
         x, y = resize_chip(x, y, cfg.chip_size)
         x, y = augment(x, y, spec, rng)
         xs.append(x)
@@ -304,7 +317,7 @@ def _validate(
 
     if not val:
         return True  # without validation the latest epoch is kept
-    sc = evaluate_samples(model, meta, val, device, cfg.ignore_index, progress)
+    sc = evaluate_samples(model, meta, val, device, cfg.dataset.ignore_index, progress)
     row["val_miou"] = sc.miou
     row.update({f"iou_{n}": v for n, v in zip(sc.class_names, sc.iou, strict=True)})
     return sc.miou > state.best_miou

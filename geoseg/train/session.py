@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.core.histogram import band_quantiles
 from geoseg.errors import CheckpointError, ConfigError, DatasetError
 from geoseg.model.checkpoint import ModelMeta, build_model
 from geoseg.model.engine import kept_torch_threads
@@ -45,13 +46,16 @@ def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> 
             "NaN or infinite pixel values: mark those pixels as nodata"
         )
     value_range = stats.band_range([s.image for s in train], nodata_valid=valid)
+    # quantiles of raw / scale are the raw quantiles / scale: no scaled copy of the data
+    raw_q = band_quantiles([s.image for s in train], valid)
+    quantiles = [[v / scale for v in row] for row in raw_q]
     return ModelMeta(
         arch=cfg.arch,
         encoder=cfg.encoder,
         in_channels=train[0].image.shape[0],
-        classes=len(cfg.classes),
-        class_names=cfg.class_names,
-        colours=[c.colour for c in cfg.classes],
+        classes=len(cfg.dataset),
+        class_names=list(cfg.dataset.names),
+        colours=list(cfg.dataset.colours),
         mean=mean,
         std=std,
         scale=scale,
@@ -59,6 +63,7 @@ def fresh_meta(cfg: TrainConfig, train: list[Sample], extra: dict[str, Any]) -> 
         model_options=dict(cfg.model_options),
         extra=extra,
         value_range=value_range,
+        quantiles=quantiles,
     )
 
 
@@ -75,11 +80,12 @@ def start_from(cfg: TrainConfig, init: str, train: list[Sample], extra: dict[str
         train[0].image.shape[0], "the training data", "use a checkpoint trained on the same bands"
     )
     new_extra = dict(extra, finetuned_from=str(init))
-    if cfg.classes and cfg.class_names != meta.class_names:
+    names = list(cfg.dataset.names)
+    if names and names != meta.class_names:
         new_meta = meta.replace(
-            classes=len(cfg.classes),
-            class_names=cfg.class_names,
-            colours=[c.colour for c in cfg.classes],
+            classes=len(names),
+            class_names=names,
+            colours=list(cfg.dataset.colours),
             extra=new_extra,
         )
         return with_new_classes(model, meta, new_meta, cfg.class_map), new_meta
@@ -113,14 +119,14 @@ def _check_chip_size(cfg: TrainConfig, train: list[Sample]) -> None:
 
 
 def _with_init_classes(cfg: TrainConfig, init: str | None) -> TrainConfig:
-    if init is not None and not cfg.classes:
+    if init is not None and not cfg.dataset.classes:
+        from geoseg.data.config import ClassSpec
         from geoseg.model.checkpoint import read_meta
-        from geoseg.train.config import ClassSpec
 
         m = read_meta(init)
         classes = tuple(ClassSpec(n, c) for n, c in zip(m.class_names, m.colours, strict=True))
-        cfg = dataclasses.replace(cfg, classes=classes)
-    if not cfg.classes:
+        cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, classes=classes))
+    if not cfg.dataset.classes:
         raise ConfigError("no classes given; add classes: [{name, colour}, ...] to the config")
     return cfg
 
@@ -203,7 +209,9 @@ def run_training(
     if resume:
         model, resume_state, state = _resumed(run, meta)
     weights = class_weights(cfg, train, meta.classes)
-    loss_fn = make_loss(cfg.loss, cfg.loss_weights, weights, cfg.ignore_index, cfg.focal_gamma)
+    loss_fn = make_loss(
+        cfg.loss, cfg.loss_weights, weights, cfg.dataset.ignore_index, cfg.focal_gamma
+    )
     run.start(cfg.to_dict(), cfg.fingerprint(), resume)
     try:
         state = fit(

@@ -8,13 +8,14 @@ misaligned grids, a missing class attribute) raise one-line errors naming the fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from geoseg.core.labels import check_ids, rgb_to_ids
+from geoseg.core.labels import check_ids
 from geoseg.data.base import Sample
 from geoseg.errors import (
     AlignmentError,
@@ -23,58 +24,21 @@ from geoseg.errors import (
     InputError,
     LabelError,
 )
-from geoseg.io.images import (
-    read_colour_mask,
-    read_id_mask,
-    read_image,
-    read_raster,
-)
+from geoseg.io.images import read_raster
 from geoseg.train.config import SourceSpec, TrainConfig
 
 
-def _decode_mask(path: Path, cfg: TrainConfig) -> np.ndarray:
-    if cfg.label_mode == "rgb":
-        colours = [c.colour for c in cfg.classes]
-        rgb = read_colour_mask(path)
-        return rgb_to_ids(rgb, colours, list(cfg.ignore_colours), cfg.ignore_index, str(path))
-    ids = read_id_mask(path, "mask")
-    for v in cfg.ignore_ids:
-        ids[ids == v] = cfg.ignore_index
-    return check_ids(ids, len(cfg.classes), cfg.ignore_index, str(path))
+def load_dataset(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
+    """Samples of a ``folder``, ``ade20k`` or ``cityscapes`` source, read as evaluate reads them.
 
-
-def _selected(name: str, spec: SourceSpec) -> bool:
-    from geoseg.data.base import is_selected
-
-    return is_selected(name, spec.include, spec.exclude)
-
-
-def folder_pairs(
-    spec: SourceSpec, images: str = "images", masks: str = "masks"
-) -> list[tuple[str, Path, Path]]:
-    """List ``(name, image, mask)`` of folders holding the ``images`` and ``masks`` folders.
-
-    The folder names come from the dataset config (``images: val``, ``masks: valannot`` for
-    CamVid), the same keys ``geoseg evaluate --dataset folder:`` reads.
+    The same reader (:func:`geoseg.data.open_dataset`), sample names and include/exclude
+    filters as ``geoseg evaluate --dataset``; labels must fit the run's classes.
     """
-    from geoseg.data.folder import folder_files, folder_roots
+    from geoseg.data import open_dataset
 
-    pairs = []
-    for root, img_dir, mask_dir in folder_roots(spec.path, images, masks):
-        found = folder_files(mask_dir)
-        for stem, img in sorted(folder_files(img_dir).items()):
-            name = f"{root.name}/{stem}"
-            if stem in found and _selected(name, spec):
-                pairs.append((name, img, found[stem]))
-    return pairs
-
-
-def load_folder(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
-    """Samples of an image/mask folder source."""
-    return [
-        Sample(name, read_image(img), _decode_mask(mask, cfg))
-        for name, img, mask in folder_pairs(spec, cfg.images, cfg.masks)
-    ]
+    ds = open_dataset(f"{spec.kind}:{spec.path}", cfg.dataset, None, spec.include, spec.exclude)
+    k, ignore = len(cfg.dataset), cfg.dataset.ignore_index
+    return [dataclasses.replace(s, mask=check_ids(s.mask, k, ignore, s.name)) for s in ds]
 
 
 def _same_grid(a: dict, b: dict) -> bool:
@@ -114,7 +78,7 @@ def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     nodata = lprof.get("nodata")
     # an integer raster's pixels can only equal an integral nodata value (NaN never matches)
     if nodata is not None and math.isfinite(nodata) and float(nodata).is_integer():
-        labels[labels == int(nodata)] = cfg.ignore_index
+        labels[labels == int(nodata)] = cfg.dataset.ignore_index
     if not _same_grid(iprof, lprof):
         if not cfg.align:
             raise AlignmentError(
@@ -122,11 +86,11 @@ def load_raster_pair(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
                 f"{lprof['crs']}) is not on the grid of {spec.path} ({iprof['width']}x"
                 f"{iprof['height']}, {iprof['crs']}); pass --align to resample the labels"
             )
-        lprof = dict(lprof, nodata=cfg.ignore_index)
-        labels = _align_labels(labels, lprof, iprof, cfg.ignore_index)
-    mask = check_ids(labels, len(cfg.classes), cfg.ignore_index, spec.labels)
+        lprof = dict(lprof, nodata=cfg.dataset.ignore_index)
+        labels = _align_labels(labels, lprof, iprof, cfg.dataset.ignore_index)
+    mask = check_ids(labels, len(cfg.dataset), cfg.dataset.ignore_index, spec.labels)
     if valid is not None:
-        mask[~valid] = cfg.ignore_index
+        mask[~valid] = cfg.dataset.ignore_index
     return [Sample(Path(spec.path).stem, image, mask, valid)]
 
 
@@ -192,40 +156,27 @@ def load_vector(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
     if not spec.labels:
         raise _no_labels("vector", spec.path)
     image, valid, prof = read_raster(Path(spec.path), "image raster")
-    shapes = vector_shapes(Path(spec.labels), spec.class_attr, cfg.class_names, prof["crs"])
-    mask = np.full((prof["height"], prof["width"]), cfg.ignore_index, np.int64)
+    shapes = vector_shapes(Path(spec.labels), spec.class_attr, list(cfg.dataset.names), prof["crs"])
+    mask = np.full((prof["height"], prof["width"]), cfg.dataset.ignore_index, np.int64)
     if shapes:
         mask = rasterize(
             shapes,
             out_shape=mask.shape,
             transform=prof["transform"],
-            fill=cfg.ignore_index,
+            fill=cfg.dataset.ignore_index,
             dtype="int64",
         )
     if valid is not None:
-        mask[~valid] = cfg.ignore_index
+        mask[~valid] = cfg.dataset.ignore_index
     return [Sample(Path(spec.path).stem, image, mask, valid)]
 
 
-def load_reader(spec: SourceSpec, cfg: TrainConfig) -> list[Sample]:
-    """ADE20K / Cityscapes layouts through the evaluation readers (geoseg.data)."""
-    from geoseg import data as datasets
-
-    ds = datasets.open_dataset(f"{spec.kind}:{spec.path}")
-    out = []
-    for s in ds:
-        if _selected(s.name, spec):
-            s.mask = check_ids(s.mask, len(cfg.classes), cfg.ignore_index, s.name)
-            out.append(s)
-    return out
-
-
 LOADERS = {
-    "folder": load_folder,
+    "folder": load_dataset,
     "raster": load_raster_pair,
     "vector": load_vector,
-    "ade20k": load_reader,
-    "cityscapes": load_reader,
+    "ade20k": load_dataset,
+    "cityscapes": load_dataset,
 }
 
 
