@@ -3,7 +3,8 @@
 Source = the bundled model trained on Tiles 1-6 (``models/dubai-demo``); new region = Tile 7.
 Fine-tuning uses the labels of Tile 7 part 001 (1 part) or parts 001-002 (2 parts); ``adapt``
 uses the images (no labels) of all nine Tile 7 parts. Every variant is scored on the labels of
-Tile 7 parts 003-009, which no variant trains on. Each variant is produced by the real CLI.
+Tile 7 parts 003-009, which no variant trains on. Each variant is produced and scored by the real
+CLI (``geoseg adapt`` / ``finetune``, then ``geoseg evaluate --model``: predict's tiled path).
 
 Usage: ``python experiments/new_region.py [--model models/dubai-demo] [--threads 2]``.
 Writes ``experiments/new_region_results.json`` and ``.md`` and prints the table.
@@ -21,41 +22,46 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TILE7 = "../shared/data/dubai-aerial/Tile 7"
 RUNS = REPO / "experiments" / "runs" / "new-region"
-ADAPT = ["stats", "adabn", "tent", "self-training", "stats,adabn", "stats,adabn,self-training"]
+ADAPT = [
+    "hist",
+    "stats",
+    "adabn",
+    "tent",
+    "self-training",
+    "hist,adabn",
+    "stats,adabn",
+    "hist,adabn,self-training",
+]
+TEST_PARTS = ("*/image_part_001", "*/image_part_002")  # excluded: the fine-tuning labels
 FINETUNE = {
-    "finetune, 1 part": ["*/image_part_001"],
-    "finetune, 2 parts": ["*/image_part_001", "*/image_part_002"],
+    "finetune, 1 part": (["*/image_part_001"], []),
+    "finetune, 1 part, frozen encoder": (["*/image_part_001"], ["--freeze-encoder"]),
+    "finetune, 2 parts": (["*/image_part_001", "*/image_part_002"], []),
 }
 
 
-def geoseg(*args: str) -> None:
-    """Run the CLI like a user; stop on failure."""
+def geoseg(*args: str) -> str:
+    """Run the CLI like a user; stop on failure; return its standard output."""
     print("$ geoseg " + " ".join(args), flush=True)
-    done = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"command failed ({done.returncode})")
+    return done.stdout
 
 
-def test_samples():
-    """Tile 7 parts 003-009 with labels (the experiment's test set)."""
-    from geoseg.config import load_yaml
-    from geoseg.train.config import build_train_config
-    from geoseg.train.sources import load_samples
-
-    cfg = build_train_config(load_yaml(REPO / "configs" / "train_dubai_finetune.yaml"))
-    spec = {"kind": "folder", "path": TILE7, "exclude": ["*/image_part_001", "*/image_part_002"]}
-    cfg = build_train_config(cfg.to_dict() | {"train": [spec]})
-    return load_samples(cfg.train, cfg, "test")
-
-
-def evaluate(ckpt: Path, samples) -> dict:
-    """Score a checkpoint (mIoU, per-class IoU) on the test samples."""
-    from geoseg.model.checkpoint import load_checkpoint
-    from geoseg.train.evaluation import evaluate_samples
-
-    model, meta = load_checkpoint(ckpt)
-    sc = evaluate_samples(model, meta, samples, "cpu")
-    return {"miou": sc.miou, "iou": dict(zip(sc.class_names, sc.iou, strict=True))}
+def evaluate(ckpt: Path, dataset: str = f"folder:{TILE7}", *select: str) -> dict:
+    """``geoseg evaluate --model`` on the test parts: mIoU and per-class IoU."""
+    select = select or tuple(a for p in TEST_PARTS for a in ("--exclude", p))
+    report = geoseg("evaluate", "--dataset", dataset, "--config", "configs/dubai.yaml",
+                    "--model", str(ckpt), *select, "--json", "-", "--no-progress")  # fmt: skip
+    doc = json.loads(report)
+    iou = {c["name"]: c["iou"] for c in doc["classes"]}
+    return {"miou": doc["summary"]["miou"], "iou": iou}
 
 
 def variants(model: Path, threads: str) -> dict[str, Path]:
@@ -84,8 +90,8 @@ def variants(model: Path, threads: str) -> dict[str, Path]:
             "-q",
         )
         out[f"adapt {method}"] = ckpt
-    for name, parts in FINETUNE.items():
-        run = RUNS / f"ft-{len(parts)}"
+    for name, (parts, flags) in FINETUNE.items():
+        run = RUNS / f"ft-{len(parts)}{'-frozen' if flags else ''}"
         spec = json.dumps([{"kind": "folder", "path": TILE7, "include": parts}])
         geoseg(
             "finetune",
@@ -101,6 +107,7 @@ def variants(model: Path, threads: str) -> dict[str, Path]:
             threads,
             "--overwrite",
             "--no-progress",
+            *flags,
         )
         out[name] = run / "last"
     return out
@@ -131,12 +138,11 @@ def main() -> None:
     torch.set_num_threads(int(args.threads))
     t0 = time.time()
     ckpts = variants(Path(args.model), args.threads)
-    samples = test_samples()
-    results = {name: evaluate(c, samples) for name, c in ckpts.items()}
+    results = {name: evaluate(c) for name, c in ckpts.items()}
     md = table(results)
     (REPO / "experiments" / "new_region_results.json").write_text(json.dumps(results, indent=2))
     note = (
-        f"Test set: Tile 7 parts 003-009 ({len(samples)} images). "
+        "Test set: Tile 7 parts 003-009 (7 images). "
         f"Total time {time.time() - t0:.0f} s on CPU.\n\n"
     )
     (REPO / "experiments" / "new_region_results.md").write_text(note + md + "\n")

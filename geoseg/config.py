@@ -448,5 +448,64 @@ def merge_layers(
 
 def build_config(cls: type, *layers: dict[str, Any] | None) -> Any:
     """Merge option layers (later wins; ``None`` values are ignored) into a checked ``cls``."""
-    merged = merge_layers(cls, layers)
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})
+    return make_config(cls, merge_layers(cls, layers))
+
+
+def make_config(
+    cls: type,
+    values: dict[str, Any],
+    parsers: dict[str, Any] | None = None,
+    what: str = "option",
+) -> Any:
+    """``cls(**values)``, YAML's forms turned into the fields' types: how every config is built.
+
+    Predict's, training's and a dataset's options all go this way. A field with a parser in
+    ``parsers`` (text forms such as ``"ce+dice"`` or ``"#3C1098"``) goes through it; every
+    other value through :func:`coerce`. The dataclass then checks types
+    (:func:`check_fields`) and ranges itself.
+    """
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for key, value in values.items():
+        parse = (parsers or {}).get(key)
+        try:
+            kw[key] = parse(value) if parse else coerce(value, hints.get(key, Any))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{what} {key}: {_short(value)} is not valid ({_short(str(exc), 120)})", option=key
+            ) from None
+    return cls(**kw)
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """``value`` as read from YAML, in the form of type ``hint`` where one exists.
+
+    Lists become tuples (element by element), integers and numeric text (``"1e-3"``, which
+    YAML 1.1 reads as text) become floats; anything else is returned as it is, for the
+    dataclass's own check to accept or refuse.
+    """
+    origin = get_origin(hint)
+    if origin in _UNIONS:
+        for arm in get_args(hint):
+            converted = coerce(value, arm)
+            if _matches(converted, arm):
+                return converted
+        return value
+    if origin is tuple and isinstance(value, list | tuple):
+        args = get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0]) for v in value)
+        if len(args) == len(value):
+            return tuple(coerce(v, a) for v, a in zip(value, args, strict=True))
+        return tuple(value)
+    if hint is float and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value

@@ -15,7 +15,8 @@ class GeosegError(Exception):
 
     ``option`` names the option (a config field or function parameter, e.g. ``"tile"``) whose
     value was refused: the library speaks of values, and the CLI maps the option to its flag
-    (``--tile``) when the value came from the command line.
+    (``--tile``) when the value came from the command line. A refused value exits with 2,
+    wherever it came from (flag, config file), as click's own refusals do.
     """
 
     exit_code = 1
@@ -23,6 +24,8 @@ class GeosegError(Exception):
     def __init__(self, *args: object, option: str | None = None) -> None:
         super().__init__(*args)
         self.option = option
+        if option is not None:
+            self.exit_code = 2
 
 
 class InputError(GeosegError, ValueError):

@@ -93,7 +93,7 @@ def test_num_classes_is_folded_into_classes():
     "bad, words",
     [
         ({"label_mode": "hsv"}, ["label_mode", "'rgb'"]),
-        ({"ignore_ids": ["x"]}, ["ignore_ids", "integers"]),
+        ({"ignore_ids": ["x"]}, ["ignore_ids", "list of int"]),
         ({"images": "../up"}, ["images", "sub-folder"]),
         ({"classes": [{"name": "a"}]}, ["classes[0]", "colour"]),
         ({"ignore_colors": []}, ["unknown dataset option", "ignore_colors"]),

@@ -655,12 +655,12 @@ ADAPT_CASES = [
     (
         "all-nodata",
         ["adapt", "{root}/nodata.tif", "--model", "{root}/ckpt", "--out", "{root}/new"],
-        ["no valid pixels"],
+        ["0 valid pixel(s)"],
     ),
     (
         "all-nan",
         ["adapt", "{root}/nan.tif", "--model", "{root}/ckpt", "--out", "{root}/new"],
-        ["no valid pixels"],
+        ["0 valid pixel(s)"],
     ),
     ("windows-0", [*ADAPT, "--out", "{root}/new", "--windows", "0"], ["--windows"]),
     ("tile-0", [*ADAPT, "--out", "{root}/new", "--tile", "0"], ["--tile"]),

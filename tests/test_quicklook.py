@@ -66,3 +66,34 @@ def test_quicklook_legend_reads_the_class_names_geoseg_writes(make_raster, tmp_p
     _, _, cmap, tags = _read(str(out), 100, classmap=True)
     names, colours = legend_for(str(out), None, 4, cmap, tags)
     assert names == ["c0", "c1", "c2", "c3"] and len(colours) == 4
+
+
+def test_legend_names_each_colour():
+    from geoseg.commands.quicklook import colour_name
+    from geoseg.core.labels import parse_colour
+
+    dubai = ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929"]  # Building .. Water
+    names = [colour_name(parse_colour(c)) for c in dubai]
+    assert names == ["dark purple", "purple", "cyan", "yellow", "orange"]
+    assert colour_name((0, 0, 0)) == "black" and colour_name((155, 155, 155)) == "grey"
+    assert colour_name((120, 70, 20)) == "brown"
+
+
+def test_overlay_blends_classes_over_the_image(make_raster, tmp_path):
+    from PIL import Image
+
+    from geoseg.commands.quicklook import overlay
+
+    rgb = np.full((2, 2, 3), 0.5, np.float32)
+    rgba = colourize(np.array([[0, 255], [0, 0]]), [(255, 0, 0)], nodata=255)
+    out = overlay(rgb, rgba, 0.5)
+    assert out[0, 0].tolist() == [0.75, 0.25, 0.25] and out[0, 1].tolist() == [0.5, 0.5, 0.5]
+    image = make_raster(height=60, width=80, bands=3)
+    ids = np.zeros((60, 80), np.uint8)
+    classes = write_geotiff(tmp_path / "cls.tif", ids[None], nodata=255)
+    png = tmp_path / "ov.png"
+    r = run_cli("quicklook", str(image), str(classes), str(png), "--overlay", "0.4")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(png)).shape[0] > 60
+    r = run_cli("quicklook", str(image), str(classes), str(tmp_path / "b.png"), "--overlay", "0")
+    assert r.returncode == 2 and "--overlay" in r.stderr and not (tmp_path / "b.png").exists()

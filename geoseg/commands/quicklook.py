@@ -49,6 +49,36 @@ def colourize(classes: np.ndarray, colours: list[tuple[int, int, int]], nodata: 
     return rgba
 
 
+def overlay(image_rgb: np.ndarray, rgba: np.ndarray, alpha: float) -> np.ndarray:
+    """Class colours over the image at opacity ``alpha``; transparent pixels show the image."""
+    a = rgba[..., 3:] * np.float32(alpha)
+    return image_rgb * (1 - a) + rgba[..., :3] * a
+
+
+# (upper hue bound in degrees, name) of the colour wheel, for legend labels
+HUE_NAMES = ((15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"),
+             (255, "blue"), (290, "purple"), (335, "pink"), (360, "red"))  # fmt: skip
+
+
+def colour_name(rgb: tuple[int, int, int]) -> str:
+    """A plain name for an RGB colour ("orange", "dark blue"), so the legend says which is which.
+
+    Dataset palettes are arbitrary (Dubai's Water is orange): the name beside each swatch saves
+    the reader matching shades by eye.
+    """
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    if v < 0.2:
+        return "black"
+    if s < 0.15:
+        return "white" if v > 0.85 else "grey"
+    name = next(n for top, n in HUE_NAMES if h * 360 < top)
+    if name == "orange" and v < 0.6:
+        return "brown"
+    return f"dark {name}" if v < 0.65 else name
+
+
 def _read(path: str, max_size: int, classmap: bool = False):
     from geoseg.io.raster import read_preview
 
@@ -88,12 +118,22 @@ def legend_for(classes_path: str, model_path: str | None, n: int, cmap, tags):
 
 
 def render_png(
-    image, classes, names, colours, nodata, out: str, overwrite: bool, dpi: int, inputs=()
+    image,
+    classes,
+    names,
+    colours,
+    nodata,
+    out: str,
+    overwrite: bool,
+    dpi: int,
+    inputs=(),
+    alpha: float | None = None,
 ):
     """Draw the two panels and the legend with matplotlib (Agg) and write ``out`` atomically.
 
     ``out`` goes through :func:`geoseg.io.files.atomic_write` (exclusive temporary, umask's
-    mode, never one of ``inputs``, never through a link).
+    mode, never one of ``inputs``, never through a link). With ``alpha`` the second panel
+    shows the classes over the image at that opacity.
     """
     from matplotlib.figure import Figure  # an object of its own: no pyplot state, any backend
     from matplotlib.patches import Patch
@@ -103,14 +143,16 @@ def render_png(
     h, w = classes.shape
     fig = Figure(figsize=(2 * w / dpi + 2.2, h / dpi + 0.6), dpi=dpi)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.imshow(stretch(image))
+    rgb, rgba = stretch(image), colourize(classes, colours, nodata)
+    ax1.imshow(rgb)
     ax1.set_title("image")
-    ax2.imshow(colourize(classes, colours, nodata), interpolation="nearest")
-    ax2.set_title("classes")
+    ax2.imshow(rgba if alpha is None else overlay(rgb, rgba, alpha), interpolation="nearest")
+    ax2.set_title("classes" if alpha is None else "classes over the image")
     for ax in (ax1, ax2):
         ax.set_axis_off()
     handles = [
-        Patch(color=np.asarray(c) / 255.0, label=n) for n, c in zip(names, colours, strict=False)
+        Patch(color=np.asarray(c) / 255.0, label=f"{n} ({colour_name(c)})")
+        for n, c in zip(names, colours, strict=False)
     ]
     fig.legend(handles=handles, loc="center right", frameon=False)
     fig.subplots_adjust(left=0.01, right=0.85, wspace=0.03)
@@ -137,9 +179,16 @@ def render_png(
     help="Longest side of each panel in pixels (larger inputs are decimated).",
 )
 @click.option("--dpi", type=int, default=100, show_default=True)
+@click.option(
+    "--overlay",
+    "alpha",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Show the classes over the image at this opacity (e.g. 0.5) instead of alone.",
+)
 @overwrite_opt
 @verbose_opt
-def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> None:
+def quicklook(raster, classmap, out, model_path, max_size, dpi, alpha, overwrite) -> None:
     """Render RASTER beside the colour CLASSMAP with a legend into OUT (PNG)."""
     from geoseg.errors import AlignmentError
     from geoseg.io.files import check_target
@@ -166,5 +215,5 @@ def quicklook(raster, classmap, out, model_path, max_size, dpi, overwrite) -> No
     n = min(int(valid.max(initial=0)) + 1, MAX_LEGEND)
     names, colours = legend_for(classmap, model_path, n, cmap, tags)
     names, colours = names[:MAX_LEGEND], colours[:MAX_LEGEND]
-    render_png(image, classes, names, colours, nodata, out, overwrite, dpi, inputs=inputs)
+    render_png(image, classes, names, colours, nodata, out, overwrite, dpi, inputs, alpha)
     click.echo(f"quicklook: {out}")

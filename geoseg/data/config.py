@@ -100,11 +100,10 @@ class DatasetConfig:
             raise ConfigError(
                 f"unknown dataset option(s) {unknown}; valid: {', '.join(sorted(known))}"
             )
+        from geoseg.config import make_config
+
         kw = {k: v for k, v in mapping.items() if k in known and v is not None}
-        for key, convert in CONVERTERS.items():
-            if key in kw:
-                kw[key] = convert(kw[key])
-        return cls(**kw)
+        return make_config(cls, kw, PARSERS, "dataset option")
 
     def decoder(self) -> Callable[[Path], np.ndarray]:
         """``decode(path) -> (H, W) int64`` class ids, ignored pixels ``ignore_index``.
@@ -219,18 +218,6 @@ def _colours(value: Any) -> tuple[tuple[int, int, int], ...]:
     return tuple(_as_colour(c, "ignore") for c in value)
 
 
-def _ints(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise ConfigError(f"ignore_ids {value!r} must be a list of integers; e.g. [11]")
-    return tuple(value)
-
-
-# YAML forms -> field types (lists to tuples, colours to RGB); the dataclass checks the rest.
-CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "classes": _classes,
-    "ignore_colours": _colours,
-    "ignore_ids": _ints,
-}
+# text forms of dataset options (colours); every other value goes through geoseg.config.coerce
+PARSERS: dict[str, Callable[[Any], Any]] = {"classes": _classes, "ignore_colours": _colours}
 DATASET_KEYS = tuple(f.name for f in dataclasses.fields(DatasetConfig))

@@ -241,18 +241,6 @@ def _loss(value: Any) -> tuple[str, ...]:
     return tuple(str(v).strip().lower() for v in value)
 
 
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"{value!r} is not a number")
-    return float(value)
-
-
-def _floats(value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"{value!r} is not a list of numbers")
-    return tuple(_float(x) for x in value)
-
-
 def _sources(value: Any) -> tuple[SourceSpec, ...]:
     if isinstance(value, str | dict):
         value = [value]
@@ -261,24 +249,8 @@ def _sources(value: Any) -> tuple[SourceSpec, ...]:
     return tuple(SourceSpec.from_any(s) for s in value)
 
 
-CONVERTERS = {
-    "train": _sources,
-    "val": _sources,
-    "loss": _loss,
-    "loss_weights": _floats,
-    "class_weights": lambda v: v if isinstance(v, str) else _floats(v),
-    "scale_range": _floats,
-    "lr": _float,
-    "weight_decay": _float,
-    "brightness": _float,
-    "contrast": _float,
-    "gamma": _float,
-    "saturation": _float,
-    "hue": _float,
-    "blur": _float,
-    "noise": _float,
-    "focal_gamma": _float,
-}
+# text forms of training options; every other value goes through geoseg.config.coerce
+PARSERS = {"train": _sources, "val": _sources, "loss": _loss}
 
 
 def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
@@ -293,25 +265,15 @@ def build_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
     -------
     TrainConfig
     """
-    from geoseg.config import merge_layers
+    from geoseg.config import make_config, merge_layers
 
     for layer in layers:
         bad = [k for k in (layer or {}) if not isinstance(k, str)]
         if bad:
             raise ConfigError(f"training option name {bad[0]!r} is not a name; fix the config")
     merged = merge_layers((*TRAIN_KEYS, *DATASET_KEYS), layers, "training option")
-    dataset = {k: merged.pop(k) for k in DATASET_KEYS if k in merged}
-    for key, conv in CONVERTERS.items():
-        if key in merged:
-            try:
-                merged[key] = conv(merged[key])
-            except ConfigError:
-                raise
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"training option {key}: {merged[key]!r} is not valid ({exc})"
-                ) from None
-    return TrainConfig(dataset=DatasetConfig.from_mapping(dataset), **merged)
+    dataset = DatasetConfig.from_mapping({k: merged.pop(k) for k in DATASET_KEYS if k in merged})
+    return make_config(TrainConfig, {**merged, "dataset": dataset}, PARSERS, "training option")
 
 
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "dataset")

@@ -160,6 +160,17 @@ def _samples(cfg: TrainConfig) -> tuple[list, list]:
 
 
 @kept_torch_threads()  # ``num_threads`` holds for this run only
+def _start(cfg: TrainConfig, init: str | None, train: list[Sample], extra: dict[str, Any]):
+    """The seeded starting model and its metadata: fresh, or the checkpoint ``init``."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if init is not None:
+        return start_from(cfg, init, train, extra)
+    meta = fresh_meta(cfg, train, extra)
+    return build_model(meta), meta
+
+
 def run_training(
     cfg: TrainConfig,
     out: str,
@@ -199,12 +210,7 @@ def run_training(
         "train_samples": [s.name for s in train],
         "val_samples": [s.name for s in val],
     }
-    torch.manual_seed(cfg.seed)
-    if init is not None:
-        model, meta = start_from(cfg, init, train, extra)
-    else:
-        meta = fresh_meta(cfg, train, extra)
-        model = build_model(meta)
+    model, meta = _start(cfg, init, train, extra)
     state, resume_state = None, None
     if resume:
         model, resume_state, state = _resumed(run, meta)
