@@ -12,6 +12,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GEOSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def ckpt(request, tmp_path_factory) -> Path:
+    """A tiny random checkpoint (3 bands, 4 classes); a module's ``CKPT_TILE`` sets its tile."""
+    from helpers import make_checkpoint
+
+    tile = getattr(request.module, "CKPT_TILE", 64)
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.geoseg", tile=tile)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real imagery in ../shared/data; tests using it skip when it is absent."""

@@ -308,3 +308,16 @@ def test_adapt_refuses_all_nodata_windows(source_model, tmp_path):
                    "--windows", "4", "--tile", "32", "--method", "adabn")  # fmt: skip
     assert proc.returncode == 1 and "valid pixel" in proc.stderr, proc.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_distribution_matching_warns_on_a_shifted_target(source_model, target_rasters, tmp_path):
+    ckpt, _ = source_model
+    proc = run_cli("adapt", *target_rasters, "--model", str(ckpt), "--out", str(tmp_path / "s"),
+                   "--method", "stats", "--windows", "4", "--tile", "32")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warning = [ln for ln in proc.stderr.splitlines() if "training std" in ln]
+    assert len(warning) == 1 and "adabn" in warning[0]
+    _, meta = load_checkpoint(ckpt)
+    same = ad.TargetWindows(np.zeros((1, 3, 4, 4), np.float32), np.ones((1, 4, 4), bool))
+    same.data[:] = (np.asarray(meta.mean) * meta.scale)[None, :, None, None]
+    assert ad.warn_if_shifted(same, meta, "stats") < 1e-5

@@ -24,11 +24,6 @@ def geoseg(*args, cwd=None):
     )
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("cli") / "m.geoseg")
-
-
 def assert_clean_error(proc, *words):
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr

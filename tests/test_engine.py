@@ -8,14 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import make_checkpoint
 
 from geoseg.model.engine import CallGate, Engine, available_cores, kept_torch_threads
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("eng") / "tiny.geoseg")
 
 
 def _max_inside(enter, callers: int, hold: float = 0.05) -> int:

@@ -307,3 +307,19 @@ def test_json_file_or_dash_means_the_same_in_every_command(tmp_path, pair):
     again = geoseg("model", "info", ckpt, "--json", tmp_path / "meta.json")
     assert again.returncode != 0 and "--overwrite" in again.stderr
     assert json.loads(geoseg("model", "info", ckpt, "--json", "-").stdout)["classes"] == 4
+
+
+def test_an_in_memory_image_is_sent_to_the_workers_once(tmp_path, recwarn):
+    """evaluate --model scatters each image once; binding it into every task made Dask warn
+    about large graphs and pickle the image per task."""
+    from helpers import make_checkpoint
+
+    from geoseg.config import PredictConfig
+    from geoseg.run.arrays import ImagePredictor
+
+    ckpt = make_checkpoint(tmp_path / "m.geoseg", tile=256)
+    image = np.random.default_rng(0).integers(0, 255, (3, 2048, 2048), dtype=np.uint8)
+    with ImagePredictor(str(ckpt), PredictConfig(device="cpu")) as predictor:
+        classes = predictor(image)
+    assert classes.shape == (2048, 2048) and (classes != 255).all()
+    assert not [w for w in recwarn if "large graph" in str(w.message).lower()]

@@ -38,7 +38,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_geotiff  # noqa: E402
-from helpers import make_checkpoint  # noqa: E402
 from hostile import REPO, assert_refused, run_cli, run_subprocess, snapshot  # noqa: E402
 
 from geoseg.config import PredictConfig, dashboard_address, load_yaml, merge_layers  # noqa: E402
@@ -50,11 +49,6 @@ LOOPBACK = {"127.0.0.1", "::1"}
 DASHBOARD_PATHS = ("/status", "/info/main/workers.html", "/metrics", "/health", "/json/counts.json")
 # Short connect timeout for the subprocesses that talk to hostile servers.
 FAST_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("hc") / "m.geoseg")
 
 
 @pytest.fixture

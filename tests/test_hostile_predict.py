@@ -24,9 +24,7 @@ from geoseg.run.resume import partial_dir
 TINY = ["--tile", "32", "--overlap", "8", "--block-size", "32", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("hp") / "m.geoseg", tile=32)
+CKPT_TILE = 32  # the conftest ckpt fixture's tile
 
 
 @pytest.fixture

@@ -13,15 +13,12 @@ import pytest
 
 from geoseg.errors import GeosegError
 from tests.conftest import write_geotiff
-from tests.helpers import make_checkpoint
 from tests.hostile import assert_refused, run_cli, snapshot
 
 TINY = ["--tile", "32", "--overlap", "8", "--block-size", "32", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("oe") / "m.geoseg", tile=32)
+CKPT_TILE = 32  # the conftest ckpt fixture's tile
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import rasterio
 from helpers import TINY as TINY_MODEL
-from helpers import make_checkpoint
 from hostile import assert_refused, run_cli, snapshot
 
 from geoseg.model.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
@@ -20,9 +19,7 @@ from geoseg.run.resume import partial_dir
 OPTS = ["--tile", "32", "--overlap", "8", "--block-size", "32", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("out") / "m.geoseg", tile=32)
+CKPT_TILE = 32  # the conftest ckpt fixture's tile
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from helpers import make_checkpoint
 
 from geoseg.config import PredictConfig
 from geoseg.core.plan import class_dtype, evaluate_batch, make_plan
@@ -14,11 +13,6 @@ from geoseg.model.checkpoint import default_colours
 from geoseg.model.engine import Engine
 from geoseg.run.arrays import predict_array
 from geoseg.run.pipeline import predict_file
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.geoseg")
 
 
 def read(path):

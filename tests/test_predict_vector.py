@@ -6,15 +6,12 @@ import numpy as np
 import pyogrio.raw
 import pytest
 import shapely
-from helpers import make_checkpoint
 from hostile import assert_refused, run_cli, snapshot
 
 OPTS = ["--tile", "32", "--overlap", "8", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("pv") / "m.geoseg", tile=32)
+CKPT_TILE = 32  # the conftest ckpt fixture's tile
 
 
 def test_predict_writes_the_polygons_and_areas_of_its_class_map(tmp_path, make_raster, ckpt):

@@ -13,7 +13,6 @@ import zipfile
 import numpy as np
 import pytest
 import rasterio
-from helpers import make_checkpoint
 from hostile import run_cli, snapshot
 
 from geoseg.config import PredictConfig
@@ -122,11 +121,6 @@ def served(tmp_path_factory, shared_data):
     yield root / "x.tif", url
     proc.kill()
     proc.wait()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("remote") / "m.geoseg", tile=64)
 
 
 def _read(path):

@@ -11,20 +11,13 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import rasterio
-from helpers import make_checkpoint
 
 from geoseg.run.resume import partial_dir
 
 
 def cmd(*args):
     return [sys.executable, "-c", "import cli; cli.main()", *map(str, args)]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("rs") / "m.geoseg")
 
 
 def read(path):

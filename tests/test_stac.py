@@ -12,7 +12,6 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from helpers import make_checkpoint
 from hostile import run_cli, snapshot
 
 from geoseg.errors import AlignmentError, ConfigError, InputError
@@ -26,11 +25,6 @@ KEYS = ("B04", "B03", "B02")
 @pytest.fixture(scope="module")
 def rgb(shared_data):
     return shared_data / "rasters" / "RGB.byte.tif"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("stac") / "m.geoseg", tile=64)
 
 
 def split_bands(rgb, folder, window=None, shift=0.0):

@@ -139,6 +139,10 @@ class ImagePredictor:
             block_size=max(h, w),
         )
         in_flight = cfg.prefetch * total_threads(self.client)
-        source = ArraySource(image, valid)
-        results = ordered_results(self.client, source, plan, self.spec, in_flight)
-        return assemble(plan, results, self.meta.classes)
+        # sent to the workers once, not pickled into every task
+        source = self.client.scatter(ArraySource(image, valid), hash=False)
+        try:
+            results = ordered_results(self.client, source, plan, self.spec, in_flight)
+            return assemble(plan, results, self.meta.classes)
+        finally:
+            source.release()

@@ -8,7 +8,6 @@ numbers and an :class:`~geoseg.model.engine.EngineSpec`; each worker process loa
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -398,12 +397,15 @@ def ordered_results(
 
     Tasks run consecutive batches (:func:`batches_per_task`, shrinking at the end:
     :func:`task_ranges`). Bounded submission keeps memory flat: only ``in_flight`` tasks'
-    probabilities exist at once, however large the raster.
+    probabilities exist at once, however large the raster. ``source`` may be a Future of a
+    scattered source (an in-memory image, sent to the workers once).
     """
     todo = plan.batches[first_batch:]
     spans = task_ranges(len(todo), batches_per_task(plan), total_threads(client))
-    calls = ((plan.grid, todo[span.start : span.stop], spec) for span in spans)
-    task = functools.partial(run_batch_task, source)
+    # the source is an argument of each call, not bound into the function: a scattered
+    # in-memory image (a Future) is then resolved on the worker instead of pickled per task
+    calls = ((source, plan.grid, todo[span.start : span.stop], spec) for span in spans)
+    task = run_batch_task
     for results in submit_ordered(client, task, calls, in_flight, retries=2, resources=resources):
         yield from results
 

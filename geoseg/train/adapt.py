@@ -152,6 +152,27 @@ def sample_windows(
     return TargetWindows(np.stack(data), np.stack(valid))
 
 
+# A target whose band means lie further than this (in training standard deviations) from the
+# training data's is likely another mix of surfaces, not only another look; matching its
+# distribution then moves surfaces onto other classes (on Dubai Tile 7: -30 pts and worse).
+SHIFT_WARNING = 0.5
+
+
+def warn_if_shifted(t: TargetWindows, meta: ModelMeta, method: str) -> float:
+    """Warn (one line) when matching the target's distribution is likely to hurt; the shift."""
+    mean, _ = target_stats(t, meta.scale)
+    shift = float(np.max(np.abs(np.subtract(mean, meta.mean)) / np.asarray(meta.std)))
+    if shift > SHIFT_WARNING:
+        log.warning(
+            "%s: the target's band means lie %.1f training std from the training data's; "
+            "distribution matching assumes the same mix of surfaces and can make predictions "
+            "worse: check on a few labelled target images, or use adabn",
+            method,
+            shift,
+        )
+    return shift
+
+
 def target_stats(t: TargetWindows, scale: float) -> tuple[list[float], list[float]]:
     """Per-band mean and std of the target's valid pixels after ``/ scale``."""
     x = np.moveaxis(t.data, 1, 0).reshape(t.data.shape[1], -1).astype(np.float64) / scale
@@ -412,9 +433,11 @@ def adapt(
     if "hist" in cfg.methods:
         quantiles = target_quantiles(target, meta)  # refused before anything is reported
         on_method("hist")
+        warn_if_shifted(target, meta, "hist")
         meta = meta.replace(input_quantiles=quantiles)
     if "stats" in cfg.methods:
         on_method("stats")
+        warn_if_shifted(target, meta, "stats")
         mean, std = target_stats(target, meta.scale)
         meta = meta.replace(mean=mean, std=std)
     x = _inputs(target, meta)
