@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         message, code = interrupted(args, exc)
         click.echo(message, err=True)
         sys.exit(code)
+    except click.UsageError as exc:  # one line, as every geoseg error (no usage block)
+        where = exc.ctx.command_path if exc.ctx is not None else "geoseg"
+        click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

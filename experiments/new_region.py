@@ -33,10 +33,12 @@ ADAPT = [
     "hist,adabn,self-training",
 ]
 TEST_PARTS = ("*/image_part_001", "*/image_part_002")  # excluded: the fine-tuning labels
+# name -> (labelled parts trained on, part that picks the best epoch or None, extra flags)
 FINETUNE = {
-    "finetune, 1 part": (["*/image_part_001"], []),
-    "finetune, 1 part, frozen encoder": (["*/image_part_001"], ["--freeze-encoder"]),
-    "finetune, 2 parts": (["*/image_part_001", "*/image_part_002"], []),
+    "finetune, 1 part": (["*/image_part_001"], None, []),
+    "finetune, 1 part, frozen encoder": (["*/image_part_001"], None, ["--freeze-encoder"]),
+    "finetune, 1 part, best epoch on part 002": (["*/image_part_001"], "*/image_part_002", []),
+    "finetune, 2 parts": (["*/image_part_001", "*/image_part_002"], None, []),
 }
 
 
@@ -90,9 +92,10 @@ def variants(model: Path, threads: str) -> dict[str, Path]:
             "-q",
         )
         out[f"adapt {method}"] = ckpt
-    for name, (parts, flags) in FINETUNE.items():
-        run = RUNS / f"ft-{len(parts)}{'-frozen' if flags else ''}"
+    for i, (name, (parts, val, flags)) in enumerate(FINETUNE.items()):
+        run = RUNS / f"ft-{i}"
         spec = json.dumps([{"kind": "folder", "path": TILE7, "include": parts}])
+        held_out = json.dumps([{"kind": "folder", "path": TILE7, "include": [val]}] if val else [])
         geoseg(
             "finetune",
             "--model",
@@ -103,13 +106,15 @@ def variants(model: Path, threads: str) -> dict[str, Path]:
             str(run),
             "--set",
             f"train={spec}",
+            "--set",
+            f"val={held_out}",
             "--threads",
             threads,
             "--overwrite",
             "--no-progress",
             *flags,
         )
-        out[name] = run / "last"
+        out[name] = run / ("best" if val else "last")
     return out
 
 

@@ -110,24 +110,31 @@ class DatasetConfig:
 
         The one mask decoder of folder datasets, for training and evaluation alike.
         """
-        from geoseg.core.labels import check_ids, rgb_to_ids
+        from geoseg.core.labels import check_ids
         from geoseg.io.images import read_colour_mask, read_id_mask
 
-        colours, ignore = list(self.colours), list(self.ignore_colours)
-        index, k = self.ignore_index, len(self.classes)
         if self.label_mode == "rgb":
-            return lambda path: rgb_to_ids(
-                read_colour_mask(path), colours, ignore, index, str(path)
-            )
-        ignore_ids = self.ignore_ids
+            return lambda path: self.colours_to_ids(read_colour_mask(path), str(path))
 
         def decode(path: Path) -> np.ndarray:
-            ids = read_id_mask(path)
-            for v in ignore_ids:
-                ids[ids == v] = index
-            return check_ids(ids, k, index, str(path))
+            ids = self.mark_ignored(read_id_mask(path))
+            return check_ids(ids, len(self.classes), self.ignore_index, str(path))
 
         return decode
+
+    def colours_to_ids(self, rgb: np.ndarray, where: str) -> np.ndarray:
+        """``(H, W, 3)`` mask colours as class ids through the palette (ignore colours too)."""
+        from geoseg.core.labels import rgb_to_ids
+
+        return rgb_to_ids(
+            rgb, list(self.colours), list(self.ignore_colours), self.ignore_index, where
+        )
+
+    def mark_ignored(self, ids: np.ndarray) -> np.ndarray:
+        """Class ids with every ``ignore_ids`` value replaced by ``ignore_index``."""
+        if not self.ignore_ids:
+            return ids
+        return np.where(np.isin(ids, self.ignore_ids), self.ignore_index, ids)
 
 
 def dataset_config(

@@ -126,22 +126,11 @@ def _read_label(spec: PairSpec, window: Any) -> tuple[np.ndarray, np.ndarray]:
     lab = shared_warped(spec.label, spec.pred) if spec.align else shared_dataset(spec.label)
     valid = lab.read_masks(1, window=window) > 0
     if spec.colour_labels:
-        return decode_colours(lab.read((1, 2, 3), window=window), spec, window), valid
+        rgb = np.moveaxis(lab.read((1, 2, 3), window=window), 0, -1)
+        where = f"label {spec.label} (block at row {window.row_off}, column {window.col_off})"
+        return spec.labels.colours_to_ids(rgb, where), valid
     ids = lab.read(1, window=window)
-    if spec.labels is not None and spec.labels.ignore_ids:
-        ids = np.where(np.isin(ids, spec.labels.ignore_ids), spec.ignore_index, ids)
-    return ids, valid
-
-
-def decode_colours(rgb: np.ndarray, spec: PairSpec, window: Any) -> np.ndarray:
-    """Class ids of a ``(3, H, W)`` colour block, through the palette of ``spec.labels``."""
-    from geoseg.core.labels import rgb_to_ids
-
-    cfg = spec.labels
-    where = f"label {spec.label} (block at row {window.row_off}, column {window.col_off})"
-    ignore = 255 if spec.ignore_index is None else spec.ignore_index
-    colours, ignored = list(cfg.colours), list(cfg.ignore_colours)
-    return rgb_to_ids(np.moveaxis(rgb, 0, -1), colours, ignored, ignore, where)
+    return (ids if spec.labels is None else spec.labels.mark_ignored(ids)), valid
 
 
 def pair_block(spec: PairSpec, window: Window, with_errors: bool = False):

@@ -137,17 +137,19 @@ class TrainConfig:
         check_fields(self, "training option ")
         for name in ("chip_size", "chips_per_epoch", "epochs", "batch_size"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be positive")
+                raise ConfigError(f"{name} {getattr(self, name)} must be positive", option=name)
         _check_ranges(self)
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ConfigError(
-                f"lr {self.lr} must be a finite number > 0; e.g. 1e-3 (1e-4 to fine-tune)"
+                f"lr {self.lr} must be a finite number > 0; e.g. 1e-3 (1e-4 to fine-tune)",
+                option="lr",
             )
         bad = [n for n in self.loss if n not in LOSS_NAMES]
         if bad or not self.loss:
             raise ConfigError(
                 f"loss {'+'.join(self.loss)!r} is not valid; combine {', '.join(LOSS_NAMES)} "
-                "with '+', e.g. 'ce+dice'"
+                "with '+', e.g. 'ce+dice'",
+                option="loss",
             )
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss):
             raise ConfigError(
@@ -161,10 +163,15 @@ class TrainConfig:
             )
         if self.scale_range is not None:
             if len(self.scale_range) != 2:
-                raise ConfigError(f"scale_range {list(self.scale_range)} must be [low, high]")
+                raise ConfigError(
+                    f"scale_range {list(self.scale_range)} must be [low, high]",
+                    option="scale_range",
+                )
             lo, hi = self.scale_range
             if not 0 < lo <= hi or not math.isfinite(hi):
-                raise ConfigError(f"scale_range {self.scale_range} must be 0 < low <= high")
+                raise ConfigError(
+                    f"scale_range {self.scale_range} must be 0 < low <= high", option="scale_range"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-serializable dict, flat as the config file (dataset keys at the top)."""
@@ -202,28 +209,32 @@ _FLOATS = ("weight_decay", "focal_gamma", "brightness", "contrast", "gamma", "sa
 
 def _check_ranges(cfg: TrainConfig) -> None:
     if cfg.chip_size > MAX_TILE:
-        raise ConfigError(f"chip_size {cfg.chip_size} is absurd; at most {MAX_TILE} px")
+        raise ConfigError(
+            f"chip_size {cfg.chip_size} is absurd; at most {MAX_TILE} px", option="chip_size"
+        )
     if cfg.batch_size > 4096 or cfg.chips_per_epoch > 10**7:
         raise ConfigError(
             f"batch_size {cfg.batch_size} / chips_per_epoch {cfg.chips_per_epoch} are absurd; "
             "keep batch_size <= 4096 and chips_per_epoch <= 10000000"
         )
     if not 0 <= cfg.grid_overlap < cfg.chip_size:
-        raise ConfigError(f"grid_overlap {cfg.grid_overlap} must be in 0..chip_size-1")
+        raise ConfigError(
+            f"grid_overlap {cfg.grid_overlap} must be in 0..chip_size-1", option="grid_overlap"
+        )
     if cfg.warmup_steps < 0:
-        raise ConfigError(f"warmup_steps {cfg.warmup_steps} must be >= 0")
+        raise ConfigError(f"warmup_steps {cfg.warmup_steps} must be >= 0", option="warmup_steps")
     if not 0 <= cfg.seed < 2**63:
-        raise ConfigError(f"seed {cfg.seed} must be in 0..2**63-1")
+        raise ConfigError(f"seed {cfg.seed} must be in 0..2**63-1", option="seed")
     if cfg.num_threads is not None and not 1 <= cfg.num_threads <= 4096:
-        raise ConfigError(f"num_threads {cfg.num_threads} must be at least 1 (--threads)")
+        raise ConfigError(f"num_threads {cfg.num_threads} must be at least 1", option="num_threads")
     for name in _FLOATS:
         v = getattr(cfg, name)
         if not math.isfinite(v) or v < 0:
-            raise ConfigError(f"{name} {v} must be a finite number >= 0")
+            raise ConfigError(f"{name} {v} must be a finite number >= 0", option=name)
     for name in ("loss_weights", "class_weights", "scale_range"):
         v = getattr(cfg, name)
         if isinstance(v, tuple) and not all(math.isfinite(x) and x >= 0 for x in v):
-            raise ConfigError(f"{name} {list(v)} must hold finite numbers >= 0")
+            raise ConfigError(f"{name} {list(v)} must hold finite numbers >= 0", option=name)
     for name in ("hue", "blur"):  # half turns of the colour wheel; a probability
         if not 0 <= getattr(cfg, name) <= 1:
             raise ConfigError(f"{name} {getattr(cfg, name)} must be in 0..1", option=name)
