@@ -53,8 +53,9 @@ the source model of the new-region experiment ([experiments/README.md](../experi
   Unlabeled and black pixels excluded.
 - **A region it has not seen**: Tile 7 parts 003-009 (7 images), **mIoU {tile7["miou"]:.3f}**
   (source only; adapting and fine-tuning: [experiments/README.md](../experiments/README.md)).
-- **Speed**: {mpx_s} Mpx/s end to end (`geoseg predict`, 4096^2, 2-core CPU;
-  `python benchmarks/bench_predict.py --model models/dubai-demo`).
+- **Speed**: {mpx_s} Mpx/s end to end (`geoseg predict` of a 4096^2 mosaic, tile 256, on the
+  2-core CPU: `python benchmarks/bench_predict.py --model models/dubai-demo --skip rss,monai
+  --eff-sizes 4096`).
 - **Not for**: other sensors or resolutions without adaptation; it is a demo model trained on
   a CPU.
 

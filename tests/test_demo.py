@@ -25,7 +25,7 @@ def model():
 
 def test_bundled_model_is_small_and_described(model):
     size = sum(p.stat().st_size for p in model.iterdir())
-    assert size <= 10 * 1024 * 1024
+    assert size <= 25 * 1024 * 1024  # the demo model's budget (a CPU-friendly download)
     meta = json.loads((model / "geoseg.json").read_text())
     assert meta["class_names"] == ["Building", "Land", "Road", "Vegetation", "Water"]
     assert meta["extra"]["val_miou"] >= 0.0

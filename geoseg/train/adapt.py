@@ -49,7 +49,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
     if bad or not names:
         raise ConfigError(
             f"method {text!r} is not valid; combine {', '.join(METHODS)} with commas, "
-            "e.g. stats,adabn",
+            "e.g. adabn,self-training",
             option="method",
         )
     if "hist" in names and "stats" in names:
