@@ -316,7 +316,7 @@ def test_distribution_matching_warns_on_a_shifted_target(source_model, target_ra
                    "--method", "stats", "--windows", "4", "--tile", "32")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     warning = [ln for ln in proc.stderr.splitlines() if "training std" in ln]
-    assert len(warning) == 1 and "adabn" in warning[0]
+    assert len(warning) == 1 and "self-training" in warning[0]
     _, meta = load_checkpoint(ckpt)
     same = ad.TargetWindows(np.zeros((1, 3, 4, 4), np.float32), np.ones((1, 4, 4), bool))
     same.data[:] = (np.asarray(meta.mean) * meta.scale)[None, :, None, None]

@@ -21,7 +21,7 @@ from geoseg.errors import ConfigError
 @click.option(
     "--method",
     "method",
-    default="adabn",
+    default="self-training",
     show_default=True,
     help="Comma-separated: hist, stats, adabn, tent, self-training.",
 )

@@ -154,7 +154,7 @@ def sample_windows(
 
 # A target whose band means lie further than this (in training standard deviations) from the
 # training data's is likely another mix of surfaces, not only another look; matching its
-# distribution then moves surfaces onto other classes (on Dubai Tile 7: -30 pts and worse).
+# distribution then moves surfaces onto other classes (Dubai Tile 7: experiments/README.md).
 SHIFT_WARNING = 0.5
 
 
@@ -166,7 +166,7 @@ def warn_if_shifted(t: TargetWindows, meta: ModelMeta, method: str) -> float:
         log.warning(
             "%s: the target's band means lie %.1f training std from the training data's; "
             "distribution matching assumes the same mix of surfaces and can make predictions "
-            "worse: check on a few labelled target images, or use adabn",
+            "worse: check on a few labelled target images, or use self-training",
             method,
             shift,
         )
