@@ -19,19 +19,8 @@ DEST = REPO / "models" / "dubai-demo"
 
 
 def card(meta: dict, rows: list[dict], size: int, val: dict, tile7: dict, mpx_s: str) -> str:
-    """The model card's Markdown text."""
-    from geoseg.commands.quicklook import colour_name
-
+    """The model card's Markdown text: the summary, then the tables."""
     extra = meta["extra"]
-    classes = "\n".join(
-        f"| {i} | {n} | #{c[0]:02X}{c[1]:02X}{c[2]:02X} ({colour_name(tuple(c))}) | "
-        f"{val['iou'][n]:.3f} | {tile7['iou'][n]:.3f} |"
-        for i, (n, c) in enumerate(zip(meta["class_names"], meta["colours"], strict=True))
-    )
-    curve = "\n".join(
-        f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_miou']):.4f} |"
-        for r in rows
-    )
     opts = json.dumps(meta["model_options"])
     return f"""# Model card: `models/dubai-demo`
 
@@ -59,7 +48,24 @@ the source model of the new-region experiment ([experiments/README.md](../experi
 - **Not for**: other sensors or resolutions without adaptation; it is a demo model trained on
   a CPU.
 
-## Classes
+""" + tables(meta, rows, val, tile7)
+
+
+def tables(meta: dict, rows: list[dict], val: dict, tile7: dict) -> str:
+    """The card's classes, training command and learning curve."""
+    from geoseg.commands.quicklook import colour_name
+
+    extra = meta["extra"]
+    classes = "\n".join(
+        f"| {i} | {n} | #{c[0]:02X}{c[1]:02X}{c[2]:02X} ({colour_name(tuple(c))}) | "
+        f"{val['iou'][n]:.3f} | {tile7['iou'][n]:.3f} |"
+        for i, (n, c) in enumerate(zip(meta["class_names"], meta["colours"], strict=True))
+    )
+    curve = "\n".join(
+        f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_miou']):.4f} |"
+        for r in rows
+    )
+    return f"""## Classes
 
 `Unlabeled` (#9B9B9B) and black (#000000) mask pixels are ignored in training and evaluation.
 
@@ -71,7 +77,7 @@ the source model of the new-region experiment ([experiments/README.md](../experi
 
 ```
 {extra["command"]}
-python experiments/export_demo_model.py   # copies runs/.../best here and writes this card
+python experiments/export_demo_model.py RUN_DIR --mpx-s N   # copy, score, write this card
 ```
 
 Config: `configs/train_dubai.yaml` (256 px chips, class-balanced random sampling, flips/rot90,
