@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from geoseg.model.checkpoint import ModelMeta, build_model, default_colours, save_checkpoint
 
 TINY = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
@@ -30,3 +32,14 @@ def make_checkpoint(path, bands=3, classes=4, seed=0, tile=64):
     with torch.no_grad():
         model.segmentation_head[0].bias.copy_(torch.linspace(-0.2, 0.2, classes))
     return save_checkpoint(model, meta, path)
+
+
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_seams.py"
-_spec = importlib.util.spec_from_file_location("bench_seams", BENCH)
-bench_seams = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_seams)
+bench_seams = load_benchmark("bench_seams")
 seam_ratio = bench_seams.seam_ratio
 
 
