@@ -114,7 +114,7 @@ def main() -> None:
     meta = json.loads((DEST / "geoseg.json").read_text())
     rows = list(csv.DictReader((run / "log.csv").open()))
     size = sum(p.stat().st_size for p in DEST.iterdir())
-    val = evaluate(DEST, f"folder:{TILE7[:-1]}[1-6]", "--include", "*/image_part_009")
+    val = evaluate(DEST, f"folder:{TILE7[:-1]}[1-6]", ("--include", "*/image_part_009"))
     tile7 = evaluate(DEST)
     text = card(meta, rows, size, val, tile7, args.mpx_s)
     (REPO / "models" / "MODEL_CARD.md").write_text(text)

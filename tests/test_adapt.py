@@ -185,7 +185,10 @@ def test_adapt_stats_and_adabn(source_model, target_rasters, tmp_path):
     assert all(np.array_equal(old[k], new[k]) for k in conv)  # adabn touches BN stats only
 
 
-def test_adapt_tent_lowers_entropy_and_self_training_runs(source_model, target_rasters):
+@pytest.mark.parametrize("consistency", [True, False])
+def test_adapt_tent_lowers_entropy_and_self_training_runs(
+    source_model, target_rasters, consistency
+):
     import torch
 
     ckpt, _ = source_model
@@ -194,7 +197,9 @@ def test_adapt_tent_lowers_entropy_and_self_training_runs(source_model, target_r
     x = ad._inputs(t, meta)
     with torch.no_grad():
         before = float(ad.entropy(model.eval()(x)))
-    cfg = ad.AdaptConfig(("tent",), tent_steps=15, tent_lr=1e-2, batch_size=8)
+    cfg = ad.AdaptConfig(
+        ("tent",), tent_steps=15, tent_lr=1e-2, batch_size=8, consistency=consistency
+    )
     ad.adapt(model, meta, t, cfg)
     with torch.no_grad():
         model.train()  # tent's objective is on batch statistics
@@ -202,16 +207,74 @@ def test_adapt_tent_lowers_entropy_and_self_training_runs(source_model, target_r
     assert after < before
     model2, meta2 = load_checkpoint(ckpt)
     w0 = {k: v.clone() for k, v in model2.state_dict().items()}
-    cfg = ad.AdaptConfig(("self-training",), rounds=1, steps=2, batch_size=4)
+    cfg = ad.AdaptConfig(
+        ("self-training",),
+        rounds=2,
+        steps=2,
+        batch_size=4,
+        consistency=consistency,
+        curriculum=consistency,
+    )
     new_meta = ad.adapt(model2, meta2, t, cfg)
     assert new_meta.extra["adapted"] == ["self-training"]
     assert any(not torch.equal(w0[k], v) for k, v in model2.state_dict().items())
+
+
+def test_curriculum_grows_the_pseudo_labelled_fraction():
+    cfg = ad.AdaptConfig(("self-training",), rounds=3, fraction=0.6, curriculum=True)
+    assert [round(ad.round_fraction(cfg, r), 6) for r in range(3)] == [0.2, 0.4, 0.6]
+    flat = ad.AdaptConfig(("self-training",), rounds=3, fraction=0.6)  # the default: off
+    assert [ad.round_fraction(flat, r) for r in range(3)] == [0.6] * 3
+
+
+def test_views_flip_labels_with_images_and_zero_nodata(source_model):
+    ckpt, _ = source_model
+    _, meta = load_checkpoint(ckpt)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (6, 3, 16, 16)).astype(np.float32)
+    valid = np.ones((6, 16, 16), bool)
+    valid[:, :, :3] = False  # nodata on the left edge
+    t = ad.TargetWindows(data, valid)
+    labels = np.broadcast_to(np.arange(16), (6, 16, 16)).astype(np.int64)  # label = column
+    plain = ad._inputs(t, meta).numpy()
+    x, y = ad.views(t, range(6), labels, meta, ad.MIRROR, np.random.default_rng(1))
+    x, y = x.numpy(), y.numpy()
+    flipped = y[:, 0, 0] == 15
+    assert flipped.any() and not flipped.all()  # each window is mirrored or not, at random
+    for i in range(6):
+        want = plain[i][..., ::-1] if flipped[i] else plain[i]
+        np.testing.assert_allclose(x[i], want, rtol=1e-6)  # the image moved with its labels
+    xs, ys = ad.views(t, range(6), labels, meta, ad.STRONG, np.random.default_rng(1))
+    xs, ys = xs.numpy(), ys.numpy()
+    assert not np.allclose(xs, x)  # a strong view changes the look
+    for i in range(6):  # nodata stays zero, mirrored with the image
+        cols = slice(13, 16) if ys[i, 0, 0] == 15 else slice(0, 3)
+        assert (xs[i][..., cols] == 0).all() and (xs[i][..., 3:13] != 0).all()
+
+
+def test_teacher_is_mirror_symmetric(source_model, target_rasters):
+    import torch
+
+    ckpt, _ = source_model
+    model, meta = load_checkpoint(ckpt)
+    x = ad._inputs(ad.sample_windows(target_rasters, 32, 4, 0), meta)
+    p = ad.mirrored_probabilities(model, x, 2)
+    q = ad.mirrored_probabilities(model, x.flip(-1), 2)
+    np.testing.assert_allclose(q, p[..., ::-1], atol=1e-5)
+    assert np.allclose(p.sum(1), 1, atol=1e-5)
+    with torch.no_grad():
+        one = model.eval()(x).softmax(1).numpy()
+    assert not np.allclose(p, one, atol=1e-4)  # the mirror image contributes
 
 
 def test_adapt_bad_inputs(source_model, tmp_path):
     ckpt, _ = source_model
     gray = write_geotiff(tmp_path / "g.tif", np.zeros((1, 40, 40), np.uint8))
     r = run_cli("adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Missing option '--method'" in r.stderr  # no default method
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "o").exists()
+    r = run_cli("adapt", str(gray), "--model", str(ckpt), "--out", str(tmp_path / "o"),
+                "--method", "adabn")  # fmt: skip
     assert r.returncode == 1 and "has 1 band(s) but the model expects 3" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "o").exists()
     r = run_cli(
@@ -230,6 +293,12 @@ def test_adapt_shows_its_steps_and_restores_torch_threads(source_model, target_r
                 "--method", "tent", "--tent-steps", "3", *small)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "adapt: tent" in r.stderr and "3/3" in r.stderr  # a progress bar of the steps
+    st = ["--method", "self-training", "--rounds", "1", "--steps", "1", "--no-consistency",
+          "--curriculum", *small]  # fmt: skip
+    r = run_cli("adapt", *rasters, "--model", str(ckpt), "--out", str(tmp_path / "st"), *st)
+    assert r.returncode == 0, r.stderr
+    options = load_checkpoint(tmp_path / "st")[1].extra["adapt_options"]
+    assert options["curriculum"] and not options["consistency"] and options["windows"] == 4
     before = torch.get_num_threads()
     res = CliRunner().invoke(cli.cli, ["adapt", *rasters, "--model", str(ckpt), "--out",
                                        str(tmp_path / "b"), "--method", "adabn", "--windows", "2",

@@ -557,6 +557,11 @@ META_RUNS = [
 ]
 
 
+def _adapt_args(world: Path) -> list:
+    """``geoseg adapt`` of the world's target raster by a fast method (no default method)."""
+    return ["adapt", world / "target.tif", "--method", "adabn"]
+
+
 @pytest.mark.parametrize(
     "command,name,edit,word", META_RUNS, ids=[f"{c[0]}-{c[1]}" for c in META_RUNS]
 )
@@ -564,7 +569,7 @@ def test_corrupt_checkpoint_refused(world, tmp_path, command, name, edit, word):
     ckpt = _bad_checkpoint(tmp_path, edit)
     args = {
         "info": ["model", "info", ckpt],
-        "adapt": ["adapt", world / "target.tif", "--model", ckpt, "--out", tmp_path / "o"],
+        "adapt": [*_adapt_args(world), "--model", ckpt, "--out", tmp_path / "o"],
         "finetune": [*FINETUNE, "--model", ckpt, "--out", tmp_path / "o"],
     }[command]
     before = snapshot(tmp_path)
@@ -576,14 +581,14 @@ def test_corrupt_weights_refused(world, tmp_path):
     ckpt = make_checkpoint(tmp_path / "bad")
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 64)
     before = snapshot(tmp_path)
-    result = run_cli("adapt", world / "target.tif", "--model", ckpt, "--out", tmp_path / "o")
+    result = run_cli(*_adapt_args(world), "--model", ckpt, "--out", tmp_path / "o")
     assert_refused(result, before, snapshot(tmp_path), "model.safetensors", "corrupt")
     other = make_checkpoint(tmp_path / "other", classes=2)  # weights of another shape
     shutil.copy(other / "model.safetensors", ckpt / "model.safetensors")
     before = snapshot(tmp_path)
     args = [str(a).replace("{root}", str(world)) for a in FINETUNE]
     result = run_cli(*args, "--model", ckpt, "--out", tmp_path / "o")
-    result2 = run_cli("adapt", world / "target.tif", "--model", ckpt, "--out", tmp_path / "o")
+    result2 = run_cli(*_adapt_args(world), "--model", ckpt, "--out", tmp_path / "o")
     after = snapshot(tmp_path)
     assert_refused(result, before, after, "model.safetensors")
     assert_refused(result2, before, after, "model.safetensors")
@@ -651,15 +656,16 @@ def test_model_create_refuses(world, name, args, words):
 
 
 ADAPT = ["adapt", "{root}/target.tif", "--model", "{root}/ckpt", "--method", "stats"]
+BY_ADABN = ["--method", "adabn"]  # adapt has no default method
 ADAPT_CASES = [
     (
         "all-nodata",
-        ["adapt", "{root}/nodata.tif", "--model", "{root}/ckpt", "--out", "{root}/new"],
+        ["adapt", "{root}/nodata.tif", "--model", "{root}/ckpt", "--out", "{root}/new", *BY_ADABN],
         ["0 valid pixel(s)"],
     ),
     (
         "all-nan",
-        ["adapt", "{root}/nan.tif", "--model", "{root}/ckpt", "--out", "{root}/new"],
+        ["adapt", "{root}/nan.tif", "--model", "{root}/ckpt", "--out", "{root}/new", *BY_ADABN],
         ["0 valid pixel(s)"],
     ),
     ("windows-0", [*ADAPT, "--out", "{root}/new", "--windows", "0"], ["--windows"]),
@@ -683,12 +689,12 @@ ADAPT_CASES = [
     ("out-exists", [*ADAPT, "--out", "{root}/run/best"], ["exists"]),
     (
         "model-file",
-        ["adapt", "{root}/target.tif", "--model", "{root}/afile.txt", "--out", "{root}/new"],
+        [*ADAPT[:2], "--model", "{root}/afile.txt", "--out", "{root}/new", *BY_ADABN],
         ["not a geoseg checkpoint"],
     ),
     (
         "model-bands",
-        ["adapt", "{root}/target.tif", "--model", "{root}/ckpt4", "--out", "{root}/new"],
+        [*ADAPT[:2], "--model", "{root}/ckpt4", "--out", "{root}/new", *BY_ADABN],
         ["bands"],
     ),
     ("raster-missing", [*ADAPT, "{root}/nosuch.tif", "--out", "{root}/new"], ["nosuch.tif"]),

@@ -87,7 +87,7 @@ def test_tiles_flag(tmp_path, scene):
 )
 def test_adapt_flags(tmp_path, scene, ckpt, flag, value, words):
     refused_as(tmp_path, flag, "adapt", scene, "--model", ckpt, "--out", tmp_path / "new",
-               flag, value, words=words)  # fmt: skip
+               "--method", "adabn", flag, value, words=words)  # fmt: skip
     assert not (tmp_path / "new").exists()
 
 

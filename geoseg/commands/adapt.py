@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from geoseg.commands.options import Command, overwrite_opt, progress_opt, quiet_opt, verbose_opt
@@ -21,9 +23,9 @@ from geoseg.errors import ConfigError
 @click.option(
     "--method",
     "method",
-    default="self-training",
-    show_default=True,
-    help="Comma-separated: hist, stats, adabn, tent, self-training.",
+    required=True,
+    help="Comma-separated: hist, stats, adabn, tent, self-training. No default: none gains "
+    "reliably on the new-region experiments (README), so choose knowingly.",
 )
 @click.option(
     "--histograms",
@@ -54,6 +56,18 @@ from geoseg.errors import ConfigError
     default=0.5,
     show_default=True,
     help="Most confident fraction of each class kept as pseudo-labels.",
+)
+@click.option(
+    "--consistency/--no-consistency",
+    default=True,
+    show_default=True,
+    help="tent and self-training learn from strongly augmented views too.",
+)
+@click.option(
+    "--curriculum/--no-curriculum",
+    default=False,
+    show_default=True,
+    help="Self-training keeps fraction x round / rounds of each class: surest pixels first.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", "num_threads", type=int, help="CPU threads for torch.")
@@ -90,7 +104,9 @@ def adapt(
         meta = ad.adapt(model, meta, target, cfg, on_method, on_step)
         after = ad.prediction_confidence(model, meta, target, cfg.batch_size)
     changes = {"confidence": [before[0], after[0]], "entropy": [before[1], after[1]]}
-    extra = dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths, **changes)
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "methods"}
+    extra = dict(meta.extra, adapted_from=str(model_path), adapt_rasters=paths,
+                 adapt_options=options, **changes)  # fmt: skip
     save_checkpoint(model, meta.replace(extra=extra), out, overwrite=overwrite)
     click.echo(f"adapted checkpoint ({', '.join(cfg.methods)}): {out}")
     click.echo(

@@ -54,12 +54,20 @@ def normalize(x: np.ndarray, meta: ModelMeta) -> np.ndarray:
         float32 ``(x / scale - mean) / std``; ``x / scale`` first mapped onto the training
         distribution when the checkpoint was adapted by histogram matching.
     """
+    return standardize(scale_input(x, meta), meta)
+
+
+def scale_input(x: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """``x / scale`` as float32, mapped onto the training distribution when hist-adapted.
+
+    The first step of :func:`normalize`; training and adaptation change colours after it.
+    """
     scaled = np.asarray(x, np.float32) / np.float32(meta.scale)
     if meta.input_quantiles is not None:  # adapted by histogram matching
         from geoseg.core.histogram import match_histograms
 
         scaled = match_histograms(scaled, meta.input_quantiles, meta.quantiles)
-    return standardize(scaled, meta)
+    return scaled
 
 
 def standardize(scaled: np.ndarray, meta: ModelMeta) -> np.ndarray:

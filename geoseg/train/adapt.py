@@ -11,14 +11,21 @@ Methods, applied in this order whatever order they are given in:
     Re-estimate every BatchNorm layer's running statistics on target windows.
 ``tent``
     Entropy minimization: train only the normalization layers' affine parameters so that the
-    predictions on target windows become confident (Wang et al., 2021).
+    predictions on target windows become confident (Wang et al., 2021). With ``consistency``
+    the entropy is that of the mean prediction over a window and a strongly augmented,
+    flipped view of it, so confidence must also hold across looks (Zhang et al., 2022).
 ``self-training``
     Rounds of confidence-thresholded, class-balanced pseudo-labels (the top fraction of each
-    predicted class) and a short fine-tuning on them (Zou et al., 2018).
+    predicted class) and a short fine-tuning on them (Zou et al., 2018). The pseudo-labels come
+    from the mean prediction over a window and its mirror image. With ``consistency`` the model
+    learns them on strongly augmented views (the demo recipe's colour, blur and noise changes:
+    Sohn et al., 2020); with ``curriculum`` round ``r`` of ``R`` keeps only the most confident
+    ``fraction * r / R`` of each class, so early rounds learn from the surest pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import math
@@ -29,6 +36,7 @@ import numpy as np
 
 from geoseg.errors import ConfigError, InputError
 from geoseg.model.checkpoint import ModelMeta
+from geoseg.train.augment import AugmentSpec
 
 log = logging.getLogger("geoseg.adapt")
 # progress(steps_done, steps_total), or None
@@ -76,6 +84,8 @@ class AdaptConfig:
     lr: float = 1e-4
     fraction: float = 0.5
     max_threshold: float = 0.9
+    consistency: bool = True
+    curriculum: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -240,6 +250,23 @@ def read_histograms(path: str, meta: ModelMeta) -> ModelMeta:
     return meta.replace(quantiles=q)
 
 
+# The strong views of tent and self-training: the demo recipe's changes of look
+# (configs/train_dubai.yaml) and a left-right flip; no quarter turns, which street scenes lack.
+STRONG = AugmentSpec(
+    flip=True,
+    rot90=False,
+    brightness=0.2,
+    contrast=0.2,
+    per_band=True,
+    gamma=0.3,
+    saturation=0.3,
+    hue=0.05,
+    blur=0.2,
+    noise=0.05,
+)
+MIRROR = AugmentSpec(flip=True, rot90=False)
+
+
 def _inputs(t: TargetWindows, meta: ModelMeta):
     import torch
 
@@ -315,12 +342,28 @@ def entropy(logits):
     return -(p * logits.log_softmax(1)).sum(1).mean()
 
 
-def tent(
-    model, x, batch_size: int, steps: int, lr: float, seed: int, progress: Progress = None
-) -> None:
-    """Minimize prediction entropy on ``x`` by training only the norm layers' affine params."""
+def views(target: TargetWindows, idx, labels: np.ndarray, meta: ModelMeta, spec, rng):
+    """Augmented views of target windows ``idx`` and their labels, flipped alike (tensors).
+
+    Nodata pixels are zero in every view, as in ``_inputs``.
+    """
     import torch
 
+    from geoseg.train.augment import augment
+    from geoseg.train.loop import normalized_look
+
+    xs, ys = [], []
+    for i in idx:
+        x = normalized_look(target.data[i], meta, spec, rng)
+        x, (y, valid) = augment(x, np.stack([labels[i], target.valid[i]]), spec, rng)
+        x[:, valid == 0] = 0.0
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+
+
+def _train_norm_layers(model):
+    """Freeze all but the BatchNorm layers' affine parameters; those layers in train mode."""
     layers = _bn_layers(model)
     if not layers:
         raise ConfigError("tent: the model has no BatchNorm layers to adapt")
@@ -330,23 +373,57 @@ def tent(
     params = []
     for m in layers:
         m.train()
-        for p in (m.weight, m.bias):
-            if p is not None:
-                p.requires_grad_(True)
-                params.append(p)
-    opt = torch.optim.Adam(params, lr=lr)
-    rng = np.random.default_rng([seed, 2])
+        params += [p for p in (m.weight, m.bias) if p is not None]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def tent_loss(model, x, strong=None):
+    """Entropy of the predictions on ``x``, or of their mean with those on ``strong``.
+
+    ``strong`` holds mirrored, re-coloured views of ``x``; its predictions are mirrored back.
+    """
+    import torch
+
+    if strong is None:
+        return entropy(model(x))
+    logits = model(torch.cat([x, strong]))  # one BatchNorm batch for both views
+    a, b = logits[: len(x)], logits[len(x) :].flip(-1)
+    p = (a.softmax(1) + b.softmax(1)) / 2
+    return -(p * p.clamp_min(1e-12).log()).sum(1).mean()
+
+
+def tent(
+    model,
+    target: TargetWindows,
+    meta: ModelMeta,
+    cfg: AdaptConfig,
+    progress: Progress = None,
+) -> None:
+    """Minimize prediction entropy on the target by training only the norm layers' affine."""
+    import torch
+
+    params = _train_norm_layers(model)
+    x = _inputs(target, meta)
+    opt = torch.optim.Adam(params, lr=cfg.tent_lr)
+    rng = np.random.default_rng([cfg.seed, 2])
+    colours = dataclasses.replace(STRONG, flip=False)
+    none = np.zeros(target.valid.shape, np.int64)
     done = 0
-    while done < steps:
-        for idx in _batches(len(x), batch_size, rng):
-            loss = entropy(model(x[idx]))
+    while done < cfg.tent_steps:
+        for idx in _batches(len(x), cfg.batch_size, rng):
+            strong = None
+            if cfg.consistency:
+                strong = views(target, idx, none, meta, colours, rng)[0].flip(-1)
+            loss = tent_loss(model, x[idx], strong)
             opt.zero_grad()
             loss.backward()
             opt.step()
             done += 1
             if progress is not None:
-                progress(done, steps)
-            if done >= steps:
+                progress(done, cfg.tent_steps)
+            if done >= cfg.tent_steps:
                 break
     for p in model.parameters():
         p.requires_grad_(True)
@@ -375,32 +452,45 @@ def pseudo_labels(
     return labels
 
 
-def self_train(model, x, valid: np.ndarray, cfg: AdaptConfig, progress: Progress = None) -> None:
-    """Rounds of pseudo-labelling ``x`` and training on the confident, balanced labels."""
+def mirrored_probabilities(model, x, batch_size: int) -> np.ndarray:
+    """Mean softmax over each window and its mirror image ``(N, K, H, W)``: the teacher."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in _batches(len(x), batch_size):
+            p = model(x[i]).softmax(1) + model(x[i].flip(-1)).softmax(1).flip(-1)
+            out.append((p / 2).numpy())
+    return np.concatenate(out)
+
+
+def round_fraction(cfg: AdaptConfig, r: int) -> float:
+    """The pseudo-labelled fraction of each class in round ``r`` (0-based)."""
+    return cfg.fraction * (r + 1) / cfg.rounds if cfg.curriculum else cfg.fraction
+
+
+def self_train(
+    model, target: TargetWindows, meta: ModelMeta, cfg: AdaptConfig, progress: Progress = None
+) -> None:
+    """Rounds of pseudo-labelling the target and training on the confident, balanced labels."""
     import torch
     import torch.nn.functional as F
 
     rng = np.random.default_rng([cfg.seed, 3])
+    x = _inputs(target, meta)
+    spec = STRONG if cfg.consistency else MIRROR
     for r in range(cfg.rounds):
-        model.eval()
-        with torch.no_grad():
-            probs = np.concatenate(
-                [model(x[i]).softmax(1).numpy() for i in _batches(len(x), cfg.batch_size)]
-            )
-        y = torch.from_numpy(pseudo_labels(probs, valid, cfg.fraction, cfg.max_threshold))
-        log.info(
-            "self-training round %d: %.1f%% pixels pseudo-labelled",
-            r + 1,
-            100 * float((y != 255).float().mean()),
-        )
+        probs = mirrored_probabilities(model, x, cfg.batch_size)
+        y = pseudo_labels(probs, target.valid, round_fraction(cfg, r), cfg.max_threshold)
+        log.info("self-training round %d: %.1f%% pixels pseudo-labelled", r + 1,
+                 100 * float((y != 255).mean()))  # fmt: skip
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
         model.train()
         done = 0
         while done < cfg.steps:
             for idx in _batches(len(x), cfg.batch_size, rng):
-                xb, yb = x[idx], y[idx]
-                if rng.integers(2):
-                    xb, yb = xb.flip(-1), yb.flip(-1)
+                xb, yb = views(target, idx, y, meta, spec, rng)
                 loss = F.cross_entropy(model(xb), yb, ignore_index=255)
                 opt.zero_grad()
                 loss.backward()
@@ -440,15 +530,14 @@ def adapt(
         warn_if_shifted(target, meta, "stats")
         mean, std = target_stats(target, meta.scale)
         meta = meta.replace(mean=mean, std=std)
-    x = _inputs(target, meta)
     if "adabn" in cfg.methods:
         on_method("adabn")
-        adabn(model, x, cfg.batch_size)
+        adabn(model, _inputs(target, meta), cfg.batch_size)
     if "tent" in cfg.methods:
         on_method("tent")
-        tent(model, x, cfg.batch_size, cfg.tent_steps, cfg.tent_lr, cfg.seed, progress)
+        tent(model, target, meta, cfg, progress)
     if "self-training" in cfg.methods:
         on_method("self-training")
-        self_train(model, x, target.valid, cfg, progress)
+        self_train(model, target, meta, cfg, progress)
     extra = dict(meta.extra, adapted=list(cfg.methods))
     return meta.replace(extra=extra)

@@ -69,6 +69,19 @@ def augment_spec(cfg: TrainConfig) -> AugmentSpec:
     return AugmentSpec(**{n: getattr(cfg, n) for n in names})
 
 
+def normalized_look(
+    x: np.ndarray, meta: ModelMeta, spec: AugmentSpec, rng: np.random.Generator
+) -> np.ndarray:
+    """Normalize raw values, changing their colours in scaled units first when ``spec`` asks.
+
+    Training and adaptation's strong views share it, so both see the same looks.
+    """
+    from geoseg.model.engine import scale_input, standardize
+
+    scaled = scale_input(x, meta)
+    return standardize(colour(scaled, rng, spec) if spec.colour else scaled, meta)
+
+
 def make_batch(
     samples: list[Sample],
     refs: list[chipmod.ChipRef],
@@ -77,19 +90,11 @@ def make_batch(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut, normalize (:func:`geoseg.model.engine.normalize`), resize and augment a batch."""
-    from geoseg.model.engine import normalize, standardize
-
     spec = augment_spec(cfg)
     xs, ys = [], []
     for ref in refs:
         s = samples[ref.index]
-        x = chipmod.cut(s.image, ref, 0)
-        if spec.colour:
-            x = standardize(
-                colour(np.asarray(x, np.float32) / np.float32(meta.scale), rng, spec), meta
-            )
-        else:
-            x = normalize(x, meta)
+        x = normalized_look(chipmod.cut(s.image, ref, 0), meta, spec, rng)
         y = chipmod.cut(s.mask, ref, cfg.dataset.ignore_index)
         x, y = resize_chip(x, y, cfg.chip_size)
         x, y = augment(x, y, spec, rng)
