@@ -463,8 +463,12 @@ def test_mid_run_read_failure_is_one_error_line(tmp_path, ckpt):
 
 @pytest.fixture(scope="module")
 def big_raster(tmp_path_factory) -> Path:
+    """Tall enough that, once the first block row is written, most of the work remains.
+
+    (At 1024 rows a loaded machine could finish the job between the check and the signal.)
+    """
     rng = np.random.default_rng(1)
-    data = rng.integers(0, 255, (3, 1024, 1024), dtype=np.uint8)
+    data = rng.integers(0, 255, (3, 4096, 1024), dtype=np.uint8)
     return write_geotiff(tmp_path_factory.mktemp("big") / "big.tif", data)
 
 
