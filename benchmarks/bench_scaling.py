@@ -5,7 +5,9 @@ processes, each running its share of the cores, see `geoseg.run.scheduling.proce
 and with no `--workers` (0: the default in-process threads): a batch of 8 rasters of 1024^2
 and one raster of 4096^2 (Dubai mosaics on a local pixel grid, see bench_predict.py). Prints
 Mpx/s (wall time of the whole command, cluster start included), the speed-up over the first
-row, and the scaling efficiency (speed-up / workers). Usage::
+row, and the scaling efficiency (speed-up / workers). A second table gives the client's share
+of all CPU time with each worker count (the client process against its worker processes, the
+real model), which bounds the speed-up on a bigger cluster (Amdahl). Usage::
 
     python benchmarks/bench_scaling.py [--model models/dubai-demo] [--workers 1,2,0]
 """
@@ -94,6 +96,30 @@ def main() -> None:
             print(
                 f"| {name} | {label} | {secs:.1f} | {mpx / secs:.2f} | {base / secs:.2f} | {eff} |"
             )
+    client_share(args, large, [int(w) for w in args.workers.split(",") if int(w)])
+
+
+def client_share(args, large: Path, counts: list[int]) -> None:
+    """The client's share of all CPU time with the real model: what bounds the speed-up.
+
+    With ``n`` workers and a client share ``c``, Amdahl's law caps the speed-up of a cluster of
+    any size at ``1 / c`` (the client's work does not spread).
+    """
+    from bench_pipeline import measure_workers
+
+    from geoseg.run.scheduling import dask_client
+
+    print("\n| raster | workers | client CPU s | workers CPU s | client share | Amdahl bound |")
+    print("|---|---|---|---|---|---|")
+    for n in counts:
+        with dask_client(workers=n) as client:
+            measure_workers(client, large, args.workdir / "warm.tif", args.model)  # warm up
+            m = measure_workers(client, large, args.workdir / "share.tif", args.model)
+        share = m["client_cpu"] / (m["client_cpu"] + m["workers_cpu"])
+        print(
+            f"| 4096^2 | {n} | {m['client_cpu']:.2f} | {m['workers_cpu']:.2f} | {share:.3f} | "
+            f"{1 / share:.0f}x |"
+        )
 
 
 if __name__ == "__main__":

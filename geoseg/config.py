@@ -33,6 +33,7 @@ class PredictConfig:
     device: Device = "auto"
     precision: Precision = "auto"
     tta: TTA = "none"
+    compile: bool = False
     bands: tuple[int, ...] | None = None
     assets: tuple[str, ...] | None = None
     scale: tuple[float, ...] | None = None
@@ -45,6 +46,7 @@ class PredictConfig:
     creation_options: dict[str, Any] | None = None
     prefetch: int = 2
     dashboard: str | None = None
+    rasters_in_flight: int = 2
 
     def __post_init__(self) -> None:
         for name in ("scale", "offset"):  # one number (YAML `scale: 0.0001`) is one for all
@@ -53,7 +55,8 @@ class PredictConfig:
                 object.__setattr__(self, name, (value,))
         check_fields(self)
         check_scaling(self.scale, self.offset, self.assets)
-        for name in ("tile", "block_size", "batch_size", "workers", "prefetch"):
+        positive = ("tile", "block_size", "batch_size", "workers", "prefetch")
+        for name in (*positive, "rasters_in_flight"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} {value} must be positive", option=name)
@@ -95,6 +98,7 @@ INT_RANGES = {
     "block_size": (1, 65536),
     "batch_size": (1, 4096),
     "prefetch": (1, 64),
+    "rasters_in_flight": (1, 64),  # each raster of a batch in flight holds its own tasks
     "nodata": (0, 65535),
 }
 # GDAL's limit on the bands of a dataset.

@@ -43,3 +43,39 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def naive_reference(ckpt, image, valid, tile, overlap, blend, batch_size):
+    """Each strip's windows summed into a full-size array, then the strips (the documented order).
+
+    The class map ``geoseg predict`` must reproduce bit for bit, whatever its block size,
+    workers and threads.
+    """
+
+    from geoseg.core.blend import window_weights
+    from geoseg.core.plan import class_dtype, evaluate_batch, make_plan
+    from geoseg.core.stitch import normalize_sums, to_classes
+    from geoseg.core.strips import reference_accumulate
+    from geoseg.io.raster import ArraySource
+    from geoseg.model.engine import Engine
+
+    engine = Engine.from_checkpoint(ckpt, device="cpu")
+    src = ArraySource(image, valid)
+    h, w = image.shape[-2:]
+    plan = make_plan(h, w, tile=tile, overlap=overlap, batch_size=batch_size, blend=blend)
+    contribs = []
+    for b in plan.batches:
+        res = evaluate_batch(
+            lambda win: src.read(win.row, win.col, win.height, win.width),
+            engine.predict_proba,
+            plan.grid,
+            b,
+        )
+        k = 0
+        for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
+            if ran:
+                contribs.append((i, res.probs[k], window_weights(plan.grid, i, blend) * v))
+                k += 1
+    sums, weights = reference_accumulate(plan.grid, contribs, engine.meta.classes, plan.strips)
+    dtype, nodata = class_dtype(engine.meta.classes)
+    return to_classes(normalize_sums(sums, weights), weights, nodata, dtype)

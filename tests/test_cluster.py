@@ -208,7 +208,7 @@ def test_each_worker_loads_the_model_once(tmp_path, make_raster, ckpt, cluster):
             s = predict_file(src, tmp_path / f"o{i}.tif", ckpt, cfg, client=client)
             assert s.evaluations == s.windows
         loads = client.run(
-            lambda: __import__("geoseg.model.engine").model.engine.cached_engine.cache_info()
+            lambda: __import__("geoseg.model.engine").model.engine._load_engine.cache_info()
         )
     assert len(loads) == 2
     assert all(info.misses <= 1 for info in loads.values()), loads  # once per process

@@ -411,20 +411,19 @@ def test_connect_timeout_defaults_to_ten_seconds_and_follows_dask_config():
 def test_unfinished_results_generator_is_quiet_after_the_client_closed(monkeypatch):
     """The generator's clean-up ran after the client had closed: "IOLoop is closed"."""
     import geoseg.run.scheduling as sch
+    from geoseg.core.plan import make_plan
 
-    def slow_task(source, grid, batches, spec):
+    def slow_task(source, grid, strip, batches, blend, finish, spec):
         time.sleep(0.2)
-        return [b[0] for b in batches]
+        return types.SimpleNamespace(interior=strip.index, counts=1, top=None, bottom=None)
 
-    monkeypatch.setattr(sch, "run_batch_task", slow_task)
-    plan = types.SimpleNamespace(
-        batches=[[i] for i in range(40)], grid=types.SimpleNamespace(tile=(64, 64))
-    )
+    monkeypatch.setattr(sch, "run_strip_task", slow_task)
+    plan = make_plan(40 * 64, 64, tile=64, overlap=0, batch_size=1, strip_rows=1)
     caught = []
     monkeypatch.setattr(sys, "unraisablehook", caught.append)
     with sch.dask_client() as client:
-        results = sch.ordered_results(client, None, plan, None, 4)
-        assert next(results) == 0
+        results = sch.strip_pieces(client, None, plan, None, None, 4)
+        assert next(results) == (0, 1)
     del results  # left unfinished, as a failure in the writer leaves it
     gc.collect()
     assert not caught, [(u.exc_value, u.object) for u in caught]

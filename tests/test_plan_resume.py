@@ -4,7 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.core.plan import evaluate_batch, make_plan, run_plan
+from geoseg.core.plan import assemble_blocks, evaluate_batch, make_plan
+from geoseg.core.strips import Finish, blend_strip, ordered_rows
 from geoseg.io.raster import ArraySource
 
 
@@ -17,16 +18,27 @@ def fake_proba(batch):
 
 
 def blocks_of(plan, src, start_row=0):
-    first_batch = plan.resume_point(start_row)[0] if start_row else 0
+    first_strip = plan.resume_point(start_row) if start_row else 0
+    finish = Finish(255, "uint8", probabilities=True, confidence="margin")
+
+    def read(w):
+        return src.read(w.row, w.col, w.height, w.width)
+
     results = (
-        evaluate_batch(
-            lambda w: src.read(w.row, w.col, w.height, w.width), fake_proba, plan.grid, b
+        blend_strip(
+            plan.grid,
+            strip,
+            (evaluate_batch(read, fake_proba, plan.grid, b) for b in plan.strip_batches(strip)),
+            3,
+            plan.blend,
+            finish,
         )
-        for b in plan.batches[first_batch:]
+        for strip in plan.strips[first_strip:]
     )
+    pieces = ordered_rows(results, finish)
     return {
-        (b.window.row, b.window.col): b.classes
-        for b in run_plan(plan, results, 3, nodata=255, dtype="uint8", start_row=start_row)
+        (b.window.row, b.window.col): (b.classes, b.probs, b.confidence)
+        for b in assemble_blocks(plan, pieces, finish, 3, start_row=start_row)
     }
 
 
@@ -39,19 +51,22 @@ def blocks_of(plan, src, start_row=0):
     block=st.integers(8, 40),
     bs=st.integers(1, 5),
     k=st.integers(1, 4),
+    rows=st.integers(1, 3),
 )
-def test_resume_from_any_block_row_matches_full_run(h, w, tile, ov, block, bs, k):
+def test_resume_from_any_block_row_matches_full_run(h, w, tile, ov, block, bs, k, rows):
     rng = np.random.default_rng(h * w)
     image = rng.integers(0, 255, (3, h, w)).astype(np.float32)
     valid = rng.random((h, w)) > 0.05
     src = ArraySource(image, valid)
     plan = make_plan(
-        h, w, tile=tile, overlap=ov % tile, batch_size=bs, blend="gaussian", block_size=block
-    )
+        h, w, tile=tile, overlap=ov % tile, batch_size=bs, blend="gaussian", block_size=block,
+        strip_rows=rows,
+    )  # fmt: skip
     full = blocks_of(plan, src)
     starts = list(range(0, h, block))
     start = starts[min(k, len(starts) - 1)]
     resumed = blocks_of(plan, src, start)
     assert set(resumed) == {key for key in full if key[0] >= start}
-    for key, classes in resumed.items():
-        assert np.array_equal(classes, full[key])
+    for key, layers in resumed.items():
+        for got, want in zip(layers, full[key], strict=True):
+            assert np.array_equal(got, want)

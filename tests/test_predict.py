@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from helpers import naive_reference
 
 from geoseg.config import PredictConfig
-from geoseg.core.plan import class_dtype, evaluate_batch, make_plan
-from geoseg.core.stitch import normalize_sums, reference_accumulate, to_classes
+from geoseg.core.plan import make_plan
 from geoseg.model.checkpoint import default_colours
 from geoseg.model.engine import Engine
 from geoseg.run.arrays import predict_array
@@ -18,34 +18,6 @@ from geoseg.run.pipeline import predict_file
 def read(path):
     with rasterio.open(path) as src:
         return src.read(1), src.profile, src.crs, src.transform
-
-
-def naive_reference(ckpt, image, valid, tile, overlap, blend, batch_size):
-    """All windows accumulated into one full-size array (the streaming result must equal it)."""
-    from geoseg.io.raster import ArraySource
-
-    engine = Engine.from_checkpoint(ckpt, device="cpu")
-    src = ArraySource(image, valid)
-    h, w = image.shape[-2:]
-    plan = make_plan(h, w, tile=tile, overlap=overlap, batch_size=batch_size, blend=blend)
-    contribs = []
-    from geoseg.core.blend import window_weights
-
-    for b in plan.batches:
-        res = evaluate_batch(
-            lambda win: src.read(win.row, win.col, win.height, win.width),
-            engine.predict_proba,
-            plan.grid,
-            b,
-        )
-        k = 0
-        for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
-            if ran:
-                contribs.append((i, res.probs[k], window_weights(plan.grid, i, blend) * v))
-                k += 1
-    sums, weights = reference_accumulate(plan.grid, contribs, engine.meta.classes)
-    dtype, nodata = class_dtype(engine.meta.classes)
-    return to_classes(normalize_sums(sums, weights), weights, nodata, dtype)
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "crop"])
@@ -183,11 +155,14 @@ def test_a_run_opens_the_input_once_per_thread_not_once_per_task(
         return real(self)
 
     monkeypatch.setattr(raster.GdalSource, "_open", spy)
-    monkeypatch.setattr(scheduling, "TASK_PIXELS", 1)  # one batch per task: many tasks
+    from geoseg.core import strips
+
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 1)  # one grid row per strip: many tasks
+    monkeypatch.setattr(strips, "STRIP_BATCHES", 1)
     cfg = PredictConfig(tile=32, overlap=8, batch_size=2, device="cpu")
-    summary = predict_file(src, tmp_path / "out.tif", ckpt, cfg)
-    tasks = -(-summary.run // 2)
-    assert tasks >= 50
+    predict_file(src, tmp_path / "out.tif", ckpt, cfg)
+    plan = make_plan(256, 256, tile=32, overlap=8, batch_size=2)
+    assert len(plan.strips) >= 10  # and 4 or 5 tasks each
     # the client's handle plus one per worker thread
     assert 1 <= len(opened) <= 1 + scheduling.local_threads()
 
@@ -223,18 +198,26 @@ def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
         assert seen == expected
 
 
-def test_task_size_does_not_change_a_single_pixel(tmp_path, make_raster, ckpt, monkeypatch):
-    # tasks group consecutive batches (shrinking near the end); batches keep their membership
-    from geoseg.run import scheduling
+def test_thin_strips_and_many_seams_still_equal_the_reference(
+    tmp_path, make_raster, ckpt, monkeypatch
+):
+    # one grid row per strip: every band of rows under two grid rows is a seam, finished by a
+    # task of its own from two strips' partial sums
+    from geoseg.core import strips
 
-    src = make_raster(height=150, width=170, bands=3)
-    cfg = PredictConfig(tile=32, overlap=8, batch_size=3, device="cpu", block_size=64)
-    maps = []
-    for pixels in (1, 5 * 3 * 32 * 32, None):
-        monkeypatch.setattr(scheduling, "TASK_PIXELS", pixels or 2**20)
-        predict_file(src, tmp_path / f"out{pixels}.tif", ckpt, cfg)
-        maps.append(read(tmp_path / f"out{pixels}.tif")[0])
-    assert all(np.array_equal(maps[0], m) for m in maps[1:])
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 1)
+    monkeypatch.setattr(strips, "STRIP_BATCHES", 1)
+    src = make_raster(height=150, width=170, bands=3, nodata=0)
+    with rasterio.open(src) as ds:
+        image = ds.read().astype(np.float32)
+        valid = ds.read_masks(1) > 0
+    ref = naive_reference(ckpt, image, valid, 32, 8, "gaussian", 3)
+    for workers in (None, 2):
+        cfg = PredictConfig(
+            tile=32, overlap=8, batch_size=3, device="cpu", block_size=64, workers=workers
+        )
+        predict_file(src, tmp_path / f"out{workers}.tif", ckpt, cfg)
+        assert np.array_equal(read(tmp_path / f"out{workers}.tif")[0], ref)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.core.blend import BLEND_MODES, window_weights
-from geoseg.core.stitch import Stitcher, normalize_sums, reference_accumulate, to_classes
+from geoseg.core.stitch import Stitcher, normalize_sums, to_classes
+from geoseg.core.strips import reference_accumulate
 from tilers.grid import Grid
 
 

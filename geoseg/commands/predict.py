@@ -106,11 +106,23 @@ def parse_creation_options(ctx: click.Context, param: click.Parameter, values: t
 @click.option("--block-size", type=int, default=None, help="Output block side [default: 2048].")
 @click.option("--batch-size", type=int, default=None, help="Windows per model call [auto].")
 @click.option("--workers", type=int, default=None, help="Start a local cluster of N processes.")
+@click.option(
+    "--rasters-in-flight",
+    type=int,
+    default=None,
+    help="Rasters of a batch predicted at once [default: 2].",
+)
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
 @dashboard_opt
 @device_opt
 @precision_opt
 @tta_opt
+@click.option(
+    "--compile",
+    is_flag=True,
+    default=None,
+    help="Compile the model with torch.compile (measure first: it pays off on long GPU runs).",
+)
 @click.option("--bands", callback=parse_bands, default=None, help="Bands to use, e.g. 4,3,2.")
 @click.option(
     "--assets",
@@ -312,31 +324,42 @@ def _batch(
 
 
 def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, quiet, resume, stats):
-    """Predict every raster of a checked batch on one cluster; report each as it ends."""
-    from geoseg.commands.progress import ProgressBar
+    """Predict a checked batch on one cluster, ``cfg.rasters_in_flight`` rasters at once.
+
+    Rasters side by side share the workers, so one raster's start (open, plan, model load) and
+    end (last tasks, final write) no longer leave them idle; each is reported as it ends.
+    """
+    import threading
+
     from geoseg.io.writers import is_geoseg_output
     from geoseg.run.batch import run_batch
     from geoseg.run.pipeline import predict_file
     from geoseg.run.resume import partial_dir
 
+    in_flight = min(cfg.rasters_in_flight, len(items))
+    show = _batch_bars(progress and not quiet, in_flight)
+    stop = threading.Event()  # set by run_batch when the batch stops early (Ctrl-C, a crash)
     with _cluster(cfg) as client:
 
         def run_one(item):
             if resume and is_geoseg_output(item.output):
                 return None  # finished before the job was killed (outputs appear atomically)
-            bar = ProgressBar(f"{item.input}", enabled=progress and not quiet)
+            bar, report = _raster_progress(item.input, show, in_flight, stop)
             partial = (partial_dir(item.output) / "progress.json").exists()
-            return predict_file(
-                item.input,
-                item.output,
-                model,
-                cfg,
-                overwrite=overwrite,
-                progress=bar,
-                client=client,
-                resume=resume and partial,
-                other_inputs=[*inputs, *extra_inputs],
-            )
+            try:
+                return predict_file(
+                    item.input,
+                    item.output,
+                    model,
+                    cfg,
+                    overwrite=overwrite,
+                    progress=report,
+                    client=client,
+                    resume=resume and partial,
+                    other_inputs=[*inputs, *extra_inputs],
+                )
+            finally:
+                bar.close()  # a raster that failed midway frees its bar's line too
 
         def done(item):
             if item.error is not None:
@@ -345,10 +368,70 @@ def _run_batch(items, inputs, extra_inputs, model, cfg, overwrite, progress, qui
                 line = f"already done ({item.output})"
             else:
                 line = item.summary.line()
-            click.echo(f"{item.input}: {line}")
+            lines = [f"{item.input}: {line}"]
             if stats and item.error is None:
                 from geoseg.run.class_stats import class_stats
 
-                click.echo(class_stats(item.output).table())
+                lines.append(class_stats(item.output).table())
+            _echo_lines(lines, around_bars=show and in_flight > 1)
 
-        return run_batch(items, run_one, done)
+        return run_batch(items, run_one, done, in_flight, stop)
+
+
+def _batch_bars(enabled: bool, in_flight: int) -> bool:
+    """Whether the rasters of a batch show progress bars.
+
+    One raster at a time shows its bar as a single run does. Rasters side by side each get a
+    line of their own (tqdm gives a new bar the first free line below the others), drawn with
+    cursor movements that only a terminal understands: a log file would keep them as escape
+    codes and broken lines, so off a terminal the bars are off and each raster's line, printed
+    as it ends, is the batch's progress.
+    """
+    import sys
+
+    return enabled and (in_flight == 1 or sys.stderr.isatty())
+
+
+def _raster_progress(label, show, in_flight, stop):
+    """A batch raster's bar, and its progress callback, which also stops it with the batch.
+
+    Only the main thread receives Ctrl-C; a raster on a ``geoseg-raster`` thread learns of it
+    from ``stop`` at its next progress report and raises ``BatchStopped`` (a
+    ``KeyboardInterrupt``), unwinding as an interrupted single run: temporaries removed, the
+    partial GeoTIFF run kept for ``--resume``.
+    """
+    from geoseg.commands.progress import ProgressBar
+    from geoseg.run.batch import BatchStopped
+
+    # beside other rasters a finished bar is cleared (its line serves the next raster); the
+    # raster's summary line says it ended
+    bar = ProgressBar(label, enabled=show, leave=in_flight == 1)
+
+    def report(done: int, total: int) -> None:
+        if stop.is_set():
+            raise BatchStopped
+        bar(done, total)
+
+    return bar, report
+
+
+def _echo_lines(lines, around_bars: bool) -> None:
+    """Print a raster's report lines; beside running bars, clear them first, redraw after.
+
+    stdout and the bars' stderr share the terminal: a line printed under a bar's cursor would
+    land in the middle of the bars. tqdm's lock also keeps bar redraws out meanwhile.
+    """
+    if not around_bars:
+        for line in lines:
+            click.echo(line)
+        return
+    import sys
+
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stdout):
+        # a bar cleared below the first line leaves the cursor at the end of a blank line
+        sys.stderr.write("\r")
+        sys.stderr.flush()
+        for line in lines:
+            click.echo(line)

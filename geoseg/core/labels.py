@@ -151,4 +151,3 @@ def class_names_from_tags(tags: dict[str, str]) -> list[str] | None:
         if isinstance(names, list) and names:
             return [str(n) for n in names]
     return None
-

@@ -1,26 +1,27 @@
-"""Tiled prediction: plan the windows, evaluate them in fixed batches, stitch, emit blocks.
+"""Tiled prediction: plan the windows and strips, evaluate batches, assemble output blocks.
 
 Data flows one way::
 
-    plan (tilers.grid)  ->  batches evaluated (engine, via a scheduler)  ->  Stitcher (bands)
-        ->  BlockAssembler (output blocks)  ->  a sink (a writer, or an in-memory array)
+    plan (tilers.grid, strips)  ->  each strip's batches evaluated and blended where the model
+        runs (:mod:`geoseg.core.strips`)  ->  finished rows in order  ->  BlockAssembler (output
+        blocks)  ->  a sink (a writer, or an in-memory array)
 
 This module never opens files and never builds a scheduler: :mod:`geoseg.run.pipeline` wires
-readers, writers and Dask to it. Batches have a fixed membership (consecutive window numbers),
-so every window is evaluated exactly once and with the same batch neighbours whatever the block
-size or the number of workers, and the result is reproducible bit for bit.
+readers, writers and Dask to it. Strips and batches have a fixed membership (consecutive window
+numbers; a batch never spans two strips), so every window is evaluated exactly once and with the
+same batch neighbours whatever the block size or the number of workers, and the result is
+reproducible bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from geoseg.core.blend import check_mode, window_weights
-from geoseg.core.confidence import confidence_map, quantize
-from geoseg.core.stitch import Band, Stitcher, normalize_sums, to_classes
+from geoseg.core.blend import check_mode
+from geoseg.core.strips import Finish, Rows, Strip, make_strips, put_rows, strip_height
 from geoseg.errors import ConfigError
 from tilers.grid import Grid, Window, blocks
 
@@ -40,7 +41,9 @@ class Plan:
     block_size : int
         Side of the output blocks.
     batch_size : int
-        Windows per model call (the last batch may hold fewer).
+        Windows per model call (a strip's last batch may hold fewer).
+    strips : tuple of Strip
+        The units of work (:mod:`geoseg.core.strips`), top to bottom.
     """
 
     grid: Grid
@@ -48,31 +51,25 @@ class Plan:
     blend: str
     block_size: int
     batch_size: int = 1
+    strips: tuple[Strip, ...] = ()
 
     @property
     def blocks(self) -> list[Window]:
         """Output blocks, row-major."""
         return blocks(self.grid.height, self.grid.width, self.block_size)
 
-    def resume_point(self, row: int) -> tuple[int, int]:
-        """Where to restart so that raster rows ``row..`` come out exactly as in a full run.
+    def strip_batches(self, strip: Strip) -> tuple[tuple[int, ...], ...]:
+        """Window numbers of each of ``strip``'s batches."""
+        return self.batches[slice(*strip.batches)]
 
-        Returns
-        -------
-        first_batch : int
-            Index of the first batch to evaluate (batch membership is unchanged).
-        first_band : int
-            First grid row whose windows touch rows ``>= row``; earlier windows only touch
-            earlier rows and are left out.
+    def resume_point(self, row: int) -> int:
+        """The first strip to evaluate so that rows ``row..`` come out exactly as in a full run.
+
+        It is the first strip whose windows reach ``row``; the rows it shares with the strip
+        above lie before ``row`` (no row is touched by more than two strips), and every strip's
+        result depends on its own windows only.
         """
-        touching = self.grid.rows_touching(row, self.grid.height)
-        first_band = touching.start if len(touching) else self.grid.shape[0]
-        first_window = first_band * self.grid.shape[1]
-        first_batch = next(
-            (b for b, idx in enumerate(self.batches) if idx[-1] >= first_window),
-            len(self.batches),
-        )
-        return first_batch, first_band
+        return next((s.index for s in self.strips if s.rows[1] > row), len(self.strips))
 
 
 def make_plan(
@@ -84,8 +81,12 @@ def make_plan(
     batch_size: int,
     blend: str = "gaussian",
     block_size: int = 2048,
+    strip_rows: int | None = None,
 ) -> Plan:
-    """Build the window grid and its fixed batches (see :class:`Plan`)."""
+    """Build the window grid, its strips and their fixed batches (see :class:`Plan`).
+
+    ``strip_rows`` (grid rows per strip) defaults to :func:`geoseg.core.strips.strip_height`.
+    """
     grid = Grid.create(height, width, tile, overlap)
     if batch_size <= 0:
         raise ConfigError(f"batch_size {batch_size} must be positive; try 4", option="batch_size")
@@ -93,9 +94,15 @@ def make_plan(
         raise ConfigError(
             f"block_size {block_size} must be positive; try 2048", option="block_size"
         )
-    n = len(grid)
-    batches = tuple(tuple(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
-    return Plan(grid, batches, check_mode(blend), block_size, batch_size)
+    ncols, batches, strips = grid.shape[1], [], []
+    for strip in make_strips(grid, strip_rows or strip_height(grid, batch_size)):
+        first, stop = strip.grid_rows[0] * ncols, strip.grid_rows[1] * ncols
+        b0 = len(batches)
+        batches += [
+            tuple(range(i, min(i + batch_size, stop))) for i in range(first, stop, batch_size)
+        ]
+        strips.append(replace(strip, batches=(b0, len(batches))))
+    return Plan(grid, tuple(batches), check_mode(blend), block_size, batch_size, tuple(strips))
 
 
 @dataclass
@@ -139,11 +146,21 @@ def evaluate_batch(
     indices : sequence of int
         Window numbers of the batch.
     """
-    data, valid = [], []
-    for i in indices:
-        d, v = reader(grid.window(i))
-        data.append(d)
-        valid.append(v)
+    windows = [reader(grid.window(i)) for i in indices]
+    return evaluate_read(predict_proba, indices, windows)
+
+
+def evaluate_read(
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    indices: Sequence[int],
+    windows: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> BatchResult:
+    """Run the model on the windows of a batch already read (``(data, valid)`` each).
+
+    The second half of :func:`evaluate_batch`, for callers that read ahead on another thread.
+    """
+    data = [d for d, _ in windows]
+    valid = [v for _, v in windows]
     run = tuple(bool(v.any()) for v in valid)
     kept = [d for d, r in zip(data, run, strict=True) if r]
     probs = predict_proba(np.stack(kept)) if kept else None
@@ -151,74 +168,10 @@ def evaluate_batch(
 
 
 @dataclass
-class StitchStats:
-    """Counts gathered while stitching."""
-
-    windows: int = 0
-    run: int = 0
-    skipped: int = 0
-    max_open_rows: int = 0
-
-
-def stitch(
-    plan: Plan,
-    results: Iterable[BatchResult],
-    num_classes: int,
-    stats: StitchStats | None = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
-    first_band: int = 0,
-) -> Iterator[Band]:
-    """Add batch results in order and yield each band as soon as it is final.
-
-    With ``first_band`` > 0 (a resumed run), windows of earlier grid rows are ignored and
-    bands from ``first_band`` on are yielded.
-
-    Yields
-    ------
-    Band
-        Final rows (a row segment of a band, top to bottom) with their blended (normalized)
-        probabilities in ``sums`` and the summed weights in ``weights``.
-    """
-    grid = plan.grid
-    stitcher = Stitcher(grid, num_classes, first_band)
-    stats = stats if stats is not None else StitchStats()
-    ncols = grid.shape[1]
-    next_band = first_band
-    for res in results:
-        k = 0
-        for i, v, ran in zip(res.indices, res.valid, res.run, strict=True):
-            stats.windows += 1
-            if ran:
-                stats.run += 1
-                k += 1
-                if grid.row_of(i) >= first_band:
-                    stitcher.add(i, res.probs[k - 1], window_weights(grid, i, plan.blend) * v)
-            else:
-                stats.skipped += 1
-            stats.max_open_rows = max(stats.max_open_rows, stitcher.open_rows)
-            # a grid row is complete: hand its band over before the next row's windows
-            # allocate rows further down (keeps at most `tile` rows of sums)
-            while next_band <= (i + 1) // ncols - 1:
-                yield from _final_band(stitcher, next_band)
-                next_band += 1
-        if on_batch is not None:
-            on_batch(res)
-    while next_band < grid.shape[0]:
-        yield from _final_band(stitcher, next_band)
-        next_band += 1
-
-
-def _final_band(stitcher: Stitcher, g: int) -> Iterator[Band]:
-    for piece in stitcher.pop_band(g):
-        piece.sums = normalize_sums(piece.sums, piece.weights, inplace=True)
-        yield piece
-
-
-@dataclass
 class OutputBlock:
     """A finished output block: classes and (optionally) probabilities and confidence.
 
-    ``confidence`` is already uint8-encoded (:func:`geoseg.core.confidence.quantize`).
+    ``probs`` and ``confidence`` are uint8-encoded (:func:`geoseg.core.confidence.quantize`).
     """
 
     window: Window
@@ -227,124 +180,62 @@ class OutputBlock:
     confidence: np.ndarray | None = None
 
 
-@dataclass
 class BlockAssembler:
-    """Collect final bands into block rows and emit each block once all its rows are in.
+    """Collect finished rows into block rows and emit each block once all its rows are in.
 
-    Only one block row of class ids (and, when asked, of float32 probabilities and of the
-    uint8-encoded ``confidence`` measure, see :mod:`geoseg.core.confidence`) is buffered: the
-    confidence is computed from each band's blended probabilities as it arrives, so the class
-    probabilities are kept only when ``probabilities`` asks for them.
+    Only one block row is buffered (class ids, and the uint8 layers asked for). Rows arrive top
+    to bottom; those above ``start_row`` (a block boundary, where a resumed run restarts) are
+    dropped.
     """
 
-    height: int
-    width: int
-    block_size: int
-    nodata: int
-    dtype: str
-    num_classes: int
-    probabilities: bool = False
-    start_row: int = 0
-    confidence: str | None = None
-    _row0: int = -1
-    _filled: int = 0
-    _classes: np.ndarray | None = field(default=None, repr=False)
-    _probs: np.ndarray | None = field(default=None, repr=False)
-    _conf: np.ndarray | None = field(default=None, repr=False)
+    def __init__(
+        self, height: int, width: int, block_size: int, finish: Finish, num_classes: int,
+        start_row: int = 0,
+    ) -> None:  # fmt: skip
+        if start_row % block_size:
+            raise ValueError(f"start row {start_row} is not on a block boundary")
+        self.height, self.width, self.block_size = height, width, block_size
+        self.finish, self.num_classes = finish, num_classes
+        self._next = start_row
+        self._rows: Rows | None = None
 
-    def _start_block_row(self) -> None:
-        rows = min(self.block_size, self.height - self._row0)
-        self._classes = np.full((rows, self.width), self.nodata, self.dtype)
-        if self.probabilities:
-            self._probs = np.zeros((self.num_classes, rows, self.width), np.float32)
-        if self.confidence is not None:
-            self._conf = np.zeros((rows, self.width), np.uint8)
-        self._filled = 0
-
-    def add(self, band: Band) -> Iterator[OutputBlock]:
-        """Take a final band (normalized probabilities) and yield the blocks it completes."""
-        if self._row0 < 0:
-            if self.start_row % self.block_size:
-                raise ValueError(f"start row {self.start_row} is not on a block boundary")
-            self._row0 = self.start_row
-        r = max(band.row0, self.start_row)
-        while r < band.row1:
-            if self._classes is None:
-                self._start_block_row()
-            rows = self._classes.shape[0]
-            take = min(band.row1 - r, self._row0 + rows - r)
-            src = slice(r - band.row0, r - band.row0 + take)
-            dst = slice(r - self._row0, r - self._row0 + take)
-            self._classes[dst] = to_classes(
-                band.sums[:, src], band.weights[src], self.nodata, self.dtype
-            )
-            if self._probs is not None:
-                self._probs[:, dst] = band.sums[:, src]
-            if self._conf is not None:
-                measure = confidence_map(band.sums[:, src], self.confidence)
-                self._conf[dst] = quantize(measure, self._classes[dst], self.nodata)
-            self._filled += take
-            r += take
-            if self._filled == rows:
-                yield from self._emit()
+    def add(self, piece: Rows) -> Iterator[OutputBlock]:
+        """Take the next finished rows and yield the blocks they complete."""
+        while True:
+            if self._rows is None:
+                if self._next >= self.height:
+                    return
+                rows = min(self.block_size, self.height - self._next)
+                self._rows = self.finish.empty(self._next, rows, self.width, self.num_classes)
+            put_rows(self._rows, piece)
+            if piece.row1 < self._rows.row1:
+                return
+            yield from self._emit()
 
     def _emit(self) -> Iterator[OutputBlock]:
-        rows = self._classes.shape[0]
+        done, self._rows = self._rows, None
+        self._next = done.row1
+        h = done.classes.shape[0]
         for c in range(0, self.width, self.block_size):
             cols = slice(c, min(c + self.block_size, self.width))
-            probs = None if self._probs is None else self._probs[:, :, cols]
-            conf = None if self._conf is None else self._conf[:, cols]
-            yield OutputBlock(
-                Window(self._row0, c, rows, cols.stop - c), self._classes[:, cols], probs, conf
-            )
-        self._row0 += rows
-        self._classes = self._probs = self._conf = None
+            probs = None if done.probs is None else done.probs[:, :, cols]
+            conf = None if done.confidence is None else done.confidence[:, cols]
+            window = Window(done.row0, c, h, cols.stop - c)
+            yield OutputBlock(window, done.classes[:, cols], probs, conf)
 
 
-def run_plan(
-    plan: Plan,
-    results: Iterable[BatchResult],
-    num_classes: int,
-    *,
-    nodata: int,
-    dtype: str,
-    probabilities: bool = False,
-    stats: StitchStats | None = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
-    start_row: int = 0,
-    on_released: Callable[[int], None] | None = None,
-    confidence: str | None = None,
+def assemble_blocks(
+    plan: Plan, pieces: Iterable[Rows], finish: Finish, num_classes: int, start_row: int = 0
 ) -> Iterator[OutputBlock]:
-    """Stitch ordered batch results and yield finished output blocks (row-major).
+    """Output blocks (row-major) from finished rows in order (see ``strips.ordered_rows``).
 
-    With ``start_row`` (a block boundary) only blocks from that row on are produced; the
-    results must then start at ``plan.resume_point(start_row)[0]``. ``on_released(nbytes)`` is
-    called when a band's buffers (``nbytes`` in all) have been consumed and freed. With
-    ``confidence`` (a :data:`geoseg.core.confidence.MEASURES` name) each block carries that measure.
+    With ``start_row`` (a block boundary) only blocks from that row on are produced; the rows
+    must then come from the strips from :meth:`Plan.resume_point` on.
     """
     grid = plan.grid
-    asm = BlockAssembler(
-        grid.height,
-        grid.width,
-        plan.block_size,
-        nodata,
-        dtype,
-        num_classes,
-        probabilities,
-        start_row,
-        confidence,
-    )
-    first_band = plan.resume_point(start_row)[1] if start_row else 0
-    band_ends = {grid.band(g)[1] for g in range(grid.shape[0])}
-    released = 0
-    for piece in stitch(plan, results, num_classes, stats, on_batch, first_band):
+    asm = BlockAssembler(grid.height, grid.width, plan.block_size, finish, num_classes, start_row)
+    for piece in pieces:
         yield from asm.add(piece)
-        released += piece.sums.nbytes + piece.weights.nbytes
-        last_of_band = piece.row1 in band_ends
-        del piece
-        if on_released is not None and last_of_band:
-            on_released(released)
-            released = 0
 
 
 # Bytes per window pixel of a CPU model call's activations: a generous bound for smp encoders

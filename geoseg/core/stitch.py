@@ -8,18 +8,18 @@ its segments over and frees them. Popped as soon as its grid row is complete, at
 raster rows are held at any time, whatever the raster's height.
 
 Every pixel receives its contributions in window order, whatever the output block size or the
-number of workers, so the class map is reproducible bit for bit and equals the naive full-array
-accumulation :func:`reference_accumulate`.
+number of workers. One stitcher sums one strip of the plan (:mod:`geoseg.core.strips`, which also
+holds the naive full-array reference of the summation order).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.core.backend import HOST, Backend
 from tilers.grid import Grid
 
 
@@ -32,7 +32,8 @@ class Band:
     row0, row1 : int
         Raster rows ``[row0, row1)``.
     sums : ndarray
-        (classes, rows, width) float32, the weighted probabilities summed in window order.
+        (classes, rows, width) float32, the weighted probabilities summed in window order (a
+        torch tensor on a GPU backend).
     weights : ndarray
         (rows, width) float32, the summed weights.
     """
@@ -69,6 +70,9 @@ class Stitcher:
         Number of probability channels per window.
     first_band : int
         Band to start from (to resume): windows of earlier grid rows are not accepted.
+    backend : Backend
+        Where the sums live (:mod:`geoseg.core.backend`): numpy on the host by default, torch
+        on the model's GPU; ``add`` then takes that backend's arrays.
 
     Notes
     -----
@@ -78,8 +82,11 @@ class Stitcher:
     current grid row's windows.
     """
 
-    def __init__(self, grid: Grid, num_classes: int, first_band: int = 0) -> None:
+    def __init__(
+        self, grid: Grid, num_classes: int, first_band: int = 0, backend: Backend = HOST
+    ) -> None:
         self.grid = grid
+        self.backend = backend
         self.num_classes = num_classes
         self._bounds = segment_bounds(grid)
         self._segments: dict[int, Band] = {}
@@ -96,12 +103,8 @@ class Stitcher:
         if seg is None:
             r0, r1 = self._bounds[s], self._bounds[s + 1]
             w = self.grid.width
-            seg = Band(
-                r0,
-                r1,
-                np.zeros((self.num_classes, r1 - r0, w), np.float32),
-                np.zeros((r1 - r0, w), np.float32),
-            )
+            zeros = self.backend.zeros
+            seg = Band(r0, r1, zeros((self.num_classes, r1 - r0, w)), zeros((r1 - r0, w)))
             self._segments[s] = seg
         return seg
 
@@ -196,23 +199,3 @@ def to_classes(
             np.maximum(top, chunk[k], out=top)
     classes[weights <= 0] = nodata
     return classes
-
-
-def reference_accumulate(
-    grid: Grid, contributions: Iterable[tuple[int, np.ndarray, np.ndarray]], num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Naive reference: accumulate every window into one full-size array, in window order.
-
-    For tests and small rasters only: it holds the whole raster's sums in memory.
-    """
-    sums = np.zeros((num_classes, grid.height, grid.width), np.float32)
-    weights = np.zeros((grid.height, grid.width), np.float32)
-    for index, probs, w in contributions:
-        win = grid.window(index)
-        clip = grid.clipped(win)
-        rows, cols = clip.slices()
-        sums[:, rows, cols] += (
-            probs[:, : clip.height, : clip.width] * w[: clip.height, : clip.width]
-        )
-        weights[rows, cols] += w[: clip.height, : clip.width]
-    return sums, weights

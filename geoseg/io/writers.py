@@ -652,8 +652,9 @@ class ClassMapWriter:
         classes : ndarray
             ``(h, w)`` class ids, ``spec.nodata`` where nothing was predicted.
         probs : ndarray, optional
-            ``(C, h, w)`` float32 probabilities in [0, 1]; required when
-            ``spec.probabilities`` is set, ignored otherwise.
+            ``(C, h, w)`` float probabilities in [0, 1], or uint8 ones already encoded
+            (:func:`geoseg.core.confidence.quantize`, as predict's workers send them);
+            required when ``spec.probabilities`` is set, ignored otherwise.
         confidence : ndarray, optional
             ``(h, w)`` uint8, the measure already encoded (:func:`geoseg.core.confidence.quantize`);
             required when ``spec.confidence`` is set, ignored otherwise.
@@ -721,7 +722,8 @@ class ClassMapWriter:
                 f"probabilities of shape {None if probs is None else np.shape(probs)} for a "
                 f"{classes.shape} block; expected ({k}, {classes.shape[0]}, {classes.shape[1]})"
             )
-        return quantize(np.asarray(probs), classes, self.spec.nodata)
+        probs = np.asarray(probs)
+        return probs if probs.dtype == np.uint8 else quantize(probs, classes, self.spec.nodata)
 
     def _check_confidence(self, classes: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
         if (
@@ -1127,22 +1129,15 @@ class ZarrWriter(ClassMapWriter):
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot create the Zarr store {self._tmp}: {exc}") from None
 
+    @property
+    def store(self) -> Path:
+        """The temporary store being written: Dask workers write its chunks themselves."""
+        return self._tmp
+
     def _write_block(
         self, row: int, col: int, classes: np.ndarray, layers: dict[str, np.ndarray]
     ) -> None:
-        h, w = classes.shape
-        data = {"classes": classes, **layers}
-        try:
-            for name, array in self._arrays.items():
-                if array.ndim == 3:
-                    array[:, row : row + h, col : col + w] = data[name]
-                else:
-                    array[row : row + h, col : col + w] = data[name]
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write block row={row} col={col} to {self.path}: {exc}; check free disk "
-                "space"
-            ) from None
+        write_zarr_region(self._arrays, self.path, row, col, {"classes": classes, **layers})
 
     def _close_handles(self) -> None:
         """Zarr arrays hold no open file handles."""
@@ -1157,6 +1152,40 @@ class ZarrWriter(ClassMapWriter):
             )
         install(self._tmp, self.path, is_ours=is_geoseg_output)
         remove_ours(self._tmp_dir)
+
+
+def write_zarr_region(
+    arrays: dict[str, Any], path: Path, row: int, col: int, data: dict[str, np.ndarray]
+) -> None:
+    """Write the layers of a region (``data``, by :data:`LAYERS` name) into a store's arrays."""
+    h, w = data["classes"].shape
+    try:
+        for name, array in arrays.items():
+            if array.ndim == 3:
+                array[:, row : row + h, col : col + w] = data[name]
+            else:
+                array[row : row + h, col : col + w] = data[name]
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write block row={row} col={col} to {path}: {exc}; check free disk space"
+        ) from None
+
+
+def write_zarr_rows(store: str | os.PathLike[str], output: str, rows: Any) -> None:
+    """Write finished full-width rows (:class:`geoseg.core.strips.Rows`) into a temporary store.
+
+    What a Dask worker runs for a Zarr output: ``rows`` span whole chunk rows, so workers
+    writing different block rows at once never touch the same chunk. ``output`` (the final
+    path) names the output in an error.
+    """
+    import zarr
+
+    group = zarr.open_group(os.fspath(store), mode="r+", zarr_format=2)
+    names = ["classes"] + ["probabilities"] * (rows.probs is not None)
+    names += ["confidence"] * (rows.confidence is not None)
+    data = {"classes": rows.classes, "probabilities": rows.probs, "confidence": rows.confidence}
+    arrays = {name: group[name] for name in names}
+    write_zarr_region(arrays, Path(output), rows.row0, 0, {n: data[n] for n in names})
 
 
 def open_writer(

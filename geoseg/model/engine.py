@@ -12,6 +12,11 @@ predict`` uses in-process) every core runs its own call. Independent single-thre
 are the faster layout on a CPU (``benchmarks/bench_predict.py`` measures both): a
 multi-threaded call stalls at each OpenMP barrier whenever reads or stitching preempt one of
 its threads.
+
+On CUDA the model and its inputs use the ``channels_last`` memory format (faster convolutions
+under bf16 autocast, the default precision there) and :meth:`Engine.predict_proba_device` hands
+the probabilities over on the GPU. ``compile`` wraps the model with ``torch.compile`` on first
+use, on any device; a compiler that fails there is a :class:`~geoseg.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -204,6 +209,9 @@ class Engine:
     threads : int, optional
         On the CPU, torch intra-op threads for each call, set in the calling thread (torch's
         thread count is per thread once set). ``None`` leaves torch's setting alone.
+    compile : bool
+        Run the model through ``torch.compile`` (built at the first call). ``model`` stays the
+        plain module.
     """
 
     def __init__(
@@ -214,6 +222,7 @@ class Engine:
         precision: str | None = "auto",
         tta: str = "none",
         threads: int | None = None,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -223,11 +232,17 @@ class Engine:
         self.tta = tta
         self._transforms = tta_transforms(tta)
         self.model = model.to(self.device).eval()
+        if self.device == "cuda":  # faster convolutions under autocast; the CPU keeps NCHW
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.stride = model_stride(model)
         self.threads = threads if self.device == "cpu" else None
         self._gate = CallGate(self.max_concurrent_calls)
         self._dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self._warned_pad: set[tuple[int, int]] = set()
+        self.compile = compile
+        self._compiled = None  # the torch.compile wrapper, built at the first call
+        self._compiled_ok = False  # a compiled call has succeeded (compiler errors end there)
+        self._compile_lock = threading.Lock()
 
     def max_concurrent_calls(self) -> int:
         """Calls allowed at once: one on a GPU; on the CPU, cores // the caller's torch threads."""
@@ -252,12 +267,16 @@ class Engine:
         precision: str | None = "auto",
         tta: str = "none",
         threads: int | None = None,
+        compile: bool = False,
     ) -> Engine:
         """Load a checkpoint (no pickle executed) and wrap it in an engine."""
         from geoseg.model.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path)
-        return cls(model, meta, device=device, precision=precision, tta=tta, threads=threads)
+        return cls(
+            model, meta, device=device, precision=precision, tta=tta, threads=threads,
+            compile=compile,
+        )  # fmt: skip
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a batch of raw windows.
@@ -271,6 +290,23 @@ class Engine:
         -------
         ndarray
             (B, classes, H, W) float32 probabilities, TTA-averaged.
+        """
+        return self.predict_proba_device(batch).cpu().numpy()
+
+    def predict_proba_device(self, batch: np.ndarray):
+        """:meth:`predict_proba` as a torch tensor on the engine's device (no host copy).
+
+        Parameters
+        ----------
+        batch : ndarray
+            (B, bands, H, W) raw pixel values (float32); normalized here.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, classes, H, W) float32 probabilities on ``self.device``, TTA-averaged, cropped
+            like :meth:`predict_proba`. An inference tensor: use it in out-of-place operations
+            (blending), not in autograd. On CUDA its memory format may be ``channels_last``.
         """
         x = normalize(batch, self.meta)
         h, w = x.shape[-2:]
@@ -289,18 +325,37 @@ class Engine:
                 )
             mode = "reflect" if ph < h and pw < w else "edge"
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
-        probs = self._forward(x)
-        return probs[:, :, :h, :w]
+        return self._forward(x, h, w)
 
     def _run(self, inp):
         import torch
 
         if self._dtype is None:
-            return self.model(inp)
+            return self._call_model(inp)
         with torch.autocast(self.device, dtype=self._dtype):
-            return self.model(inp)
+            return self._call_model(inp)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _call_model(self, inp):
+        """The model's output for ``inp``, through ``torch.compile`` when asked."""
+        import torch
+
+        if not self.compile:
+            return self.model(inp)
+        with self._compile_lock:
+            if self._compiled is None:
+                self._compiled = _compile_model(self.model)
+        if self._compiled_ok:
+            return self._compiled(inp)
+        try:
+            out = self._compiled(inp)
+        except torch.cuda.OutOfMemoryError:  # not the compiler's fault
+            raise
+        except Exception as e:  # the first call compiles: a missing or broken compiler
+            raise compile_error(e) from e
+        self._compiled_ok = True
+        return out
+
+    def _forward(self, x: np.ndarray, h: int, w: int):
         import torch
 
         t = torch.from_numpy(np.ascontiguousarray(x))
@@ -316,13 +371,43 @@ class Engine:
         with self._gate, torch.inference_mode():
             for tfs in groups.values():
                 inp = torch.cat([_transform(t, k, f) for k, f in tfs])
+                if self.device == "cuda":
+                    inp = inp.contiguous(memory_format=torch.channels_last)
                 probs = torch.softmax(self._run(inp).float(), dim=1)
                 for (k, f), p in zip(tfs, probs.chunk(len(tfs)), strict=True):
                     p = _untransform(p, k, f)
                     acc = p if acc is None else acc + p
             if len(self._transforms) > 1:
                 acc = acc / len(self._transforms)
-            return acc.cpu().numpy()
+            return acc[:, :, :h, :w]
+
+
+def _compile_model(model):
+    """``torch.compile(model)``; refused (e.g. Python too new for dynamo) as a ConfigError."""
+    import torch
+
+    try:
+        return torch.compile(model)
+    except Exception as e:
+        raise compile_error(e) from e
+
+
+def compile_error(e: BaseException) -> ConfigError:
+    """The one-line ConfigError of a failed ``torch.compile`` (``--compile``).
+
+    It names the innermost error (dynamo wraps the compiler's own) by its first line.
+    """
+    seen = {id(e)}
+    while (inner := getattr(e, "inner_exception", None) or e.__cause__) and id(inner) not in seen:
+        seen.add(id(inner))
+        e = inner
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    why = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+    return ConfigError(
+        f"torch.compile failed on this machine ({why}); drop --compile (or compile: true "
+        "from the config file) to run the model uncompiled",
+        option="compile",
+    )
 
 
 def _transform(t, k: int, flip: bool):
@@ -350,11 +435,24 @@ class EngineSpec:
     precision: str | None = "auto"
     tta: str = "none"
     threads: int | None = None
+    compile: bool = False
+
+
+def cached_engine(spec: EngineSpec) -> Engine:
+    """Load an engine once per process (workers keep it between tasks).
+
+    Locked, so that threads asking at once (the rasters of a batch side by side, a worker's
+    first tasks) load it once.
+    """
+    with _ENGINE_LOCK:
+        return _load_engine(spec)
+
+
+_ENGINE_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def cached_engine(spec: EngineSpec) -> Engine:
-    """Load an engine once per process (workers keep it between tasks)."""
+def _load_engine(spec: EngineSpec) -> Engine:
     return Engine.from_checkpoint(
-        spec.checkpoint, spec.device, spec.precision, spec.tta, spec.threads
+        spec.checkpoint, spec.device, spec.precision, spec.tta, spec.threads, spec.compile
     )

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.config import PredictConfig
-from geoseg.core.plan import BatchResult, Plan, class_dtype, evaluate_batch, make_plan, run_plan
+from geoseg.core.plan import Plan, assemble_blocks, class_dtype, evaluate_batch, make_plan
+from geoseg.core.strips import Finish, Rows, blend_strip, ordered_rows
 
 
 def predict_array(
@@ -24,12 +25,11 @@ def predict_array(
     overlap: int | tuple[int, int] = 128,
     blend: str = "gaussian",
     batch_size: int = 4,
-    return_probs: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Tiled, blended prediction of an in-memory image, in this process.
 
-    The same planning, batching and stitching as ``geoseg predict``, without a scheduler or
-    files: for evaluation, training validation and tests.
+    The same planning, strips, batching and blending as ``geoseg predict``, without a scheduler
+    or files: for evaluation, training validation and tests.
 
     Parameters
     ----------
@@ -41,14 +41,12 @@ def predict_array(
         (H, W) bool mask of pixels with data (default: all).
     tile, overlap, blend, batch_size
         As for ``geoseg predict``; ``tile`` defaults to the model's training tile size.
-    return_probs : bool
-        Also return the blended probabilities (classes, H, W).
 
     Returns
     -------
     ndarray
         (H, W) class map (uint8, or uint16 above 255 classes), nodata (255/65535) where no
-        valid pixel was predicted; with ``return_probs`` a ``(classes, probs)`` pair.
+        valid pixel was predicted.
     """
     from geoseg.io.raster import ArraySource
 
@@ -63,30 +61,38 @@ def predict_array(
         blend=blend,
         block_size=max(h, w),
     )
-    results = (
-        evaluate_batch(
-            lambda win: source.read(win.row, win.col, win.height, win.width),
-            engine.predict_proba,
-            plan.grid,
-            b,
-        )
-        for b in plan.batches
-    )
-    return assemble(plan, results, engine.meta.classes, return_probs)
-
-
-def assemble(plan: Plan, results: Iterable[BatchResult], k: int, return_probs: bool = False):
-    """The class map (and probabilities) of a whole image from its plan's ordered results."""
-    h, w = plan.grid.height, plan.grid.width
+    k = engine.meta.classes
     dtype, nodata = class_dtype(k)
-    classes = np.full((h, w), nodata, dtype)
-    probs = np.zeros((k, h, w), np.float32) if return_probs else None
-    for block in run_plan(plan, results, k, nodata=nodata, dtype=dtype, probabilities=return_probs):
+    finish = Finish(nodata, dtype)
+
+    def read(win):
+        return source.read(win.row, win.col, win.height, win.width)
+
+    results = (
+        blend_strip(
+            plan.grid,
+            strip,
+            (
+                evaluate_batch(read, engine.predict_proba, plan.grid, b)
+                for b in plan.strip_batches(strip)
+            ),
+            k,
+            plan.blend,
+            finish,
+        )
+        for strip in plan.strips
+    )
+    return assemble(plan, ordered_rows(results, finish), finish, k)
+
+
+def assemble(plan: Plan, pieces: Iterable[Rows], finish: Finish, k: int) -> np.ndarray:
+    """The class map of a whole image from its finished rows in order."""
+    h, w = plan.grid.height, plan.grid.width
+    classes = np.full((h, w), finish.nodata, finish.dtype)
+    for block in assemble_blocks(plan, pieces, finish, k):
         rs, cs = block.window.slices()
         classes[rs, cs] = block.classes
-        if probs is not None:
-            probs[:, rs, cs] = block.probs
-    return (classes, probs) if return_probs else classes
+    return classes
 
 
 class ImagePredictor:
@@ -125,7 +131,7 @@ class ImagePredictor:
         """The class map of ``image`` (bands, H, W): uint8/uint16, nodata where nothing ran."""
         from geoseg.io.raster import ArraySource
         from geoseg.run.pipeline import auto_batch_size, default_overlap
-        from geoseg.run.scheduling import ordered_results, total_threads
+        from geoseg.run.scheduling import strip_pieces, total_threads
 
         cfg, h, w = self.cfg, *image.shape[-2:]
         tile = cfg.tile or self.meta.tile_size
@@ -141,8 +147,11 @@ class ImagePredictor:
         in_flight = cfg.prefetch * total_threads(self.client)
         # sent to the workers once, not pickled into every task
         source = self.client.scatter(ArraySource(image, valid), hash=False)
+        k = self.meta.classes
+        dtype, nodata = class_dtype(k)
+        finish = Finish(nodata, dtype)
         try:
-            results = ordered_results(self.client, source, plan, self.spec, in_flight)
-            return assemble(plan, results, self.meta.classes)
+            pieces = strip_pieces(self.client, source, plan, self.spec, finish, in_flight)
+            return assemble(plan, (rows for rows, _ in pieces), finish, k)
         finally:
             source.release()

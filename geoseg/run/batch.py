@@ -1,8 +1,9 @@
 """Batch prediction over many rasters on one Dask cluster.
 
 Each raster runs through :func:`geoseg.run.pipeline.predict_file` exactly as a single-raster run
-(same plan, same batches, so the same class map), one after another on a shared client: every
-raster's windows are spread over all workers. A raster that fails (corrupt, wrong bands) is
+(same plan, same batches, so the same class map) on a shared client, a few side by side
+(``rasters_in_flight``): while one raster is opened, its model loaded or its last blocks
+written, the others keep the workers busy. A raster that fails (corrupt, wrong bands) is
 reported and the others still run.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 import glob
 import os
 import string
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,17 +172,111 @@ def check_batch_outputs(items: list[BatchItem], inputs: Iterable[str | os.PathLi
                 )
 
 
+class BatchStopped(KeyboardInterrupt):
+    """Raised in a raster still running when its batch stops (Ctrl-C, a crash of another).
+
+    Only the main thread receives signals, so a raster on a ``geoseg-raster`` thread is told
+    to stop through :func:`run_batch`'s ``stop`` event and raises this where it checks it. A
+    ``KeyboardInterrupt``, it unwinds that raster as Ctrl-C unwinds a single run: writers
+    remove their temporaries, a partial GeoTIFF run keeps what ``--resume`` needs.
+    """
+
+
 def run_batch(
     items: list[BatchItem],
     run_one: Callable[[BatchItem], Any],
     on_done: Callable[[BatchItem], None] | None = None,
+    in_flight: int = 1,
+    stop: threading.Event | None = None,
 ) -> list[BatchItem]:
-    """Run every item; a geoseg error in one is recorded and the batch goes on."""
-    for item in items:
-        try:
-            item.summary = run_one(item)
-        except REPORTED as exc:
-            item.error = str(exc)
-        if on_done is not None:
-            on_done(item)
+    """Run every item, up to ``in_flight`` at once; a geoseg error in one is recorded.
+
+    Rasters side by side keep a cluster busy where one raster alone leaves it idle (opening
+    the input, loading the model, the last tasks and the final write of each raster).
+
+    Parameters
+    ----------
+    items : list of BatchItem
+        The batch, in order; each gets its ``summary`` or its ``error``.
+    run_one : callable
+        ``run_one(item) -> summary``. A geoseg error (``REPORTED``) it raises is recorded on
+        the item and the batch goes on: one corrupt raster does not cost the others.
+    on_done : callable, optional
+        Called with each item as it ends (in the order they end), one call at a time (a
+        lock), so the lines it prints never interleave.
+    in_flight : int
+        Items run at once. 1 runs them one after another in the caller's thread, as before
+        (Ctrl-C then interrupts the running raster at once); more use a thread pool.
+    stop : threading.Event, optional
+        Set when a batch on the pool stops early; ``run_one`` should check it now and then
+        and raise :class:`BatchStopped` (a thread cannot be interrupted from outside).
+
+    Returns
+    -------
+    list of BatchItem
+        ``items``, in their input order whatever order they ended in.
+
+    Raises
+    ------
+    BaseException
+        Anything else an item raises (a bug, ``KeyboardInterrupt``), or Ctrl-C in the caller:
+        items not started are cancelled, running ones are stopped (``stop``) and waited for,
+        then it propagates, so no raster is left writing behind the caller's back.
+    """
+    if in_flight < 1:
+        raise ValueError(f"in_flight {in_flight} must be at least 1")
+    if in_flight == 1 or len(items) < 2:
+        for item in items:
+            _run_item(item, run_one)
+            if on_done is not None:
+                on_done(item)
+        return items
+    _run_pool(items, run_one, on_done, min(in_flight, len(items)), stop or threading.Event())
     return items
+
+
+def _run_item(item: BatchItem, run_one: Callable[[BatchItem], Any]) -> None:
+    """``item.summary = run_one(item)``, or the geoseg error's message in ``item.error``."""
+    try:
+        item.summary = run_one(item)
+    except REPORTED as exc:
+        item.error = str(exc)
+
+
+def _run_pool(
+    items: list[BatchItem],
+    run_one: Callable[[BatchItem], Any],
+    on_done: Callable[[BatchItem], None] | None,
+    workers: int,
+    stop: threading.Event,
+) -> None:
+    """:func:`run_batch` on ``workers`` threads; the first other exception stops the rest.
+
+    The caller's thread only waits, so Ctrl-C reaches it there (signals go to the main
+    thread): then, as when an item raises, pending items are cancelled, ``stop`` is set for
+    the running ones, and the pool is shut down (waiting for them) before the exception goes on.
+    """
+    lock = threading.Lock()
+
+    def task(item: BatchItem) -> None:
+        if stop.is_set():
+            return  # the batch is stopping: a pending item that a thread took anyway
+        try:
+            _run_item(item, run_one)
+            if on_done is not None:
+                with lock:
+                    on_done(item)
+        except BaseException:
+            stop.set()  # here already: this thread's next item must not start
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-raster")
+    try:
+        futures = [pool.submit(task, item) for item in items]
+        for future in as_completed(futures):
+            future.result()  # re-raises what escaped the item (not a geoseg error)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()

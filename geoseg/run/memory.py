@@ -30,6 +30,8 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 64 * 2**20
 ARENA_MAX = 2
+
+
 def _libc() -> Any:
     """glibc, or None elsewhere."""
     if not sys.platform.startswith("linux"):

@@ -21,21 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.config import PredictConfig
-from geoseg.core.plan import (
-    BatchResult,
-    OutputBlock,
-    Plan,
-    StitchStats,
-    batch_bytes,
-    class_dtype,
-    make_plan,
-    run_plan,
-)
+from geoseg.core.plan import OutputBlock, Plan, assemble_blocks, batch_bytes, class_dtype, make_plan
+from geoseg.core.strips import Counts, Finish
 from geoseg.errors import ConfigError
 from geoseg.io.files import refuse_inputs
 from geoseg.model.checkpoint import ModelMeta, read_meta
-from geoseg.model.engine import EngineSpec, cached_engine, kept_torch_threads, resolve_device
-from geoseg.run.memory import WideBandTrimmer
+from geoseg.model.engine import EngineSpec, kept_torch_threads, resolve_device
 from geoseg.run.resume import check_partial_files, partial_dir, partial_run
 from tilers.grid import as_pair
 
@@ -188,7 +179,22 @@ def engine_spec(
 
     lanes = in_process_threads(client) if device == "cpu" else None
     threads = cpu_threads_per_call(lanes) if lanes else None
-    return EngineSpec(str(Path(checkpoint).resolve()), device, cfg.precision, cfg.tta, threads)
+    path = str(Path(checkpoint).resolve())
+    return EngineSpec(path, device, cfg.precision, cfg.tta, threads, cfg.compile)
+
+
+def model_stride(client: Any, spec: EngineSpec, resources: dict[str, float] | None) -> int:
+    """Load the model once before any strip is scheduled, and return its stride.
+
+    A corrupt checkpoint or a bad precision then fails at once, as one error. In-process
+    workers share this process's cached engine, so it is loaded here; worker processes load
+    their own, so one of them loads it (this process never needs the model).
+    """
+    from geoseg.run.scheduling import engine_stride, in_process_threads
+
+    if in_process_threads(client) is not None:
+        return engine_stride(spec)
+    return client.submit(engine_stride, spec, pure=False, resources=resources).result()
 
 
 def warn_stride(plan: Plan, stride: int) -> None:
@@ -367,7 +373,9 @@ def job_identity(
             plan.blend,
             plan.block_size,
         ],
-        "engine": [device, cfg.precision, cfg.tta, cfg.bands],
+        # the summation order: strips of this many grid rows, summed strip by strip
+        "strips": ["per-strip-v1", _strip_rows(plan)],
+        "engine": [device, cfg.precision, cfg.tta, cfg.bands, cfg.compile],
         "output": [
             cfg.cog,
             cfg.probabilities,
@@ -377,6 +385,12 @@ def job_identity(
         ],
     }
     return json.loads(json.dumps(identity))
+
+
+def _strip_rows(plan: Plan) -> int:
+    """Grid rows of the plan's first strip (the others follow from it and the grid)."""
+    g0, g1 = plan.strips[0].grid_rows if plan.strips else (0, 0)
+    return g1 - g0
 
 
 def output_spec(info: Any, meta: ModelMeta, cfg: PredictConfig) -> Any:
@@ -450,13 +464,13 @@ def predict_file(
     t0 = time.perf_counter()
     job = prepare(input_path, output_path, checkpoint, cfg, overwrite, resume, other_inputs)
     try:
-        stats, evaluations = run_job(job, cfg, client, progress, overwrite, resume)
+        counts = run_job(job, cfg, client, progress, overwrite, resume)
     finally:
         job.source.close()
-    return _summary(job, stats, evaluations, time.perf_counter() - t0)
+    return _summary(job, counts, time.perf_counter() - t0)
 
 
-def _summary(job: Job, stats: StitchStats, evaluations: int, seconds: float) -> Summary:
+def _summary(job: Job, stats: Counts, seconds: float) -> Summary:
     return Summary(
         input=str(job.input_path),
         output=str(job.output_path),
@@ -465,7 +479,7 @@ def _summary(job: Job, stats: StitchStats, evaluations: int, seconds: float) -> 
         windows=len(job.plan.grid),
         run=stats.run,
         skipped=stats.skipped,
-        evaluations=evaluations,
+        evaluations=stats.run,  # each window once: strips share partial sums, not windows
         seconds=seconds,
         peak_rss=peak_rss_bytes(),
         batch_size=job.plan.batch_size,
@@ -542,30 +556,17 @@ def _plan(info: Any, meta: ModelMeta, cfg: PredictConfig, device: str) -> Plan:
 
 def run_job(
     job: Job, cfg: PredictConfig, client: Any, progress: Progress | None, overwrite, resume
-) -> tuple[StitchStats, int]:
-    """Run the job's batches on Dask, stitch them in order and write the blocks.
-
-    Returns the stitching counts and the number of window evaluations.
-    """
+) -> Counts:
+    """Run the job's strips on Dask and write their finished rows; return the window counts."""
     from geoseg.run.scheduling import dask_client
 
-    stats, total = StitchStats(), len(job.plan.grid)
-    evaluations = 0
-
-    def on_batch(res: BatchResult) -> None:
-        nonlocal evaluations
-        evaluations += 0 if res.probs is None else len(res.probs)
-        if progress is not None:
-            progress(stats.windows, total)
-
+    counts = Counts()
     with (
         dask_client(cfg.workers, cfg.scheduler, client=client) as dclient,
         kept_torch_threads(),
     ):
         spec = engine_spec(job.checkpoint, job.device, cfg, dclient)
-        # Load the model here first: a corrupt checkpoint or a bad precision fails before any
-        # task is scheduled (and in-process workers reuse this cached engine).
-        warn_stride(job.plan, cached_engine(spec).stride)
+        warn_stride(job.plan, model_stride(dclient, spec, _resources(cfg, job.device)))
         claim = (
             partial_run(
                 job.output_path, job.identity, resume, job.info.height, job.plan.block_size,
@@ -575,40 +576,78 @@ def run_job(
             else None
         )  # fmt: skip
         with claim or contextlib.nullcontext() as run:
-            _write(job, cfg, dclient, spec, run, resume, overwrite, stats, on_batch)
-    return stats, evaluations
+            _write(job, cfg, dclient, spec, run, resume, overwrite, counts, progress)
+    return counts
 
 
-def _write(job: Job, cfg, dclient, spec, run, resume, overwrite, stats, on_batch) -> None:
-    """Stream the job's results into its writer, from the resume point of ``run`` on."""
-    from geoseg.io.writers import open_writer
-    from geoseg.run.scheduling import ordered_results, total_threads
+def _write(job: Job, cfg, dclient, spec, run, resume, overwrite, counts, progress) -> None:
+    """Stream the job's finished rows into its writer, from the resume point of ``run`` on.
+
+    A GeoTIFF is written here, by one writer thread that receives class ids; a Zarr store's
+    chunks are written by the workers (:func:`geoseg.run.scheduling.write_by_workers`).
+    """
+    from geoseg.io.writers import ZarrWriter, open_writer
+    from geoseg.run.scheduling import total_threads
 
     start_row = run.start_row if run else 0
     if resume:
         verify_partial(run, cfg.probabilities, cfg.confidence_measure is not None)
         log.warning("resuming %s at row %d of %d", job.output_path, start_row, job.info.height)
-    plan = job.plan
-    first_batch = plan.resume_point(start_row)[0] if start_row else 0
-    resources = {"GPU": 1} if (cfg.scheduler and job.device == "cuda") else None
+    finish = Finish(job.nodata, job.dtype, cfg.probabilities, cfg.confidence_measure)
     in_flight = cfg.prefetch * total_threads(dclient)
-    results = ordered_results(dclient, job.source, plan, spec, in_flight, resources, first_batch)
-    blocks = run_plan(
-        plan,
-        results,
-        job.meta.classes,
-        nodata=job.nodata,
-        dtype=job.dtype,
-        probabilities=cfg.probabilities,
-        confidence=cfg.confidence_measure,
-        stats=stats,
-        on_batch=on_batch,
-        start_row=start_row,
-        on_released=WideBandTrimmer().released,
-    )
+    total = len(job.plan.grid)
+
+    def counted(strip_counts: Counts | None) -> None:
+        if strip_counts is not None:
+            counts.add(strip_counts)
+            if progress is not None:
+                progress(counts.windows, total)
+
     spec_out = output_spec(job.info, job.meta, cfg)
     directory = run.directory if run else None
     with open_writer(
         job.output_path, spec_out, overwrite=overwrite, partial_dir=directory, resume=start_row > 0
     ) as writer:
-        write_blocks(blocks, writer, job.info.width, run.record if run else None)
+        args = (job, cfg, dclient, spec, finish, in_flight, counted)
+        if isinstance(writer, ZarrWriter):
+            _write_zarr(*args, writer)
+        else:
+            _write_gtiff(*args, writer, start_row, run.record if run else None)
+
+
+def _resources(cfg: PredictConfig, device: str) -> dict[str, float] | None:
+    """Dask resources of the model's tasks: a GPU each on a cluster of GPU workers."""
+    return {"GPU": 1} if (cfg.scheduler and device == "cuda") else None
+
+
+def _write_gtiff(job, cfg, dclient, spec, finish, in_flight, counted, writer, start, record):
+    """Receive the finished rows in order, assemble blocks and write them on a writer thread."""
+    from geoseg.run.scheduling import strip_pieces
+
+    plan = job.plan
+    first_strip = plan.resume_point(start) if start else 0
+    resources = _resources(cfg, job.device)
+    pieces = strip_pieces(
+        dclient, job.source, plan, spec, finish, in_flight, resources, first_strip
+    )
+
+    def rows():
+        for piece, strip_counts in pieces:
+            counted(strip_counts)
+            yield piece
+
+    blocks = assemble_blocks(plan, rows(), finish, job.meta.classes, start)
+    write_blocks(blocks, writer, job.info.width, record)
+
+
+def _write_zarr(job, cfg, dclient, spec, finish, in_flight, counted, writer) -> None:
+    """Have the workers write the store's block rows; only window counts come back."""
+    from geoseg.run.scheduling import piece_futures, write_by_workers
+
+    pieces = piece_futures(dclient, job.source, job.plan, spec, finish, _resources(cfg, job.device))
+    store, output = str(writer.store), str(job.output_path)
+    k = job.meta.classes
+    for strip_counts in write_by_workers(
+        dclient, pieces, job.plan, finish, k, store, output, in_flight, writer.spec.block_size
+    ):
+        counted(strip_counts)

@@ -176,9 +176,7 @@ def read_progress(
     doc = _read_json(path)
 
     def bad(what: str) -> ConfigError:
-        return ConfigError(
-            f"--resume: {path} is not valid ({what}); {START_OVER}"
-        )
+        return ConfigError(f"--resume: {path} is not valid ({what}); {START_OVER}")
 
     if not isinstance(doc, dict):
         raise bad("not a JSON object written by geoseg")
@@ -247,9 +245,7 @@ def check_partial_files(files: list[Path]) -> None:
     """Refuse to resume from partial files that are not plain files (a planted link)."""
     for path in files:
         if path.is_symlink() or not path.is_file():
-            raise ConfigError(
-                f"--resume: {path} is missing or not a regular file; {START_OVER}"
-            )
+            raise ConfigError(f"--resume: {path} is missing or not a regular file; {START_OVER}")
 
 
 @dataclass

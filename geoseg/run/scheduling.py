@@ -11,9 +11,23 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from geoseg.core.plan import BatchResult, Plan, evaluate_batch
+from geoseg.core.backend import HOST, Backend
+from geoseg.core.plan import Plan, evaluate_read
+from geoseg.core.stitch import Band
+from geoseg.core.strips import (
+    Counts,
+    Finish,
+    Rows,
+    Strip,
+    StripResult,
+    blend_strip,
+    has_seam_above,
+    join_seam,
+    put_rows,
+)
 from geoseg.model.engine import EngineSpec, available_cores, cached_engine
 from tilers.grid import Grid
 
@@ -32,9 +46,6 @@ CLUSTER_CONFIG = {
 # Threads of the in-process cluster: one per core, at least 2 (reads overlap a GPU's compute),
 # at most 4 (each runs its own batch through the model: memory grows with the count).
 MAX_LOCAL_THREADS = 4
-# Window pixels per Dask task (one task runs several of the plan's batches, membership
-# unchanged): the scheduler's few ms per task are paid once per ~16 windows of 256^2.
-TASK_PIXELS = 2**20
 
 
 def local_threads(cores: int | None = None) -> int:
@@ -331,42 +342,103 @@ def _env_name(key: str) -> str:
     return "DASK_" + key.upper().replace(".", "__").replace("-", "_")
 
 
-def batches_per_task(plan: Plan, pixels: int | None = None) -> int:
-    """How many of the plan's batches one task runs: about ``pixels`` (:data:`TASK_PIXELS`)."""
-    th, tw = plan.grid.tile
-    batch = len(plan.batches[0]) if plan.batches else 1
-    return max(1, (pixels or TASK_PIXELS) // (batch * th * tw))
+# Every task of a prediction: not cached by key (the same strip of a re-run is run again), and
+# retried when a worker dies under it.
+TASK_OPTIONS = {"pure": False, "retries": 2}
 
 
-def task_ranges(n_batches: int, per_task: int, threads: int) -> list[range]:
-    """Split batches ``0..n_batches-1`` into consecutive tasks (guided scheduling).
+def run_strip_task(
+    source: Any,
+    grid: Grid,
+    strip: Strip,
+    batches: Sequence[Sequence[int]],
+    blend: str,
+    finish: Finish,
+    spec: EngineSpec,
+) -> StripResult:
+    """Dask task: read, evaluate and blend one strip on the worker (its cached model).
 
-    Tasks hold ``per_task`` batches while there is plenty of work, then shrink to about
-    ``remaining / (2 * threads)`` (at least one batch), so that near the end no thread sits
-    idle while another finishes a long task.
+    On a GPU the strip is blended there, from the probabilities the model left on it.
     """
-    out, start = [], 0
-    while start < n_batches:
-        size = max(1, min(per_task, (n_batches - start) // (2 * threads)))
-        out.append(range(start, start + size))
-        start += size
-    return out
-
-
-def run_batch_task(
-    source: Any, grid: Grid, batches: Sequence[Sequence[int]], spec: EngineSpec
-) -> list[BatchResult]:
-    """Dask task: read each batch of windows on the worker and run its cached model on it."""
+    if spec.device != "cpu":
+        select_worker_gpu()
     engine = cached_engine(spec)
+    on_gpu = engine.device == "cuda"
+    predict = engine.predict_proba_device if on_gpu else engine.predict_proba
+    backend = Backend(engine.device) if on_gpu else HOST
 
-    def read(win):
-        return source.read(win.row, win.col, win.height, win.width)
+    def read(indices):
+        return [source.read(w.row, w.col, w.height, w.width) for w in map(grid.window, indices)]
 
     try:
-        return [evaluate_batch(read, engine.predict_proba, grid, b) for b in batches]
+        reads = read_ahead(read, batches) if on_gpu else ((b, read(b)) for b in batches)
+        results = (evaluate_read(predict, b, windows) for b, windows in reads)
+        k = engine.meta.classes
+        return blend_strip(grid, strip, results, k, blend, finish, backend)
     except Exception as exc:
         drop_hidden_context(exc)
         raise
+
+
+def read_ahead(read: Callable, batches: Sequence[Sequence[int]]) -> Iterator[tuple[Any, Any]]:
+    """``(batch, read(batch))`` for each batch, the next one read on a thread meanwhile.
+
+    On a GPU the reads (and the model's host-side preparation) of the next batch then overlap
+    the current batch's compute; on the CPU the worker's other threads already do.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="geoseg-read") as pool:
+        ahead = pool.submit(read, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            windows = ahead.result()
+            ahead = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            yield batch, windows
+
+
+def select_worker_gpu() -> None:
+    """On a machine of several GPUs, give each local worker process its own one.
+
+    Workers of a local cluster are named 0, 1, ...: worker ``i`` uses GPU ``i % count`` (the
+    current CUDA device is a per-thread setting, so each task sets it). Elsewhere (one GPU, a
+    worker started with its own ``CUDA_VISIBLE_DEVICES``, no GPU) nothing changes.
+    """
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return
+    from distributed import get_worker
+
+    try:
+        name = get_worker().name
+    except ValueError:  # not in a worker
+        return
+    if isinstance(name, int) or str(name).isdigit():
+        torch.cuda.set_device(int(name) % torch.cuda.device_count())
+
+
+def engine_stride(spec: EngineSpec) -> int:
+    """Dask task (or a local call): load the cached engine; its model's stride."""
+    try:
+        return cached_engine(spec).stride
+    except Exception as exc:
+        drop_hidden_context(exc)
+        raise
+
+
+def strip_part(result: StripResult, part: str) -> Any:
+    """Dask task: one part of a strip, taken where the strip lies (nothing else moves).
+
+    ``"interior"`` gives ``(rows, counts)``; ``"top"`` and ``"bottom"`` the seams' sums.
+    """
+    if part == "interior":
+        return result.interior, result.counts
+    return getattr(result, part)
+
+
+def seam_task(above: Band, below: Band, finish: Finish) -> tuple[Rows, None]:
+    """Dask task: finish the rows two strips share (see :func:`geoseg.core.strips.join_seam`)."""
+    return join_seam(above, below, finish), None
 
 
 def drop_hidden_context(exc: BaseException) -> None:
@@ -384,30 +456,201 @@ def drop_hidden_context(exc: BaseException) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
-def ordered_results(
+@dataclass(frozen=True)
+class Piece:
+    """A future of finished rows ``[row0, row1)`` (a strip's interior, or a seam)."""
+
+    future: Any
+    row0: int
+    row1: int
+    interior: bool
+
+
+def piece_futures(
     client: Any,
     source: Any,
     plan: Plan,
     spec: EngineSpec,
+    finish: Finish,
+    resources: dict[str, float] | None = None,
+    first_strip: int = 0,
+) -> Iterator[Piece]:
+    """Submit the plan's strips one by one as pieces are asked for; yield them top to bottom.
+
+    Each strip is one task that evaluates and blends its windows where the model runs; small
+    tasks beside it hand over its interior (finished rows, with its window counts) and its
+    seams' sums, and a seam task finishes the rows two strips share on a worker. So only
+    finished rows leave the workers, and a strip's seams move between workers without its
+    interior. ``resources`` apply to the strip tasks (the model's). The caller bounds how far
+    ahead it asks, and so how many strips are in flight.
+    """
+    previous: Any = None  # the bottom seam of the strip above
+    last = len(plan.strips) - 1
+    for strip in plan.strips[first_strip:]:
+        args = (source, plan.grid, strip, plan.strip_batches(strip), plan.blend, finish, spec)
+        task = client.submit(run_strip_task, *args, resources=resources, **TASK_OPTIONS)
+        if previous is not None and has_seam_above(strip):
+            top = client.submit(strip_part, task, "top", **TASK_OPTIONS)
+            seam = client.submit(seam_task, previous, top, finish, **TASK_OPTIONS)
+            yield Piece(seam, strip.rows[0], strip.interior[0], False)
+        yield Piece(
+            client.submit(strip_part, task, "interior", **TASK_OPTIONS), *strip.interior, True
+        )
+        previous = (
+            client.submit(strip_part, task, "bottom", **TASK_OPTIONS)
+            if strip.index < last
+            else None
+        )
+
+
+def strip_pieces(
+    client: Any,
+    source: Any,
+    plan: Plan,
+    spec: EngineSpec,
+    finish: Finish,
     in_flight: int,
     resources: dict[str, float] | None = None,
-    first_batch: int = 0,
-) -> Iterator[BatchResult]:
-    """Submit the plan's batches, at most ``in_flight`` tasks at a time; yield results in order.
+    first_strip: int = 0,
+) -> Iterator[tuple[Rows, Counts | None]]:
+    """Run the plan's strips on ``client`` (:func:`piece_futures`); yield their rows in order.
 
-    Tasks run consecutive batches (:func:`batches_per_task`, shrinking at the end:
-    :func:`task_ranges`). Bounded submission keeps memory flat: only ``in_flight`` tasks'
-    probabilities exist at once, however large the raster. ``source`` may be a Future of a
-    scattered source (an in-memory image, sent to the workers once).
+    At most ``in_flight`` strips are pending, so memory stays flat however large the raster.
+    Interiors come with their strip's window counts, seams with ``None``. ``source`` may be a
+    Future of a scattered source (an in-memory image, sent to the workers once).
     """
-    todo = plan.batches[first_batch:]
-    spans = task_ranges(len(todo), batches_per_task(plan), total_threads(client))
-    # the source is an argument of each call, not bound into the function: a scattered
-    # in-memory image (a Future) is then resolved on the worker instead of pickled per task
-    calls = ((source, plan.grid, todo[span.start : span.stop], spec) for span in spans)
-    task = run_batch_task
-    for results in submit_ordered(client, task, calls, in_flight, retries=2, resources=resources):
-        yield from results
+    pieces = piece_futures(client, source, plan, spec, finish, resources, first_strip)
+    pending: deque[Piece] = deque()
+
+    def ask_strip() -> None:  # submit pieces up to and including one more interior
+        for piece in pieces:
+            pending.append(piece)
+            if piece.interior:
+                return
+
+    for _ in range(max(1, in_flight)):
+        ask_strip()
+    try:
+        while pending:
+            piece = pending.popleft()
+            result = piece.future.result()
+            piece.future.release()
+            if piece.interior:
+                ask_strip()
+            yield result
+    finally:
+        pieces.close()
+        cancel_pending(client, [p.future for p in pending])
+
+
+def write_by_workers(
+    client: Any,
+    pieces: Iterator[Piece],
+    plan: Plan,
+    finish: Finish,
+    num_classes: int,
+    store: str,
+    output: str,
+    in_flight: int,
+    chunk_rows: int,
+) -> Iterator[Counts]:
+    """Have the workers assemble and write a Zarr store's rows; yield their window counts.
+
+    Each write task takes the block rows of the plan rounded up to whole chunk rows
+    (``chunk_rows``), so no two tasks ever write one chunk; it gathers the pieces it needs
+    (from the workers that hold them) and writes them (:func:`geoseg.io.writers.write_zarr_rows`);
+    nothing but counts comes back. At most ``in_flight`` write tasks are pending. When this
+    stops early the write tasks already running are waited for, so that none writes after the
+    store is removed.
+    """
+    height, width = plan.grid.height, plan.grid.width
+    size = -(-plan.block_size // chunk_rows) * chunk_rows
+    waiting: deque[Piece] = deque()
+    pending: deque = deque()
+    try:
+        for r0 in range(0, height, size):
+            r1 = min(r0 + size, height)
+            needed = _pieces_for(pieces, waiting, r0, r1, height)
+            args = (store, output, r0, r1, width, finish, num_classes)
+            pending.append(
+                client.submit(write_rows_task, *args, *[p.future for p in needed], **TASK_OPTIONS)
+            )
+            if len(pending) >= max(1, in_flight):
+                yield _take(pending)
+        while pending:
+            yield _take(pending)
+    finally:
+        pieces.close()
+        _settle(client, [*pending, *[p.future for p in waiting]])
+
+
+def _pieces_for(
+    pieces: Iterator[Piece], waiting: deque[Piece], r0: int, r1: int, height: int
+) -> list[Piece]:
+    """The pieces of rows ``[r0, r1)``, asked for as far as needed; later rows' are kept.
+
+    A piece belongs to the block rows it overlaps, and an empty one (no interior rows, whose
+    window counts still count) to the block row it starts in, or the last one at the end.
+    """
+    for piece in pieces:
+        waiting.append(piece)
+        if piece.row1 >= r1 and r1 < height:
+            break
+    needed = [
+        p for p in waiting if r0 <= p.row0 < r1 or p.row0 < r0 < p.row1 or p.row0 == r1 == height
+    ]
+    while waiting and waiting[0].row1 <= r1 and waiting[0].row0 < r1:
+        waiting.popleft()
+    return needed
+
+
+def _take(pending: deque) -> Counts:
+    future = pending.popleft()
+    counts = future.result()
+    future.release()
+    return counts
+
+
+def _settle(client: Any, futures: list) -> None:
+    """Cancel what has not started, and wait (a while) for write tasks already running."""
+    if not futures or getattr(client, "status", "running") != "running":
+        return
+    from distributed import wait
+
+    with contextlib.suppress(Exception):
+        wait(futures, timeout=SETTLE_S)
+    cancel_pending(client, futures)
+
+
+# How long a failed Zarr prediction waits for the workers' running writes before it removes the
+# temporary store.
+SETTLE_S = 30.0
+
+
+def write_rows_task(
+    store: str,
+    output: str,
+    r0: int,
+    r1: int,
+    width: int,
+    finish: Finish,
+    num_classes: int,
+    *pieces: tuple[Rows, Counts | None],
+) -> Counts:
+    """Dask task: assemble rows ``[r0, r1)`` from their pieces and write them to a Zarr store.
+
+    Returns the window counts of the strips whose interior starts in these rows.
+    """
+    from geoseg.io.writers import write_zarr_rows
+
+    rows = finish.empty(r0, r1 - r0, width, num_classes)
+    counts = Counts()
+    for piece, piece_counts in pieces:
+        put_rows(rows, piece)
+        if piece_counts is not None and (r0 <= piece.row0 < r1 or piece.row0 == r1):
+            counts.add(piece_counts)
+    write_zarr_rows(store, output, rows)
+    return counts
 
 
 def submit_ordered(
