@@ -12,8 +12,9 @@ Prints markdown tables, one row as soon as it is measured:
 3. MONAI's ``sliding_window_inference`` (``sw_device`` and ``device`` cuda, the engine's
    model, roi 256, overlap 0.25, Gaussian, the same batch and bf16), when MONAI is installed.
 
-The raster (8192^2, 3 bands uint8, tiled deflate GeoTIFF) tiles ``demo/``'s Dubai image (noise
-when it is absent). Without a CUDA GPU nothing is measured (exit 0). Usage::
+The raster (8192^2, 3 bands uint8, tiled deflate GeoTIFF) is bench_predict's mosaic of Dubai
+aerial images (noise when ``../shared`` is absent). Without a CUDA GPU nothing is measured
+(exit 0). Usage::
 
     python benchmarks/bench_gpu.py [--model models/dubai-demo] [--size 8192]
         [--workers 1,2,4] [--skip compile,workers,monai]
@@ -33,7 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEMO_IMAGE = REPO / "demo" / "dubai_tile3_part009.tif"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import _tiles_source, make_mosaic  # noqa: E402
+
 DEVICE = "cuda"  # the device measured (a module constant, so a smoke test can swap it)
 TILE, OVERLAP, BATCH = 256, 64, 16
 GOAL = 0.85
@@ -46,43 +49,6 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--workers", default="1,2,4", help="worker processes of table 2")
     ap.add_argument("--skip", default="", help="comma list of sections: compile,workers,monai")
     return ap.parse_args()
-
-
-def make_raster(path: Path, size: int) -> Path:
-    """A size x size 3-band uint8 tiled GeoTIFF: the demo image repeated (or noise)."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    if DEMO_IMAGE.exists():
-        with warnings.catch_warnings():  # the demo image has no georeference
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(DEMO_IMAGE) as ds:
-                img = ds.read([1, 2, 3])
-    else:
-        img = np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8)
-    prof = dict(
-        driver="GTiff",
-        height=size,
-        width=size,
-        count=3,
-        dtype="uint8",
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        compress="deflate",
-        BIGTIFF="IF_SAFER",
-        crs="EPSG:32640",
-        transform=from_origin(500000.0, 2800000.0, 0.5, 0.5),
-    )
-    rows = 1024
-    reps = -(-size // img.shape[2])
-    with rasterio.open(path, "w", **prof) as dst:
-        for r in range(0, size, rows):
-            h = min(rows, size - r)
-            idx = np.arange(r, r + h) % img.shape[1]
-            band = np.tile(img[:, idx], (1, 1, reps))[:, :, :size]
-            dst.write(np.ascontiguousarray(band), window=((r, r + h), (0, size)))
-    return path
 
 
 def reset_peaks() -> None:
@@ -322,7 +288,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-gpu-") as tmp:
         out_dir = Path(tmp)
         t0 = time.perf_counter()
-        src = make_raster(out_dir / f"raster_{args.size}.tif", args.size)
+        src = make_mosaic(out_dir / f"raster_{args.size}.tif", args.size, _tiles_source())
         print(f"raster {args.size}^2 written in {time.perf_counter() - t0:.1f} s\n", flush=True)
         args.windows = 0
         plain, plain_e2e = throughput_table(args, src, out_dir, compile=False)

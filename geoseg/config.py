@@ -44,7 +44,7 @@ class PredictConfig:
     uncertainty: Uncertainty | None = None
     nodata: int | None = None
     creation_options: dict[str, Any] | None = None
-    prefetch: int = 2
+    prefetch: int = 1
     dashboard: str | None = None
     rasters_in_flight: int = 2
 

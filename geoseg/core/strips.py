@@ -1,4 +1,4 @@
-"""Strips, the unit of work of a prediction, blended where the model runs: pure numpy, no I/O.
+"""Strips, the unit of work of a prediction, blended where the model runs: pure maths, no I/O.
 
 A *strip* is a run of consecutive grid rows. Whoever evaluates a strip (a Dask worker, or this
 process) sums its windows' weighted probabilities in window order (:class:`Stitcher`) and at
@@ -15,6 +15,8 @@ the threads or the scheduler. :func:`reference_accumulate` is the naive full-arr
 with that order. (Two partial sums meet at a seam pixel, and ``a + b == b + a`` exactly, so the
 order of the two strips is immaterial; what matters is that each strip sums its own windows
 first.)
+
+The sums are numpy arrays, or torch tensors on the model's GPU (:mod:`geoseg.core.backend`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from geoseg.core.backend import HOST, Backend, device_classes, to_host
 from geoseg.core.blend import window_weights
-from geoseg.core.confidence import confidence_map, quantize
+from geoseg.core.confidence import PROB_NODATA, confidence_map, quantize
 from geoseg.core.stitch import Band, Stitcher, normalize_sums, to_classes
 from tilers.grid import Grid
 
@@ -172,8 +174,6 @@ class Finish:
 
     def empty(self, row0: int, rows: int, width: int, classes: int) -> Rows:
         """Rows to fill: nodata class ids, and the extra layers asked for."""
-        from geoseg.core.confidence import PROB_NODATA
-
         probs = (
             np.full((classes, rows, width), PROB_NODATA, np.uint8) if self.probabilities else None
         )
@@ -322,8 +322,11 @@ def _joined(bands: Sequence[Band], backend: Backend) -> Band | None:
     """One host band of consecutive row segments, or None when there are none."""
     if not bands:
         return None
-    sums = backend.concat([b.sums for b in bands], axis=1)
-    weights = backend.concat([b.weights for b in bands], axis=0)
+    if len(bands) == 1:  # no copy: a wide raster's seam is tens of MB
+        sums, weights = bands[0].sums, bands[0].weights
+    else:
+        sums = backend.concat([b.sums for b in bands], axis=1)
+        weights = backend.concat([b.weights for b in bands], axis=0)
     return Band(bands[0].row0, bands[-1].row1, to_host(sums), to_host(weights))
 
 

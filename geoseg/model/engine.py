@@ -296,17 +296,10 @@ class Engine:
     def predict_proba_device(self, batch: np.ndarray):
         """:meth:`predict_proba` as a torch tensor on the engine's device (no host copy).
 
-        Parameters
-        ----------
-        batch : ndarray
-            (B, bands, H, W) raw pixel values (float32); normalized here.
-
-        Returns
-        -------
-        torch.Tensor
-            (B, classes, H, W) float32 probabilities on ``self.device``, TTA-averaged, cropped
-            like :meth:`predict_proba`. An inference tensor: use it in out-of-place operations
-            (blending), not in autograd. On CUDA its memory format may be ``channels_last``.
+        Returns a (B, classes, H, W) float32 tensor on ``self.device``, TTA-averaged and
+        cropped like :meth:`predict_proba`. An inference tensor: use it in out-of-place
+        operations (blending), not in autograd. On CUDA its memory format may be
+        ``channels_last``.
         """
         x = normalize(batch, self.meta)
         h, w = x.shape[-2:]

@@ -29,6 +29,7 @@ from geoseg.core.strips import (
     put_rows,
 )
 from geoseg.model.engine import EngineSpec, available_cores, cached_engine
+from geoseg.run.memory import WideBandTrimmer
 from tilers.grid import Grid
 
 log = logging.getLogger("geoseg.run.scheduling")
@@ -374,10 +375,13 @@ def run_strip_task(
         reads = read_ahead(read, batches) if on_gpu else ((b, read(b)) for b in batches)
         results = (evaluate_read(predict, b, windows) for b, windows in reads)
         k = engine.meta.classes
-        return blend_strip(grid, strip, results, k, blend, finish, backend)
+        result = blend_strip(grid, strip, results, k, blend, finish, backend)
     except Exception as exc:
         drop_hidden_context(exc)
         raise
+    # the strip's row sums (up to a tile of rows, full width) are freed: hand wide ones back
+    WideBandTrimmer().released((k + 1) * 4 * grid.tile[0] * grid.width)
+    return result
 
 
 def read_ahead(read: Callable, batches: Sequence[Sequence[int]]) -> Iterator[tuple[Any, Any]]:
