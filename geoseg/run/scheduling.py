@@ -423,6 +423,8 @@ def select_worker_gpu() -> None:
 
 def engine_stride(spec: EngineSpec) -> int:
     """Dask task (or a local call): load the cached engine; its model's stride."""
+    if spec.device != "cpu":
+        select_worker_gpu()  # the model is loaded on this worker's GPU, as strip tasks use it
     try:
         return cached_engine(spec).stride
     except Exception as exc:
