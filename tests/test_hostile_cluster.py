@@ -441,20 +441,28 @@ def corrupt_middle_tile(path: Path, row: int, col: int) -> None:
         f.write(b"\xff" * size)
 
 
-def test_mid_run_read_failure_is_one_error_line(tmp_path, ckpt):
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [("out.tif", []), ("out.zarr", ["--workers", "2"])],  # Zarr: chunks written by workers
+)
+def test_mid_run_read_failure_is_one_error_line(tmp_path, ckpt, name, extra):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, (3, 512, 512), dtype=np.uint8)
     src = write_geotiff(
         tmp_path / "in.tif", data, compress="deflate", tiled=True, blockxsize=64, blockysize=64
     )
     corrupt_middle_tile(src, row=4, col=3)  # the first and last pixel (the probe) still read
-    out = tmp_path / "out.tif"
-    res = run_subprocess("predict", src, out, "--model", ckpt, "--no-progress", "--device", "cpu")
+    out = tmp_path / name
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = run_subprocess(
+        "predict", src, out, "--model", ckpt, "--no-progress", "--device", "cpu", *extra
+    )
     assert res.code == 1, res.err
     assert "Traceback" not in res.err and "Exception ignored" not in res.err, res.err
     assert len(res.error_lines) == 1, res.err
     assert "cannot read window" in res.err and "in.tif" in res.err
     assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary store left
 
 
 # --- 5. signals -----------------------------------------------------------------------------
