@@ -21,8 +21,10 @@ from geoseg.io.writers import (
     OutputSpec,
     check_creation_options,
     check_output,
+    cog_options,
     confidence_path,
     geoseg_output_kind,
+    gtiff_profile_options,
     open_writer,
     probabilities_path,
 )
@@ -582,6 +584,18 @@ def test_nodata_value_and_its_checks(tmp_path):
         spec(nodata_value=2)
     with pytest.raises(ConfigError, match=r"nodata 256 does not fit the uint8"):
         spec(nodata_value=256)
+
+
+def test_zstd_level_defaults_to_the_fast_one_and_the_users_level_wins():
+    from geoseg.io.gdal import best_compression
+
+    if best_compression() != "ZSTD":
+        pytest.skip("this GDAL has no ZSTD: geoseg falls back to DEFLATE at GDAL's level")
+    assert gtiff_profile_options(spec())["ZSTD_LEVEL"] == "1"
+    assert cog_options(spec(), "mode")["LEVEL"] == "1"
+    mine = spec(creation_options={"ZSTD_LEVEL": "9"})
+    assert gtiff_profile_options(mine)["ZSTD_LEVEL"] == "9"
+    assert "ZSTD_LEVEL" not in gtiff_profile_options(spec(creation_options={"COMPRESS": "LZW"}))
 
 
 def test_check_creation_options():

@@ -218,10 +218,11 @@ class BlockAssembler:
         h = done.classes.shape[0]
         for c in range(0, self.width, self.block_size):
             cols = slice(c, min(c + self.block_size, self.width))
-            probs = None if done.probs is None else done.probs[:, :, cols]
-            conf = None if done.confidence is None else done.confidence[:, cols]
+            # copies: a queued block must not keep the whole block row alive
+            probs = None if done.probs is None else done.probs[:, :, cols].copy()
+            conf = None if done.confidence is None else done.confidence[:, cols].copy()
             window = Window(done.row0, c, h, cols.stop - c)
-            yield OutputBlock(window, done.classes[:, cols], probs, conf)
+            yield OutputBlock(window, done.classes[:, cols].copy(), probs, conf)
 
 
 def assemble_blocks(

@@ -1,20 +1,27 @@
 """Stitch window probabilities into final rows, in bounded memory: pure numpy, no I/O.
 
-Windows are added in their row-major grid order. Their weighted probabilities are summed into
-row *segments* (split at every window's top and bottom row), allocated when a window first
-reaches them. *Band* ``g`` is the rows between consecutive grid-row starts: once every window of
-grid row ``g`` has been added, no later window touches it, and :meth:`Stitcher.pop_band` hands
-its segments over and frees them. Popped as soon as its grid row is complete, at most ``tile``
-raster rows are held at any time, whatever the raster's height.
+One :class:`Stitcher` sums one strip of the plan (:mod:`geoseg.core.strips`, which also holds
+the naive full-array reference of the summation order). Windows are added in their row-major
+grid order. Their weighted probabilities are summed into *cells*: the rows split at every
+window's top and bottom (:func:`segment_bounds`), the columns every :data:`CELL_COLS`. A cell is
+allocated when a window first reaches it, and is *final* once the strip's last window that
+touches it has been added; windows come in a known order, so that window is known when the cell
+is made, and :meth:`Stitcher.final` hands the cell over and forgets it then. Rows the caller
+keeps whole (a strip's seams, which leave as partial sums) are one cell per row segment.
+
+So a strip holds its seams, and besides them only the cells under the windows being added and
+the overlap rows of its previous grid row: a few cells of ``tile`` rows, whatever the raster's
+width or height, plus ``overlap`` rows at full width within a strip of several grid rows.
 
 Every pixel receives its contributions in window order, whatever the output block size or the
-number of workers. One stitcher sums one strip of the plan (:mod:`geoseg.core.strips`, which also
-holds the naive full-array reference of the summation order).
+number of workers.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,34 +29,45 @@ import numpy as np
 from geoseg.core.backend import HOST, Backend
 from tilers.grid import Grid
 
+# Columns of a cell (outside the rows kept whole): wide enough that the per-cell work (a few
+# slice additions, one normalize and argmax) is small beside the pixels', small enough that the
+# cells under a window's tile rows stay a few MB.
+CELL_COLS = 1024
+
 
 @dataclass
 class Band:
-    """A horizontal strip of accumulated sums.
+    """A rectangle of accumulated sums: rows ``[row0, row1)``, columns from ``col0``.
 
     Attributes
     ----------
     row0, row1 : int
         Raster rows ``[row0, row1)``.
     sums : ndarray
-        (classes, rows, width) float32, the weighted probabilities summed in window order (a
+        (classes, rows, columns) float32, the weighted probabilities summed in window order (a
         torch tensor on a GPU backend).
     weights : ndarray
-        (rows, width) float32, the summed weights.
+        (rows, columns) float32, the summed weights.
+    col0 : int
+        Its first raster column.
     """
 
     row0: int
     row1: int
     sums: np.ndarray
     weights: np.ndarray
+    col0: int = 0
+
+    @property
+    def col1(self) -> int:
+        """First column right of it."""
+        return self.col0 + self.weights.shape[-1]
 
 
 def segment_bounds(grid: Grid) -> tuple[int, ...]:
     """Row boundaries at every window top and bottom: no window starts or ends inside a segment.
 
-    Each band ``[row_starts[g], row_starts[g + 1])`` is a run of whole segments, and each window
-    covers a run of whole segments, so a segment can be allocated when the first window reaches
-    it and handed over with its band.
+    Each window covers a run of whole segments, and so does each strip's interior and seams.
     """
     th = grid.tile[0]
     edges = {0, grid.height}
@@ -60,7 +78,7 @@ def segment_bounds(grid: Grid) -> tuple[int, ...]:
 
 
 class Stitcher:
-    """Accumulate window contributions segment by segment.
+    """Accumulate one strip's window contributions in cells; hand each over once it is final.
 
     Parameters
     ----------
@@ -68,45 +86,45 @@ class Stitcher:
         The window grid.
     num_classes : int
         Number of probability channels per window.
-    first_band : int
-        Band to start from (to resume): windows of earlier grid rows are not accepted.
+    grid_rows : tuple of int, optional
+        The strip's grid rows ``[g0, g1)``: only their windows are added (all by default).
+    whole : sequence of tuple of int
+        Row spans ``(row0, row1)`` on segment bounds, kept as one full-width cell per row
+        segment (allocated at once, zero where no window reaches).
     backend : Backend
         Where the sums live (:mod:`geoseg.core.backend`): numpy on the host by default, torch
         on the model's GPU; ``add`` then takes that backend's arrays.
-
-    Notes
-    -----
-    Storage is allocated per row segment (:func:`segment_bounds`) when a window first reaches
-    it, and a band's segments are released when the band is popped. Popping each band as soon
-    as its grid row is complete keeps at most ``tile`` raster rows of sums: the rows under the
-    current grid row's windows.
+    cell_cols : int
+        Columns of the other cells.
     """
 
     def __init__(
-        self, grid: Grid, num_classes: int, first_band: int = 0, backend: Backend = HOST
+        self,
+        grid: Grid,
+        num_classes: int,
+        grid_rows: tuple[int, int] | None = None,
+        whole: Sequence[tuple[int, int]] = (),
+        backend: Backend = HOST,
+        cell_cols: int = CELL_COLS,
     ) -> None:
-        self.grid = grid
-        self.backend = backend
-        self.num_classes = num_classes
+        self.grid, self.num_classes, self.backend = grid, num_classes, backend
+        self.grid_rows = grid_rows or (0, grid.shape[0])
+        self.cell_cols = cell_cols
         self._bounds = segment_bounds(grid)
-        self._segments: dict[int, Band] = {}
+        self._whole = {
+            s for r0, r1 in whole for s in range(len(self._bounds) - 1)
+            if r0 <= self._bounds[s] and self._bounds[s + 1] <= r1
+        }  # fmt: skip
+        self._cells: dict[tuple[int, int], Band] = {}
+        self._due: list[tuple[int, int, int]] = []  # heap of (last window, segment, cell)
         self._last_index = -1
-        self._next_pop = first_band
+        for s in sorted(self._whole):
+            self._cell(s, 0)
 
     @property
-    def open_rows(self) -> int:
-        """Number of raster rows currently held in memory."""
-        return sum(b.row1 - b.row0 for b in self._segments.values())
-
-    def _segment(self, s: int) -> Band:
-        seg = self._segments.get(s)
-        if seg is None:
-            r0, r1 = self._bounds[s], self._bounds[s + 1]
-            w = self.grid.width
-            zeros = self.backend.zeros
-            seg = Band(r0, r1, zeros((self.num_classes, r1 - r0, w)), zeros((r1 - r0, w)))
-            self._segments[s] = seg
-        return seg
+    def held_pixels(self) -> int:
+        """Pixels of the cells currently held in memory."""
+        return sum(c.weights.shape[0] * c.weights.shape[1] for c in self._cells.values())
 
     def add(self, index: int, probs: np.ndarray, weights: np.ndarray) -> None:
         """Add window ``index``'s contribution ``probs * weights``.
@@ -114,48 +132,69 @@ class Stitcher:
         Parameters
         ----------
         index : int
-            Window number; must exceed every index added before.
+            Window number, in the strip's grid rows; must exceed every index added before.
         probs : ndarray
             (classes, tile_h, tile_w) float32 probabilities.
         weights : ndarray
             (tile_h, tile_w) float32 weights, zero on nodata pixels.
         """
+        g0, g1 = self.grid_rows
+        if not g0 <= self.grid.row_of(index) < g1:
+            raise ValueError(f"window {index} is not in grid rows {g0} to {g1 - 1}")
         if index <= self._last_index:
             raise ValueError(f"windows must be added in order: {index} after {self._last_index}")
-        if self.grid.row_of(index) < self._next_pop:
-            raise ValueError(f"window {index} belongs to a band that was already popped")
         self._last_index = index
         full = self.grid.window(index)
         win = self.grid.clipped(full)
-        c0, c1 = win.col - full.col, win.col_stop - full.col
         s = bisect.bisect_right(self._bounds, win.row) - 1
         while self._bounds[s] < win.row_stop:
-            seg = self._segment(s)
+            for cell in self._cells_under(s, win.col, win.col_stop):
+                a, b = max(win.col, cell.col0), min(win.col_stop, cell.col1)
+                rows = slice(cell.row0 - full.row, cell.row1 - full.row)
+                w = weights[rows, a - full.col : b - full.col]
+                cols = slice(a - cell.col0, b - cell.col0)
+                cell.sums[:, :, cols] += probs[:, rows, a - full.col : b - full.col] * w
+                cell.weights[:, cols] += w
             s += 1
-            rows = slice(seg.row0 - full.row, seg.row1 - full.row)
-            w = weights[rows, c0:c1]
-            seg.sums[:, :, win.col : win.col_stop] += probs[:, rows, c0:c1] * w
-            seg.weights[:, win.col : win.col_stop] += w
 
-    def pop_band(self, g: int) -> list[Band]:
-        """Return final band ``g`` as its row segments, top to bottom, and release them.
+    def final(self, index: int) -> Iterator[Band]:
+        """Hand over and forget the cells that no window after ``index`` touches."""
+        while self._due and self._due[0][0] <= index:
+            _, s, c = heapq.heappop(self._due)
+            yield self._cells.pop((s, c))
 
-        Bands must be popped in order, once every window of grid rows ``<= g`` was added.
-        """
-        if g != self._next_pop:
-            raise ValueError(
-                f"bands must be popped in order: asked for {g}, next is {self._next_pop}"
-            )
-        self._next_pop += 1
-        r0, r1 = self.grid.band(g)
-        first = bisect.bisect_left(self._bounds, r0)
-        last = bisect.bisect_left(self._bounds, r1)
-        out = []
-        for s in range(first, last):
-            seg = self._segment(s)  # a segment no window reached comes out empty (nodata)
-            del self._segments[s]
-            out.append(seg)
-        return out
+    def rest(self) -> Iterator[Band]:
+        """Hand over every cell still held: all windows were added."""
+        yield from self.final(len(self.grid))
+
+    def _cells_under(self, s: int, col0: int, col1: int) -> Iterator[Band]:
+        if s in self._whole:
+            yield self._cells[(s, 0)]
+            return
+        n = self.cell_cols
+        for c in range(col0 // n, (col1 - 1) // n + 1):
+            cell = self._cells.get((s, c))
+            yield self._cell(s, c) if cell is None else cell
+
+    def _cell(self, s: int, c: int) -> Band:
+        """Allocate cell ``c`` of row segment ``s``, due after the last window touching it."""
+        r0, r1 = self._bounds[s], self._bounds[s + 1]
+        if s in self._whole:
+            c0, c1 = 0, self.grid.width
+        else:
+            c0, c1 = c * self.cell_cols, min(self.grid.width, (c + 1) * self.cell_cols)
+        h, w, zeros = r1 - r0, c1 - c0, self.backend.zeros
+        cell = Band(r0, r1, zeros((self.num_classes, h, w)), zeros((h, w)), c0)
+        self._cells[(s, c)] = cell
+        heapq.heappush(self._due, (self._last_window(r1, c1), s, c))
+        return cell
+
+    def _last_window(self, row1: int, col1: int) -> int:
+        """Index of the strip's last window (row-major) touching a cell that ends at these."""
+        grid = self.grid
+        g = min(self.grid_rows[1] - 1, bisect.bisect_left(grid.row_starts, row1) - 1)
+        j = bisect.bisect_left(grid.col_starts, col1) - 1
+        return g * grid.shape[1] + j
 
 
 def normalize_sums(sums: np.ndarray, weights: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -163,10 +202,11 @@ def normalize_sums(sums: np.ndarray, weights: np.ndarray, inplace: bool = False)
 
     With ``inplace`` the division overwrites ``sums`` (no second band-sized array).
     """
-    out = sums if inplace else np.zeros_like(sums)
     empty = weights <= 0
-    np.divide(sums, weights[None], out=out, where=~empty[None])
-    if inplace and empty.any():
+    # dividing by 1 where nothing weighed, then zeroing, is faster than a masked divide
+    safe = np.where(empty, np.float32(1), weights)
+    out = np.divide(sums, safe[None], out=sums if inplace else None)
+    if empty.any():
         out[:, empty] = 0
     return out
 

@@ -29,7 +29,7 @@ import numpy as np
 from geoseg.core.backend import HOST, Backend, device_classes, to_host
 from geoseg.core.blend import window_weights
 from geoseg.core.confidence import PROB_NODATA, confidence_map, quantize
-from geoseg.core.stitch import Band, Stitcher, normalize_sums, to_classes
+from geoseg.core.stitch import CELL_COLS, Band, Stitcher, normalize_sums, to_classes
 from tilers.grid import Grid
 
 # A strip holds at least this many window pixels (16 windows of 256^2) and this many batches:
@@ -181,18 +181,19 @@ class Finish:
         return Rows(row0, np.full((rows, width), self.nodata, self.dtype), probs, conf)
 
 
-def put_rows(target: Rows, piece: Rows) -> None:
-    """Copy the rows ``piece`` and ``target`` share into ``target`` (same width)."""
+def put_rows(target: Rows, piece: Rows, col0: int = 0) -> None:
+    """Copy the rows ``piece`` and ``target`` share into ``target``, from column ``col0``."""
     r0, r1 = max(target.row0, piece.row0), min(target.row1, piece.row1)
     if r0 >= r1:
         return
     dst = slice(r0 - target.row0, r1 - target.row0)
     src = slice(r0 - piece.row0, r1 - piece.row0)
-    target.classes[dst] = piece.classes[src]
+    cols = slice(col0, col0 + piece.classes.shape[1])
+    target.classes[dst, cols] = piece.classes[src]
     if target.probs is not None:
-        target.probs[:, dst] = piece.probs[:, src]
+        target.probs[:, dst, cols] = piece.probs[:, src]
     if target.confidence is not None:
-        target.confidence[dst] = piece.confidence[src]
+        target.confidence[dst, cols] = piece.confidence[src]
 
 
 @dataclass
@@ -262,37 +263,31 @@ def blend_strip(
 
     Notes
     -----
-    Bands are handed over as soon as their grid row is complete, so at most ``tile`` rows of
-    sums are held besides the seams, however tall the strip.
+    Cells of sums are finished as soon as they are final (:class:`Stitcher`), so besides its
+    seams a strip holds a few cells of ``tile`` rows, however wide or tall it is.
     """
     own0, own1 = strip.interior
     interior = finish.empty(own0, own1 - own0, grid.width, num_classes)
+    whole = [span for span in ((strip.rows[0], own0), (own1, strip.rows[1])) if span[0] < span[1]]
+    stitcher = Stitcher(grid, num_classes, strip.grid_rows, whole, backend)
     seams: dict[str, list[Band]] = {"top": [], "bottom": []}
     counts = Counts()
-    for band in _bands(grid, strip, results, num_classes, blend, counts, backend):
-        if band.row1 <= own0:
-            seams["top"].append(band)
-        elif band.row0 >= own1:
-            seams["bottom"].append(band)
+    for cell in _final_cells(grid, stitcher, results, blend, counts):
+        if cell.row1 <= own0:
+            seams["top"].append(cell)
+        elif cell.row0 >= own1:
+            seams["bottom"].append(cell)
         else:
-            put_rows(interior, finish.rows(band.row0, band.sums, band.weights))
+            put_rows(interior, finish.rows(cell.row0, cell.sums, cell.weights), cell.col0)
     top, bottom = (_joined(seams[side], backend) for side in ("top", "bottom"))
     return StripResult(strip, interior, top, bottom, counts)
 
 
-def _bands(
-    grid: Grid,
-    strip: Strip,
-    results: Iterable,
-    num_classes: int,
-    blend: str,
-    counts: Counts,
-    backend: Backend,
+def _final_cells(
+    grid: Grid, stitcher: Stitcher, results: Iterable, blend: str, counts: Counts
 ) -> Iterator[Band]:
-    """The strip's row segments of unnormalized sums, top to bottom, each once it is final."""
-    g0, g1 = strip.grid_rows
-    stitcher = Stitcher(grid, num_classes, g0, backend)
-    ncols, next_band = grid.shape[1], g0
+    """Add the strip's evaluated windows in order; yield each cell of sums once it is final."""
+    asarray = stitcher.backend.asarray
     for res in results:
         k = 0
         for i, valid, ran in zip(res.indices, res.valid, res.run, strict=True):
@@ -302,26 +297,19 @@ def _bands(
                 weights = window_weights(grid, i, blend)
                 if not valid.all():  # nodata pixels weigh nothing
                     weights = weights * valid
-                stitcher.add(i, res.probs[k], backend.asarray(weights))
+                stitcher.add(i, res.probs[k], asarray(weights))
                 k += 1
             else:
                 counts.skipped += 1
-            while next_band <= (i + 1) // ncols - 1:
-                yield from stitcher.pop_band(next_band)
-                next_band += 1
-    last = grid.shape[0]
-    if g1 < last:  # the bands of the next strip's grid rows that this strip's windows reach
-        last = next((g for g in range(g1, last) if grid.band(g)[0] >= strip.rows[1]), last)
-    while next_band < last:
-        # segments below the strip's windows (the next strip's interior) are empty here
-        yield from (b for b in stitcher.pop_band(next_band) if b.row0 < strip.rows[1])
-        next_band += 1
+            yield from stitcher.final(i)
+    yield from stitcher.rest()
 
 
 def _joined(bands: Sequence[Band], backend: Backend) -> Band | None:
-    """One host band of consecutive row segments, or None when there are none."""
+    """One host band of full-width row segments, or None when there are none."""
     if not bands:
         return None
+    bands = sorted(bands, key=lambda b: b.row0)
     if len(bands) == 1:  # no copy: a wide raster's seam is tens of MB
         sums, weights = bands[0].sums, bands[0].weights
     else:
@@ -333,13 +321,23 @@ def _joined(bands: Sequence[Band], backend: Backend) -> Band | None:
 def join_seam(above: Band, below: Band, finish: Finish) -> Rows:
     """Finish the rows two consecutive strips share from their partial sums.
 
-    ``above`` is the upper strip's ``bottom``, ``below`` the lower strip's ``top``.
+    ``above`` is the upper strip's ``bottom``, ``below`` the lower strip's ``top``. They are
+    added and finished :data:`~geoseg.core.stitch.CELL_COLS` columns at a time, so that no
+    third seam-sized array is made.
     """
     if (above.row0, above.row1) != (below.row0, below.row1):
         raise ValueError(
             f"seam rows differ: {above.row0}-{above.row1} above, {below.row0}-{below.row1} below"
         )
-    return finish.rows(above.row0, above.sums + below.sums, above.weights + below.weights)
+    classes, rows, width = above.sums.shape
+    out = finish.empty(above.row0, rows, width, classes)
+    for c in range(0, width, CELL_COLS):
+        cols = slice(c, c + CELL_COLS)
+        sums = above.sums[:, :, cols] + below.sums[:, :, cols]
+        put_rows(
+            out, finish.rows(above.row0, sums, above.weights[:, cols] + below.weights[:, cols]), c
+        )
+    return out
 
 
 def has_seam_above(strip: Strip) -> bool:

@@ -131,7 +131,13 @@ def dask_client(
                 yield c
             return
         check_workers(workers)
-        with local_cluster(workers, threads, dashboard) as cluster, Client(cluster) as c:
+        # a local cluster's workers are reachable: results come straight from them, not through
+        # the scheduler (which lives in this process too, and would handle every byte twice)
+        direct = bool(workers)
+        with (
+            local_cluster(workers, threads, dashboard) as cluster,
+            Client(cluster, direct_to_workers=direct) as c,
+        ):
             yield c
 
 
