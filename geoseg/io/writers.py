@@ -195,8 +195,8 @@ class OutputSpec:
 
 LOSSLESS = ("NONE", "LZW", "PACKBITS", "DEFLATE", "ZSTD", "LZMA")
 # ZSTD level of geoseg's GeoTIFFs unless --co ZSTD_LEVEL says otherwise. A GeoTIFF has one
-# writer, whose CPU per pixel bounds what a whole cluster can produce; on a demo class map level
-# 1 compresses 5x faster than GDAL's default 9, for files 21% larger (about 30:1 instead of 37:1).
+# writer, whose CPU per pixel bounds what a whole cluster can produce, and level 1 costs a
+# fraction of GDAL's default 9 for class maps only slightly larger (benchmarks/README.md).
 ZSTD_LEVEL = "1"
 BIGTIFF_VALUES = ("YES", "NO", "IF_NEEDED", "IF_SAFER")
 

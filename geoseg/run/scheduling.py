@@ -385,7 +385,7 @@ def run_strip_task(
     except Exception as exc:
         drop_hidden_context(exc)
         raise
-    # the strip's row sums (up to a tile of rows, full width) are freed: hand wide ones back
+    # the strip's cells and seams (over a tile of rows, full width) are freed: hand wide ones back
     WideBandTrimmer().released((k + 1) * 4 * grid.tile[0] * grid.width)
     return result
 
