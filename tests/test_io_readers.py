@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -293,6 +294,47 @@ def test_each_thread_keeps_a_bounded_number_of_files_open(tmp_path, monkeypatch)
     assert cache.get(("f", 3), lambda: Handle(99)).n == 3  # still open: reused
     cache.close(("f", 2))
     assert closed == [0, 1, 2]
+
+
+def test_a_handle_in_use_on_another_thread_is_closed_by_that_thread(monkeypatch):
+    """Closing a GDAL dataset under another thread's read crashed interrupted runs (SIGSEGV)."""
+    from geoseg.io import raster
+
+    closed: list[tuple[int, str]] = []
+
+    class Handle:
+        def __init__(self, n):
+            self.n = n
+
+        def close(self):
+            closed.append((self.n, threading.current_thread().name))
+
+    cache = raster._HandleCache()
+    got, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def reader():  # a worker thread, "reading" its handle until released
+        cache.get(("f",), lambda: Handle(1))
+        got.set()
+        release.wait(30)
+        cache.get(("g",), lambda: Handle(2))  # its next read: the retired handle goes now
+        done.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=reader, name="reader")
+    thread.start()
+    try:
+        assert got.wait(30)
+        cache.get(("f",), lambda: Handle(0))  # this thread's own handle of the same file
+        cache.close(("f",))
+        assert closed == [(0, "MainThread")]  # the reader's handle is still open
+        release.set()
+        assert done.wait(30)
+        assert closed == [(0, "MainThread"), (1, "reader")]
+    finally:
+        release.set()
+        thread.join(30)
+    cache.close(("g",))  # the reader has ended: its handle is closed at once
+    assert closed[-1] == (2, "MainThread")
 
 
 def test_non_georeferenced_png(tmp_path):

@@ -596,22 +596,32 @@ class _HandleCache:
     what GDAL reports of it, see :func:`_file_identity`). Each thread keeps
     at most ``per_thread`` files open and closes its least recently used one beyond that, so a
     long-lived worker that reads many rasters holds a bounded number of handles.
+
+    Only the thread that uses a handle closes it, between two of its reads: a handle that
+    :meth:`close` takes from another live thread is closed at that thread's next :meth:`get`,
+    as that thread may be reading it at that moment (an interrupted run still has tasks
+    reading on in-process workers; GDAL freeing a dataset under a read crashes the process).
     """
 
     def __init__(self, per_thread: int = 4) -> None:
         self.per_thread = per_thread
         self._lock = threading.Lock()
         self._handles: dict[tuple[int, int, tuple], Any] = {}  # insertion order = LRU order
+        self._retired: dict[tuple[int, int], list[Any]] = {}  # closed by their thread's next get
 
     def get(self, file_key: tuple, opener: Any) -> Any:
         """The current thread's handle for ``file_key``, opened with ``opener()`` if needed."""
         thread = (os.getpid(), threading.get_ident())
         key = (*thread, file_key)
         with self._lock:
+            retired = self._retired.pop(thread, [])
             handle = self._handles.pop(key, None)
             if handle is not None:
                 self._handles[key] = handle  # most recently used
-                return handle
+        for old in retired:
+            old.close()
+        if handle is not None:
+            return handle
         handle = opener()
         with self._lock:
             self._handles[key] = handle
@@ -622,12 +632,22 @@ class _HandleCache:
         return handle
 
     def close(self, file_key: tuple) -> None:
-        """Close this process's handles of ``file_key`` (all threads; call when reads are done)."""
-        pid = os.getpid()
+        """Release this process's handles of ``file_key`` (call when its reads are done).
+
+        The calling thread's handle and those of threads that have ended are closed now; a
+        live thread's at its next :meth:`get`.
+        """
+        pid, me = os.getpid(), threading.get_ident()
+        alive = {t.ident for t in threading.enumerate()}
+        now = []
         with self._lock:
-            keys = [k for k in self._handles if k[0] == pid and k[2] == file_key]
-            handles = [self._handles.pop(k) for k in keys]
-        for handle in handles:
+            for key in [k for k in self._handles if k[0] == pid and k[2] == file_key]:
+                handle = self._handles.pop(key)
+                if key[1] == me or key[1] not in alive:
+                    now.append(handle)
+                else:
+                    self._retired.setdefault(key[:2], []).append(handle)
+        for handle in now:
             handle.close()
 
 
@@ -877,8 +897,9 @@ class GdalSource(_LazyFileSource):
 
     def tags(self) -> dict[str, str]:
         """The dataset's tags, overlaid by those of the first selected band."""
+        band = self.info.band_indexes[0]  # first: describing the file may take a handle too
         src = self._handle()
-        return {**src.tags(), **src.tags(self.info.band_indexes[0])}
+        return {**src.tags(), **src.tags(band)}
 
     def probe(self) -> None:
         """Read the first and last pixel of every selected band (catches truncated files)."""
