@@ -296,7 +296,7 @@ def test_each_thread_keeps_a_bounded_number_of_files_open(tmp_path, monkeypatch)
     assert closed == [0, 1, 2]
 
 
-def test_a_handle_in_use_on_another_thread_is_closed_by_that_thread(monkeypatch):
+def test_a_handle_in_use_on_another_thread_is_closed_by_that_thread():
     """Closing a GDAL dataset under another thread's read crashed interrupted runs (SIGSEGV)."""
     from geoseg.io import raster
 
