@@ -648,3 +648,117 @@ def test_creation_options_reach_the_files(tmp_path, cog):
 def test_creation_options_are_refused_for_zarr(tmp_path):
     with pytest.raises(ConfigError, match="GeoTIFF creation option .* Zarr store"):
         check_output(tmp_path / "o.zarr", overwrite=False, creation_options={"COMPRESS": "LZW"})
+
+
+# --------------------------------------------------------------------------------------------
+# Durable block rows (--resume): flushed in place, checked once, else reopened
+# --------------------------------------------------------------------------------------------
+
+
+def write_by_block_rows(out, partial, classes, block=64, flush=True):
+    """Write whole block rows through a resumable writer; each row's digest, in order.
+
+    The blocks are wider than the files' 32 px tiles, as predict's are.
+    """
+    from geoseg.io.writers import GeoTiffWriter
+
+    s = spec(*classes.shape, block_size=32)
+    digests = []
+    with GeoTiffWriter(out, s, False, partial_dir=partial) as writer:
+        for r in range(0, classes.shape[0], block):
+            for c in range(0, classes.shape[1], block):
+                sl = (slice(r, r + block), slice(c, c + block))
+                writer.write(r, c, classes[sl])
+            if flush:
+                writer.flush()
+            digests.append(writer.take_row_digest())
+    return writer, digests
+
+
+def tile_sizes(path):
+    with rasterio.open(path) as src:
+        rows, cols = (-(-n // b) for n, b in zip(src.shape, src.block_shapes[0], strict=True))
+        return [src.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=1)
+                for r in range(rows) for c in range(cols)]  # fmt: skip
+
+
+def test_flushed_block_rows_keep_the_compression_level_of_a_file_written_at_once(tmp_path):
+    """GDAL applies ZSTD_LEVEL only at creation: reopening after each row would lose it."""
+    classes = class_map(256, 192)
+    (tmp_path / "p").mkdir()
+    writer, _ = write_by_block_rows(tmp_path / "flushed.tif", tmp_path / "p", classes)
+    write_by_block_rows(tmp_path / "once.tif", None, classes, flush=False)
+    assert writer._checked and writer._in_place is not None  # flushed in place, read back once
+    assert tile_sizes(tmp_path / "flushed.tif") == tile_sizes(tmp_path / "once.tif")
+    with rasterio.open(tmp_path / "flushed.tif") as src:
+        np.testing.assert_array_equal(src.read(1), classes)
+
+
+def test_a_flush_that_does_not_reach_the_disk_falls_back_to_reopening(tmp_path, monkeypatch):
+    """A GDAL whose in-place flush leaves the rows unreadable is caught by the read-back."""
+    import geoseg.io.gdal as gdal
+
+    monkeypatch.setattr(gdal, "flush_in_place", lambda handle: True)  # claims, does nothing
+    classes = class_map(192, 130)
+    (tmp_path / "p").mkdir()
+    writer, _ = write_by_block_rows(tmp_path / "o.tif", tmp_path / "p", classes)
+    assert writer._in_place is None and not writer._checked
+    with rasterio.open(tmp_path / "o.tif") as src:
+        np.testing.assert_array_equal(src.read(1), classes)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_io_writers import class_map, probs_for, spec
+from geoseg.io.writers import GeoTiffWriter
+
+classes = class_map(320, 200)
+probs = probs_for(classes)
+writer = GeoTiffWriter({out!r}, spec(320, 200, block_size=64, probabilities=True), False,
+                       partial_dir=__import__("pathlib").Path({partial!r}))
+for r in range(0, 192, 64):
+    for c in range(0, 200, 64):
+        sl = (slice(r, r + 64), slice(c, c + 64))
+        writer.write(r, c, classes[sl], probs[(slice(None), *sl)])
+    writer.flush()
+    print(writer.take_row_digest(), flush=True)
+writer.write(192, 0, classes[192:256, :64], probs[:, 192:256, :64])  # not flushed
+assert writer._checked  # the rows were flushed in place, not by reopening
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_flushed_block_rows_survive_a_sigkill_of_the_writer(tmp_path):
+    """What --resume trusts: every flushed row reads back, from the files, with its digest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from geoseg.io.writers import partial_files, rows_digest
+
+    (tmp_path / "p").mkdir()
+    code = KILLED_WRITER.format(
+        tests=str(Path(__file__).parent), out=str(tmp_path / "o.tif"), partial=str(tmp_path / "p")
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    digests = done.stdout.split()
+    assert len(digests) == 3
+    files = partial_files(tmp_path / "p", True, False)
+    for i, digest in enumerate(digests):
+        assert rows_digest(files, 64 * i, 64 * (i + 1), 64) == digest
+    assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_dataset_handle_is_found_only_for_an_open_dataset(tmp_path):
+    from geoseg.io.gdal import dataset_handle, flush_in_place
+
+    path = tmp_path / "d.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=1,
+                       dtype="uint8") as dst:  # fmt: skip
+        handle = dataset_handle(dst)
+        assert handle is not None and flush_in_place(handle)
+    assert dataset_handle(dst) is None

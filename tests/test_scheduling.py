@@ -7,12 +7,16 @@ from geoseg.core.strips import strip_height
 from geoseg.run.scheduling import cpu_threads_per_call, local_threads
 
 
-def test_a_strip_holds_about_a_megapixel_of_windows_or_eight_batches():
+def test_a_strip_holds_about_four_megapixels_of_windows_or_eight_batches():
     grid_of = make_plan(4096, 4096, tile=256, overlap=64, batch_size=2)
     assert grid_of.grid.shape[1] == 21
-    assert strip_height(grid_of.grid, 2) == 1  # 21 windows of 256^2: over 2**20 px
+    assert strip_height(grid_of.grid, 2) == 1  # 21 grid rows: at most 1/16 of them
+    mid = make_plan(8192, 8192, tile=256, overlap=64, batch_size=2)
+    assert mid.grid.shape[1] == 43 and strip_height(mid.grid, 2) == 2  # 86 windows
+    wide = make_plan(8192, 16384, tile=256, overlap=64, batch_size=2)
+    assert strip_height(wide.grid, 2) == 1  # 86 windows in one grid row: over 2**22 px
     plan = make_plan(200_000, 300, tile=256, overlap=64, batch_size=2)  # 2 windows a row
-    assert strip_height(plan.grid, 2) == 8  # 16 windows
+    assert strip_height(plan.grid, 2) == 32  # 64 windows
     assert strip_height(plan.grid, 16) == 64  # 8 batches of 16 on a GPU
     assert all(s.batches[1] > s.batches[0] for s in plan.strips)
     small = make_plan(1024, 300, tile=256, overlap=64, batch_size=2)  # 6 grid rows

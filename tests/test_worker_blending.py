@@ -13,7 +13,7 @@ from helpers import naive_reference
 
 from geoseg.config import PredictConfig
 from geoseg.core.plan import make_plan
-from geoseg.core.strips import Finish, Rows
+from geoseg.core.strips import Counts, Finish, Rows
 from geoseg.model.engine import EngineSpec
 from geoseg.run.pipeline import predict_file
 from geoseg.run.scheduling import dask_client, piece_futures
@@ -79,13 +79,14 @@ def test_task_results_are_class_ids_not_probabilities(image, ckpt, two_workers):
     received = 0
     try:
         for piece in piece_futures(two_workers, source, plan, spec, finish):
-            rows, counts = piece.future.result()
-            assert isinstance(rows, Rows) and (rows.row0, rows.row1) == (piece.row0, piece.row1)
-            assert rows.classes.dtype == np.uint8 and rows.probs is None
-            assert rows.confidence is None
-            assert rows.nbytes == (piece.row1 - piece.row0) * 130  # one byte per pixel
-            assert (counts is not None) == piece.interior
-            received += rows.nbytes
+            parts, counts = piece.future.result()  # one message per strip
+            assert isinstance(counts, Counts) and counts.run > 0
+            assert (parts[0].row0, parts[-1].row1) == (piece.row0, piece.row1)
+            for rows in parts:  # the seam above, then the strip's own rows
+                assert isinstance(rows, Rows) and rows.probs is None and rows.confidence is None
+                assert rows.classes.dtype == np.uint8
+                assert rows.nbytes == (rows.row1 - rows.row0) * 130  # one byte per pixel
+                received += rows.nbytes
     finally:
         source.close()
     assert received == 190 * 130  # each output pixel once

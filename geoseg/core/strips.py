@@ -32,10 +32,12 @@ from geoseg.core.confidence import PROB_NODATA, confidence_map, quantize
 from geoseg.core.stitch import CELL_COLS, Band, Stitcher, normalize_sums, to_classes
 from tilers.grid import Grid
 
-# A strip holds at least this many window pixels (16 windows of 256^2) and this many batches:
-# the scheduler's few ms per task, and each seam's extra work, are paid once per strip. A small
-# raster still gets up to MIN_STRIPS strips, for its workers to share and for --resume to keep.
-STRIP_PIXELS = 2**20
+# A strip holds at least this many window pixels (64 windows of 256^2) and this many batches:
+# the scheduler's work per strip (its three tasks and one result message), and each seam's
+# extra work, are paid once per strip. Rasters up to about 12k px wide get strips of several
+# grid rows; wider ones have more than this in one grid row. A small raster still gets up to
+# MIN_STRIPS strips, for its workers to share and for --resume to keep.
+STRIP_PIXELS = 2**22
 STRIP_BATCHES = 8
 MIN_STRIPS = 16
 

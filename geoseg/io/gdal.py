@@ -10,7 +10,8 @@
   (``<PAMRasterBand><CategoryNames>``); it cannot embed them in the TIFF, so geoseg writes that
   sidecar itself (renamed into place atomically with the image).
 * **The C library** (:func:`libgdal`): the libgdal rasterio loaded, through ctypes, for the few
-  calls rasterio does not expose (a network file's HTTP headers).
+  calls rasterio does not expose (a network file's HTTP headers, flushing a dataset being
+  written without closing it: :func:`flush_in_place`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,6 +31,8 @@ __all__ = [
     "GDAL_DEFAULTS",
     "apply_gdal_defaults",
     "best_compression",
+    "dataset_handle",
+    "flush_in_place",
     "libgdal",
     "pam_with_categories",
     "sidecar_path",
@@ -162,3 +166,58 @@ def libgdal() -> Any | None:
             continue
         return lib
     return None
+
+
+# GDALGetOpenDatasets fills one process-wide array: one caller at a time.
+_OPEN_LIST = threading.Lock()
+
+
+def _declare_dataset_calls(lib: Any) -> None:
+    lib.GDALGetOpenDatasets.argtypes = [
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p)),
+        ctypes.POINTER(ctypes.c_int),
+    ]
+    lib.GDALGetOpenDatasets.restype = None
+    lib.GDALGetDescription.argtypes = [ctypes.c_void_p]
+    lib.GDALGetDescription.restype = ctypes.c_char_p
+    lib.GDALFlushCache.argtypes = [ctypes.c_void_p]
+    lib.GDALFlushCache.restype = ctypes.c_int
+
+
+def dataset_handle(dataset: Any) -> int | None:
+    """The ``GDALDatasetH`` of an open rasterio dataset, or None where it is not found.
+
+    rasterio keeps the handle in a C field of the dataset object and exposes no call that
+    flushes a dataset without closing it. The handle is the one word of the object's own memory
+    that equals a dataset GDAL lists as open (a pointer comparison, nothing dereferenced), and
+    it must carry the dataset's file name; anything else gives None, and the caller falls back
+    to closing the file.
+    """
+    lib = libgdal()
+    if lib is None or dataset.closed:
+        return None
+    _declare_dataset_calls(lib)
+    listed = ctypes.POINTER(ctypes.c_void_p)()
+    count = ctypes.c_int()
+    with _OPEN_LIST:
+        lib.GDALGetOpenDatasets(ctypes.byref(listed), ctypes.byref(count))
+        known = {listed[i] for i in range(count.value)}
+    slots = type(dataset).__basicsize__ // ctypes.sizeof(ctypes.c_void_p)
+    words = (ctypes.c_void_p * slots).from_address(id(dataset))
+    found = {w for w in words if w in known}
+    if len(found) != 1:
+        return None
+    handle = found.pop()
+    return handle if lib.GDALGetDescription(handle) == os.fsencode(dataset.name) else None
+
+
+def flush_in_place(handle: int) -> bool:
+    """Write a dataset's pending blocks and directory to its file, keeping it open.
+
+    Called twice: GDAL's TIFF layer keeps the last bytes of a flush (the directory's tile
+    offsets) in its write buffer until its next file operation, which the second call makes.
+    The caller still fsyncs the file, and should read it back once to check (see
+    :meth:`geoseg.io.writers.GeoTiffWriter.flush`). Returns False when GDAL reports an error.
+    """
+    lib = libgdal()
+    return lib is not None and all(lib.GDALFlushCache(handle) == 0 for _ in range(2))

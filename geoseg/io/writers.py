@@ -526,7 +526,7 @@ def rows_digest(paths: Iterable[Path], row0: int, row1: int, block_size: int) ->
                     for col in range(0, src.width, block_size):
                         width = min(block_size, src.width - col)
                         data = src.read(window=Window(col, row0, width, row1 - row0))
-                        digest.update(np.ascontiguousarray(data).tobytes())
+                        digest.update(np.ascontiguousarray(data))
         except RasterioError as exc:
             raise OutputError(f"cannot read back {path} ({exc}); {START_OVER}") from None
         hashers.append(digest)
@@ -798,6 +798,10 @@ class GeoTiffWriter(ClassMapWriter):
             self._files = dict(zip(names, found, strict=True))
         self._style: Path | None = None
         self._hashers = self._new_hashers()
+        # rows hashed since the last take, and the width of their blocks
+        self._unhashed: tuple[int, int, int] | None = None
+        self._in_place: list[int] | None = None  # GDAL handles, while flushing them in place
+        self._checked = False  # an in-place flush was read back once
         try:  # an interrupt before the `with` block is entered must not leave the temporaries
             self._open_files(resume)
         except BaseException:
@@ -805,10 +809,15 @@ class GeoTiffWriter(ClassMapWriter):
             raise
 
     def _open_files(self, resume: bool) -> None:
+        from geoseg.io.gdal import dataset_handle
+
         for name, path in self._files.items():
             self._handles[name] = self._reopen(path) if resume else self._open(path, name)
         if not resume:
             self._describe()
+        if self._partial is not None:
+            found = [dataset_handle(h) for h in self._handles.values()]
+            self._in_place = None if None in found else found
 
     def _reopen(self, path: Path) -> Any:
         import rasterio
@@ -823,12 +832,40 @@ class GeoTiffWriter(ClassMapWriter):
             ) from None
 
     def flush(self) -> None:
-        """Make every block written so far durable (close, fsync and reopen the files)."""
+        """Make every block written so far durable, for ``--resume`` after a kill.
+
+        In place where GDAL's handles were found (:func:`geoseg.io.gdal.flush_in_place`), then
+        fsync: the files stay open and keep the compression level they were created with
+        (GDAL applies ``ZSTD_LEVEL`` and ``ZLEVEL`` only when it creates a file). The first
+        such flush is read back from disk and compared with the digest of what was written;
+        if it differs, or GDAL reports an error, the files are closed, fsynced and reopened
+        instead, from then on.
+        """
+        from geoseg.io.gdal import flush_in_place
+
+        if self._in_place is not None and all(map(flush_in_place, self._in_place)):
+            for path in self._files.values():
+                fsync_path(path)
+            if self._checked or self._reads_back():
+                self._checked = True
+                return
+        self._in_place = None
         self._close_handles()
         for path in self._files.values():
             fsync_path(path)
         for name, path in self._files.items():
             self._handles[name] = self._reopen(path)
+
+    def _reads_back(self) -> bool:
+        """Whether the files on disk hold the rows hashed since the last digest was taken."""
+        if self._unhashed is None:
+            return False
+        row0, row1, block = self._unhashed
+        try:
+            found = rows_digest(self._files.values(), row0, row1, block)
+        except OutputError:
+            return False
+        return found == combined_digest(self._hashers)
 
     def take_row_digest(self) -> str:
         """Digest of the blocks written since the last call (one block row, left to right).
@@ -838,6 +875,7 @@ class GeoTiffWriter(ClassMapWriter):
         """
         digest = combined_digest(self._hashers)
         self._hashers = self._new_hashers()
+        self._unhashed = None
         return digest
 
     def _new_hashers(self) -> list[Any]:
@@ -941,11 +979,13 @@ class GeoTiffWriter(ClassMapWriter):
 
         window = Window(col, row, classes.shape[1], classes.shape[0])
         data = {"classes": classes, **layers}
+        top, bottom, block = self._unhashed or (row, row, classes.shape[1])  # a row's first
+        self._unhashed = (min(top, row), max(bottom, row + classes.shape[0]), block)
         try:
             for i, name in enumerate(self._files):
                 band = data[name] if data[name].ndim == 3 else data[name][None]
                 self._handles[name].write(band, window=window)
-                self._hashers[i].update(np.ascontiguousarray(band).tobytes())
+                self._hashers[i].update(np.ascontiguousarray(band))  # its bytes, uncopied
         except RasterioError as exc:
             raise OutputError(
                 f"cannot write block row={row} col={col} to {self.path}: {exc}; check free disk "

@@ -8,6 +8,7 @@ numbers and an :class:`~geoseg.model.engine.EngineSpec`; each worker process loa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -438,19 +439,46 @@ def engine_stride(spec: EngineSpec) -> int:
         raise
 
 
-def strip_part(result: StripResult, part: str) -> Any:
-    """Dask task: one part of a strip, taken where the strip lies (nothing else moves).
+def strip_bottom(result: StripResult) -> Band | None:
+    """Dask task: a strip's bottom seam, taken where the strip lies (nothing else moves)."""
+    return result.bottom
 
-    ``"interior"`` gives ``(rows, counts)``; ``"top"`` and ``"bottom"`` the seams' sums.
+
+def finish_strip_task(
+    above: Band | None, result: StripResult, finish: Finish
+) -> tuple[list[Rows], Counts]:
+    """Dask task: a strip's finished rows, top to bottom, and its window counts.
+
+    With ``above`` (the bottom seam of the strip above), the rows the two strips share are
+    finished first (:func:`geoseg.core.strips.join_seam`); then come the strip's interior
+    rows. It runs where ``result`` lies (the larger input, see :func:`strip_result_size`), so
+    only the seam above travels between workers, and one message per strip to the client.
     """
-    if part == "interior":
-        return result.interior, result.counts
-    return getattr(result, part)
+    rows = [] if above is None else [join_seam(above, result.top, finish)]
+    return [*rows, result.interior], result.counts
 
 
-def seam_task(above: Band, below: Band, finish: Finish) -> tuple[Rows, None]:
-    """Dask task: finish the rows two strips share (see :func:`geoseg.core.strips.join_seam`)."""
-    return join_seam(above, below, finish), None
+def register_sizes() -> None:
+    """Tell Dask the size of geoseg's task results (its scheduler places tasks by them).
+
+    Dask's default estimate of an object it does not know is a few hundred bytes, whatever
+    arrays it holds: a strip's finishing task could then be run where the small seam lies,
+    and the whole strip moved to it.
+    """
+    from dask.sizeof import sizeof
+
+    sizeof.register(Band, lambda b: int(b.sums.nbytes + b.weights.nbytes))
+    sizeof.register(Rows, lambda r: int(r.nbytes))
+    sizeof.register(StripResult, strip_result_size)
+
+
+def strip_result_size(result: StripResult) -> int:
+    """Bytes of a blended strip's arrays: its interior and its seams' sums."""
+    seams = [b for b in (result.top, result.bottom) if b is not None]
+    return int(result.interior.nbytes + sum(b.sums.nbytes + b.weights.nbytes for b in seams))
+
+
+register_sizes()
 
 
 def drop_hidden_context(exc: BaseException) -> None:
@@ -470,12 +498,11 @@ def drop_hidden_context(exc: BaseException) -> None:
 
 @dataclass(frozen=True)
 class Piece:
-    """A future of finished rows ``[row0, row1)`` (a strip's interior, or a seam)."""
+    """A future of one strip's finished rows ``[row0, row1)`` and its window counts."""
 
     future: Any
     row0: int
     row1: int
-    interior: bool
 
 
 def piece_futures(
@@ -489,30 +516,25 @@ def piece_futures(
 ) -> Iterator[Piece]:
     """Submit the plan's strips one by one as pieces are asked for; yield them top to bottom.
 
-    Each strip is one task that evaluates and blends its windows where the model runs; small
-    tasks beside it hand over its interior (finished rows, with its window counts) and its
-    seams' sums, and a seam task finishes the rows two strips share on a worker. So only
-    finished rows leave the workers, and a strip's seams move between workers without its
-    interior. ``resources`` apply to the strip tasks (the model's). The caller bounds how far
-    ahead it asks, and so how many strips are in flight.
+    Each strip is one task that evaluates and blends its windows where the model runs; a
+    small task beside it hands its bottom seam's sums on, and its finishing task
+    (:func:`finish_strip_task`) adds the seam of the strip above and returns the finished rows
+    from that seam to its interior's end. So only finished rows leave the workers, and only a
+    seam moves between them. ``resources`` apply to the strip tasks (the model's). The caller
+    bounds how far ahead it asks, and so how many strips are in flight.
     """
-    previous: Any = None  # the bottom seam of the strip above
+    above: Any = None  # the bottom seam of the strip above
     last = len(plan.strips) - 1
     for strip in plan.strips[first_strip:]:
         args = (source, plan.grid, strip, plan.strip_batches(strip), plan.blend, finish, spec)
         task = client.submit(run_strip_task, *args, resources=resources, **TASK_OPTIONS)
-        if previous is not None and has_seam_above(strip):
-            top = client.submit(strip_part, task, "top", **TASK_OPTIONS)
-            seam = client.submit(seam_task, previous, top, finish, **TASK_OPTIONS)
-            yield Piece(seam, strip.rows[0], strip.interior[0], False)
-        yield Piece(
-            client.submit(strip_part, task, "interior", **TASK_OPTIONS), *strip.interior, True
-        )
-        previous = (
-            client.submit(strip_part, task, "bottom", **TASK_OPTIONS)
-            if strip.index < last
-            else None
-        )
+        done = client.submit(finish_strip_task, above, task, finish, **TASK_OPTIONS)
+        top = strip.rows[0] if above is not None else strip.interior[0]
+        yield Piece(done, top, strip.interior[1])
+        below = plan.strips[strip.index + 1] if strip.index < last else None
+        above = None
+        if below is not None and has_seam_above(below):
+            above = client.submit(strip_bottom, task, **TASK_OPTIONS)
 
 
 def strip_pieces(
@@ -528,28 +550,20 @@ def strip_pieces(
     """Run the plan's strips on ``client`` (:func:`piece_futures`); yield their rows in order.
 
     At most ``in_flight`` strips are pending, so memory stays flat however large the raster.
-    Interiors come with their strip's window counts, seams with ``None``. ``source`` may be a
-    Future of a scattered source (an in-memory image, sent to the workers once).
+    A strip's last rows (its interior) come with its window counts, the seam above it with
+    ``None``. ``source`` may be a Future of a scattered source (an in-memory image, sent to the
+    workers once).
     """
     pieces = piece_futures(client, source, plan, spec, finish, resources, first_strip)
-    pending: deque[Piece] = deque()
-
-    def ask_strip() -> None:  # submit pieces up to and including one more interior
-        for piece in pieces:
-            pending.append(piece)
-            if piece.interior:
-                return
-
-    for _ in range(max(1, in_flight)):
-        ask_strip()
+    pending: deque[Piece] = deque(itertools.islice(pieces, max(1, in_flight)))
     try:
         while pending:
             piece = pending.popleft()
-            result = piece.future.result()
+            rows, counts = piece.future.result()
             piece.future.release()
-            if piece.interior:
-                ask_strip()
-            yield result
+            pending.extend(itertools.islice(pieces, 1))
+            for i, part in enumerate(rows):
+                yield part, counts if i == len(rows) - 1 else None
     finally:
         pieces.close()
         cancel_pending(client, [p.future for p in pending])
@@ -601,8 +615,9 @@ def _pieces_for(
 ) -> list[Piece]:
     """The pieces of rows ``[r0, r1)``, asked for as far as needed; later rows' are kept.
 
-    A piece belongs to the block rows it overlaps, and an empty one (no interior rows, whose
-    window counts still count) to the block row it starts in, or the last one at the end.
+    A piece belongs to the block rows it overlaps, and an empty one (a strip without rows of
+    its own, whose window counts still count) to the block row it starts in, or the last one
+    at the end.
     """
     for piece in pieces:
         waiting.append(piece)
@@ -647,19 +662,20 @@ def write_rows_task(
     width: int,
     finish: Finish,
     num_classes: int,
-    *pieces: tuple[Rows, Counts | None],
+    *pieces: tuple[list[Rows], Counts],
 ) -> Counts:
     """Dask task: assemble rows ``[r0, r1)`` from their pieces and write them to a Zarr store.
 
-    Returns the window counts of the strips whose interior starts in these rows.
+    Returns the window counts of the strips whose piece starts in these rows.
     """
     from geoseg.io.writers import write_zarr_rows
 
     rows = finish.empty(r0, r1 - r0, width, num_classes)
     counts = Counts()
-    for piece, piece_counts in pieces:
-        put_rows(rows, piece)
-        if piece_counts is not None and (r0 <= piece.row0 < r1 or piece.row0 == r1):
+    for parts, piece_counts in pieces:
+        for part in parts:
+            put_rows(rows, part)
+        if r0 <= parts[0].row0 < r1 or parts[0].row0 == r1:
             counts.add(piece_counts)
     write_zarr_rows(store, output, rows)
     return counts
