@@ -18,11 +18,10 @@ process and, with ``client.run``, in worker processes. Prints two tables (see th
 Bytes to the client: the sum, over the workers' ``transfer_outgoing_log`` entries of the run,
 of ``compressed``, the byte count that ``Worker.get_data``'s ``comm.write`` returns (the frames
 written on the wire; ``distributed.comm.compression`` is off by default, so it is the raw
-size). The entries' ``total`` is not used: it sums ``dask.sizeof`` estimates, which do not see
-the arrays inside geoseg's result objects. The client gathers through the scheduler
-(``direct_to_workers`` unset), and a ``LocalCluster``'s scheduler runs in the client process:
-these bytes enter that process once from the workers (then cross a loopback socket again,
-from scheduler to client, inside it). Printed beside it as a cross-check: the payload that
+size). The entries' ``total`` is not used: it sums ``dask.sizeof`` estimates, which see only
+the arrays geoseg registers (``geoseg.run.scheduling.register_sizes``). The client of a
+local cluster fetches from the workers directly (``direct_to_workers``): these bytes enter
+the client process once. Printed beside it as a cross-check: the payload that
 per-window results hold, windows x tile^2 x (4 B per class probability + 1 B valid mask);
 a pipeline that blends on the workers sends less than that. (The
 client's ``/proc/self/io`` ``rchar`` is no such counter: Linux counts ``read`` calls there,

@@ -38,3 +38,20 @@ def test_worker_processes_split_their_share_of_cores_into_model_threads():
     assert process_layout(4, cores=2) == (1, 1)  # oversubscribed, as asked
     assert process_layout(2, cores=16) == (4, 2)
     assert process_layout(1, cores=64) == (4, 16)
+
+
+def test_dask_is_told_the_size_of_what_a_strip_task_holds():
+    """The scheduler places a strip's finishing task by these sizes (where the strip lies)."""
+    import numpy as np
+    from dask.sizeof import sizeof
+
+    import geoseg.run.scheduling  # noqa: F401  (registers the sizes)
+    from geoseg.core.stitch import Band
+    from geoseg.core.strips import Rows, Strip, StripResult
+
+    seam = Band(0, 64, np.zeros((5, 64, 1000), np.float32), np.zeros((64, 1000), np.float32))
+    rows = Rows(64, np.zeros((128, 1000), np.uint8))
+    result = StripResult(Strip(0, (0, 1), (0, 256), (64, 192)), rows, seam, seam)
+    assert sizeof(seam) == 6 * 64 * 1000 * 4
+    assert sizeof(rows) == 128 * 1000
+    assert sizeof(result) == 2 * sizeof(seam) + sizeof(rows)

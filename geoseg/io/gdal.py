@@ -214,9 +214,10 @@ def dataset_handle(dataset: Any) -> int | None:
 def flush_in_place(handle: int) -> bool:
     """Write a dataset's pending blocks and directory to its file, keeping it open.
 
-    Called twice: GDAL's TIFF layer keeps the last bytes of a flush (the directory's tile
-    offsets) in its write buffer until its next file operation, which the second call makes.
-    The caller still fsyncs the file, and should read it back once to check (see
+    ``GDALFlushCache`` is called twice: after one call, another handle on the file (another
+    process after a kill) did not see the last block row yet (GDAL 3.10, whose TIFF layer
+    buffers its writes); after the second it did. The caller still fsyncs the file, and
+    should read it back once to check (see
     :meth:`geoseg.io.writers.GeoTiffWriter.flush`). Returns False when GDAL reports an error.
     """
     lib = libgdal()

@@ -461,9 +461,9 @@ def finish_strip_task(
 def register_sizes() -> None:
     """Tell Dask the size of geoseg's task results (its scheduler places tasks by them).
 
-    Dask's default estimate of an object it does not know is a few hundred bytes, whatever
-    arrays it holds: a strip's finishing task could then be run where the small seam lies,
-    and the whole strip moved to it.
+    Dask's default estimate of an object it does not know is ``sys.getsizeof``, a few dozen
+    bytes whatever arrays it holds: a strip's finishing task could then be run where the
+    small seam lies, and the whole strip moved to it.
     """
     from dask.sizeof import sizeof
 
