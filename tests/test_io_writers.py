@@ -656,14 +656,13 @@ def test_creation_options_are_refused_for_zarr(tmp_path):
 
 
 def write_by_block_rows(out, partial, classes, block=64, flush=True):
-    """Write whole block rows through a resumable writer; each row's digest, in order.
+    """Write whole block rows through a resumable writer (``partial``: its partial folder).
 
     The blocks are wider than the files' 32 px tiles, as predict's are.
     """
     from geoseg.io.writers import GeoTiffWriter
 
     s = spec(*classes.shape, block_size=32)
-    digests = []
     with GeoTiffWriter(out, s, False, partial_dir=partial) as writer:
         for r in range(0, classes.shape[0], block):
             for c in range(0, classes.shape[1], block):
@@ -671,8 +670,8 @@ def write_by_block_rows(out, partial, classes, block=64, flush=True):
                 writer.write(r, c, classes[sl])
             if flush:
                 writer.flush()
-            digests.append(writer.take_row_digest())
-    return writer, digests
+            writer.take_row_digest()
+    return writer
 
 
 def tile_sizes(path):
@@ -686,7 +685,7 @@ def test_flushed_block_rows_keep_the_compression_level_of_a_file_written_at_once
     """GDAL applies ZSTD_LEVEL only at creation: reopening after each row would lose it."""
     classes = class_map(256, 192)
     (tmp_path / "p").mkdir()
-    writer, _ = write_by_block_rows(tmp_path / "flushed.tif", tmp_path / "p", classes)
+    writer = write_by_block_rows(tmp_path / "flushed.tif", tmp_path / "p", classes)
     write_by_block_rows(tmp_path / "once.tif", None, classes, flush=False)
     assert writer._checked and writer._in_place is not None  # flushed in place, read back once
     assert tile_sizes(tmp_path / "flushed.tif") == tile_sizes(tmp_path / "once.tif")
@@ -701,7 +700,7 @@ def test_a_flush_that_does_not_reach_the_disk_falls_back_to_reopening(tmp_path, 
     monkeypatch.setattr(gdal, "flush_in_place", lambda handle: True)  # claims, does nothing
     classes = class_map(192, 130)
     (tmp_path / "p").mkdir()
-    writer, _ = write_by_block_rows(tmp_path / "o.tif", tmp_path / "p", classes)
+    writer = write_by_block_rows(tmp_path / "o.tif", tmp_path / "p", classes)
     assert writer._in_place is None and not writer._checked
     with rasterio.open(tmp_path / "o.tif") as src:
         np.testing.assert_array_equal(src.read(1), classes)
