@@ -761,3 +761,29 @@ def test_dataset_handle_is_found_only_for_an_open_dataset(tmp_path):
         handle = dataset_handle(dst)
         assert handle is not None and flush_in_place(handle)
     assert dataset_handle(dst) is None
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_libgdal_is_rasterios_even_when_another_gdal_is_found_first(tmp_path, monkeypatch):
+    """pyogrio bundles its own libgdal; its handles and options are not rasterio's."""
+    import ctypes
+
+    import geoseg.io.gdal as gdal
+
+    pytest.importorskip("pyogrio")  # loads its own libgdal, if it bundles one
+    others = [
+        c for c in dict.fromkeys(gdal._libgdal_candidates())
+        if os.path.isfile(c) and not gdal._is_rasterios(ctypes.CDLL(c))
+    ]  # fmt: skip
+    if not others:
+        pytest.skip("no second libgdal in this environment (pyogrio bundles one on PyPI wheels)")
+    mine = gdal.libgdal()
+    monkeypatch.setattr(gdal, "_libgdal_candidates", lambda: [*others, mine._name])
+    gdal.libgdal.cache_clear()
+    try:
+        assert gdal.libgdal()._name == mine._name
+        with rasterio.open(tmp_path / "d.tif", "w", driver="GTiff", width=8, height=8,
+                           count=1, dtype="uint8") as dst:  # fmt: skip
+            assert gdal.dataset_handle(dst) is not None
+    finally:
+        gdal.libgdal.cache_clear()

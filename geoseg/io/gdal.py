@@ -154,6 +154,8 @@ def _libgdal_candidates() -> list[str]:
 def libgdal() -> Any | None:
     """The libgdal rasterio uses, through ctypes (loaded already: the same instance), or None.
 
+    Another package (pyogrio) may have loaded its own libgdal too, at a lower address; the one
+    returned is the one that sees a config option set through rasterio.
     Callers declare the argument and result types of the functions they call.
     """
     import rasterio  # noqa: F401  (loads and registers GDAL first)
@@ -164,8 +166,20 @@ def libgdal() -> Any | None:
             lib.GDALVersionInfo  # noqa: B018  (a libgdal, not a namesake)
         except (OSError, AttributeError):
             continue
-        return lib
+        if _is_rasterios(lib):
+            return lib
     return None
+
+
+def _is_rasterios(lib: Any) -> bool:
+    """Whether ``lib`` is the GDAL instance rasterio calls (config options are per instance)."""
+    import rasterio
+
+    lib.CPLGetConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.CPLGetConfigOption.restype = ctypes.c_char_p
+    token = f"geoseg-{os.getpid()}-{id(lib)}"
+    with rasterio.Env(GEOSEG_WHICH_GDAL=token):
+        return lib.CPLGetConfigOption(b"GEOSEG_WHICH_GDAL", None) == token.encode()
 
 
 # GDALGetOpenDatasets fills one process-wide array: one caller at a time.
