@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import wait
 
 import numpy as np
 import pytest
@@ -179,6 +180,32 @@ def test_an_interrupt_or_crash_in_one_item_stops_the_batch(error):
         run_batch(batch("a", "b", "c", "d"), run_one, done, in_flight=2, stop=stop)
     assert sorted(started) == ["a", "b"] and stopped_cleanly.is_set()
     assert done.order == []  # neither the crashed nor the stopped item is reported
+
+
+def test_the_crash_goes_on_even_when_a_stopped_item_finishes_first(monkeypatch):
+    """The item told to stop can finish before the one that crashed: the crash is the error."""
+    import geoseg.run.batch as batch_module
+
+    stop = threading.Event()
+
+    def stopped_one_first(futures):
+        wait(futures, timeout=WAIT)
+        yield from [futures[1], futures[0], *futures[2:]]
+
+    b_running = threading.Event()
+
+    def run_one(item):
+        if item.input == "a":
+            assert b_running.wait(WAIT)
+            raise RuntimeError("boom")
+        b_running.set()
+        assert stop.wait(WAIT), "the running item was not told to stop"
+        raise BatchStopped
+
+    monkeypatch.setattr(batch_module, "as_completed", stopped_one_first)
+    with pytest.raises(BaseException) as info:  # noqa: PT011  (which one is the point)
+        run_batch(batch("a", "b", "c"), run_one, in_flight=2, stop=stop)
+    assert info.type is RuntimeError
 
 
 def test_ctrl_c_in_the_caller_stops_the_running_items(monkeypatch):

@@ -271,10 +271,16 @@ def _run_pool(
             raise
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-raster")
+    stopped: BatchStopped | None = None
     try:
         futures = [pool.submit(task, item) for item in items]
         for future in as_completed(futures):
-            future.result()  # re-raises what escaped the item (not a geoseg error)
+            try:
+                future.result()  # re-raises what escaped the item (not a geoseg error)
+            except BatchStopped as exc:  # the stop's effect; its cause may complete later
+                stopped = stopped or exc
+        if stopped is not None:
+            raise stopped
     except BaseException:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
