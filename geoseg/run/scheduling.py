@@ -467,15 +467,20 @@ def register_sizes() -> None:
     """
     from dask.sizeof import sizeof
 
-    sizeof.register(Band, lambda b: int(b.sums.nbytes + b.weights.nbytes))
+    sizeof.register(Band, band_size)
     sizeof.register(Rows, lambda r: int(r.nbytes))
     sizeof.register(StripResult, strip_result_size)
+
+
+def band_size(band: Band) -> int:
+    """Bytes of a band's sums and weights."""
+    return int(band.sums.nbytes + band.weights.nbytes)
 
 
 def strip_result_size(result: StripResult) -> int:
     """Bytes of a blended strip's arrays: its interior and its seams' sums."""
     seams = [b for b in (result.top, result.bottom) if b is not None]
-    return int(result.interior.nbytes + sum(b.sums.nbytes + b.weights.nbytes for b in seams))
+    return int(result.interior.nbytes) + sum(map(band_size, seams))
 
 
 register_sizes()
