@@ -79,3 +79,45 @@ def test_only_wide_bands_are_trimmed_after(monkeypatch):
     assert trims == []
     trimmer.released(88 * 2**20)  # a 16384 px wide one
     assert trims == [0]
+
+
+def test_a_wide_band_is_trimmed_after_only_when_free_heap_piles_up(monkeypatch):
+    # each trim makes the next strips fault every page in again: trim when glibc holds more
+    # than max_free free, not after every wide band
+    from geoseg.run import memory
+
+    trims, free = [], [0]
+
+    class Libc:
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+        def mallinfo2(self):
+            return memory.MallInfo2(fordblks=free[0])
+
+    monkeypatch.setattr(memory, "_LIBC", Libc())
+    trimmer = memory.WideBandTrimmer(min_band=32 * 2**20, max_free=128 * 2**20)
+    free[0] = 100 * 2**20
+    trimmer.released(88 * 2**20)
+    assert trims == []
+    free[0] = 129 * 2**20
+    trimmer.released(88 * 2**20)
+    assert trims == [0]
+    trimmer.released(22 * 2**20)  # narrow: never
+    assert trims == [0]
+
+
+def test_heap_free_bytes_sees_freed_arrays():
+    from geoseg.run import memory
+
+    if memory.heap_free_bytes() is None:
+        pytest.skip("glibc's mallinfo2 is not available here (not glibc 2.33+)")
+    import numpy as np
+
+    # 64 KB arrays come from the heap (below glibc's mmap threshold); freeing every other one
+    # leaves free chunks inside the heap, which no automatic trim returns
+    arrays = [np.ones(8 * 2**10) for _ in range(400)]
+    before = memory.heap_free_bytes()
+    del arrays[::2]
+    assert memory.heap_free_bytes() - before >= 100 * 64 * 2**10
+    assert len(arrays) == 200

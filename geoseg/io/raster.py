@@ -845,6 +845,9 @@ class _LazyFileSource(RasterSource):
 class GdalSource(_LazyFileSource):
     """A rasterio-readable raster (GeoTIFF, COG, VRT, PNG, JPEG...), read window by window."""
 
+    # the selected bands' nodata values and whether GDAL's mask is read, found at the first read
+    _mask_rule: tuple[list[float | None], bool] | None = None
+
     def _open(self) -> Any:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -912,13 +915,15 @@ class GdalSource(_LazyFileSource):
         from rasterio.windows import Window
 
         src = self._handle()
-        info = self.info
         window = Window(clip.col0, clip.row0, clip.col1 - clip.col0, clip.row1 - clip.row0)
-        indexes = list(info.band_indexes)
+        indexes = list(self.info.band_indexes)
+        if self._mask_rule is None:  # rasterio asks GDAL again at every access
+            self._mask_rule = ([src.nodatavals[b - 1] for b in indexes], self._needs_mask(src))
+        nodatas, needs_mask = self._mask_rule
         try:
             data = src.read(indexes, window=window)
-            valid = nodata_valid(data, [src.nodatavals[b - 1] for b in indexes])
-            if self._needs_mask(src, indexes):
+            valid = nodata_valid(data, nodatas)
+            if needs_mask:
                 valid &= (src.read_masks(indexes, window=window) != 0).all(axis=0)
         except RasterioError as exc:
             raise RasterReadError(
@@ -928,13 +933,12 @@ class GdalSource(_LazyFileSource):
             ) from None
         return finalize(data, valid)
 
-    @staticmethod
-    def _needs_mask(src: Any, indexes: Sequence[int]) -> bool:
+    def _needs_mask(self, src: Any) -> bool:
         from rasterio.enums import MaskFlags
 
         flags = src.mask_flag_enums
         wanted = {MaskFlags.per_dataset, MaskFlags.alpha}
-        return any(wanted & set(flags[b - 1]) for b in indexes)
+        return any(wanted & set(flags[b - 1]) for b in self.info.band_indexes)
 
 
 class ZarrSource(_LazyFileSource):

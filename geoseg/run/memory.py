@@ -30,6 +30,8 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 64 * 2**20
 ARENA_MAX = 2
+# free heap bytes beyond which a wide band's release trims the heap (WideBandTrimmer)
+MAX_FREE_HEAP = 128 * 2**20
 
 
 def _libc() -> Any:
@@ -43,29 +45,58 @@ def _libc() -> Any:
         return None
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later): the heap's totals, in bytes."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
 _LIBC = _libc()
+if getattr(_LIBC, "mallinfo2", None) is not None:
+    _LIBC.mallinfo2.restype = MallInfo2
+
+
+def heap_free_bytes() -> int | None:
+    """Bytes glibc holds free in its heaps (``mallinfo2().fordblks``), or None where unknown."""
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    return int(mallinfo2().fordblks)
 
 
 class WideBandTrimmer:
-    """Return free heap pages to the OS (``malloc_trim``) after each wide band.
+    """Return free heap pages to the OS (``malloc_trim``) after a wide band, when they pile up.
 
-    The stitcher's row buffers of a wide raster are big, and what the heap keeps of them after
-    they are freed counts in the peak, so they are trimmed after every band of 32 MB or more
-    (from about 5000 px wide with the demo model). Narrower bands are not trimmed: a trim
-    also hands back the model's free activation memory, which the next calls fault in again.
+    The stitcher's cells and seams of a wide raster are big, and what the heap keeps of them
+    after they are freed counts in the peak. But a trim hands back every free page, which the
+    next strips' arrays then fault in again one 4 KB page at a time (see benchmarks/README.md).
+    So the heap is trimmed after a band only when the band is wide (from about 5000 px with
+    the demo model) and glibc holds more than ``max_free`` bytes free: the peak stays within
+    ``max_free`` of the arrays in use, and a long run trims every few strips, not after each.
 
     Parameters
     ----------
     min_band : int
         Bytes of a band's buffers from which it is trimmed after.
+    max_free : int
+        Free heap bytes above which it is trimmed after (always, where glibc cannot tell).
     """
 
-    def __init__(self, min_band: int = 32 * 2**20) -> None:
-        self.min_band = min_band
+    def __init__(self, min_band: int = 32 * 2**20, max_free: int = MAX_FREE_HEAP) -> None:
+        self.min_band, self.max_free = min_band, max_free
 
     def released(self, nbytes: int) -> None:
         """A band of ``nbytes`` was consumed and freed."""
-        if nbytes >= self.min_band and _LIBC is not None:
+        if nbytes < self.min_band or _LIBC is None:
+            return
+        free = heap_free_bytes()
+        if free is None or free > self.max_free:
             _LIBC.malloc_trim(0)
 
 
