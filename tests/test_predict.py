@@ -198,6 +198,32 @@ def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
         assert seen == expected
 
 
+def malloc_variables():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+
+
+def test_worker_processes_start_with_geosegs_malloc_settings(monkeypatch):
+    # glibc reads them only at process start; Dask's own default (a 64 KB trim threshold)
+    # made each worker fault its memory in again after nearly every free
+    from geoseg.run.memory import malloc_environ
+    from geoseg.run.scheduling import dask_client, worker_spawn_env
+
+    assert worker_spawn_env()["OMP_NUM_THREADS"]  # Dask's own variables are kept
+    for key in malloc_environ():  # the nannies export them here: restored after the test
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
+    with dask_client(workers=1) as client:
+        (seen,) = client.run(malloc_variables).values()
+    assert seen == malloc_environ()
+    assert seen["MALLOC_TRIM_THRESHOLD_"] != "65536"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the user's setting wins
+    with dask_client(workers=1) as client:
+        (seen,) = client.run(malloc_variables).values()
+    assert seen == {**malloc_environ(), "MALLOC_ARENA_MAX": "4"}
+
+
 def test_thin_strips_and_many_seams_still_equal_the_reference(
     tmp_path, make_raster, ckpt, monkeypatch
 ):

@@ -204,6 +204,24 @@ def check_workers(workers: int | None) -> None:
         )
 
 
+SPAWN_ENV_KEY = "distributed.nanny.pre-spawn-environ"
+
+
+def worker_spawn_env() -> dict[str, str]:
+    """Environment the nannies set before they start a worker process, with geoseg's malloc.
+
+    Dask's own, with glibc's allocator settings of :mod:`geoseg.run.memory` in place of its
+    64 KB trim threshold: glibc reads them only when a process starts. Variables the user's
+    environment sets win (Dask's rule for this setting).
+    """
+    import dask
+    import distributed  # noqa: F401  (its defaults join Dask's config on import)
+
+    from geoseg.run.memory import malloc_environ
+
+    return {**dask.config.get(SPAWN_ENV_KEY, default={}), **malloc_environ()}
+
+
 def local_cluster(workers: int | None, threads: int | None, dashboard: str | None) -> Any:
     """A ``LocalCluster`` on loopback: ``workers`` processes, else one in-process worker."""
     import dask
@@ -226,7 +244,7 @@ def local_cluster(workers: int | None, threads: int | None, dashboard: str | Non
         http = {"dashboard_address": f"{LOOPBACK}:0", "scheduler_kwargs": {"dashboard": False}}
         routes = NO_HTTP_ROUTES
     settings = {**CLUSTER_CONFIG, **routes}
-    with dask.config.set(settings):
+    with dask.config.set(settings), dask.config.set({SPAWN_ENV_KEY: worker_spawn_env()}):
         if workers:
             threads_per_worker, torch_threads = process_layout(workers)
             return LocalCluster(
