@@ -121,3 +121,13 @@ def test_heap_free_bytes_sees_freed_arrays():
     del arrays[::2]
     assert memory.heap_free_bytes() - before >= 100 * 64 * 2**10
     assert len(arrays) == 200
+
+
+def test_the_readme_gives_self_started_workers_the_same_allocator_settings():
+    from pathlib import Path
+
+    from geoseg.run.memory import malloc_environ
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, value in malloc_environ().items():
+        assert f"{key}={value}" in readme, key
