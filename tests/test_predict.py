@@ -201,7 +201,9 @@ def test_clusters_geoseg_starts_run_without_the_profiler_and_with_slow_polls():
 def malloc_variables():
     import os
 
-    return {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    from geoseg.run.memory import malloc_environ
+
+    return {k: os.environ.get(k) for k in malloc_environ()}
 
 
 def test_worker_processes_start_with_geosegs_malloc_settings(monkeypatch):
