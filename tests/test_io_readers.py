@@ -13,8 +13,16 @@ import rasterio
 from rasterio.transform import from_origin
 
 from geoseg.errors import InputError, RasterReadError
-from geoseg.io.raster import ArraySource, clip_window, open_raster, reflect_pad
+from geoseg.io.raster import (
+    ArraySource,
+    ScaledSource,
+    clip_window,
+    open_raster,
+    reflect_pad,
+    row_runs,
+)
 from tests.conftest import write_geotiff
+from tilers.grid import Grid, Window
 
 
 def ramp(bands: int, height: int, width: int, dtype: str) -> np.ndarray:
@@ -508,3 +516,74 @@ def test_zarr_single_band_2d_and_ambiguous_store(tmp_path):
     with pytest.raises(RasterReadError) as e:
         open_raster(tmp_path / "two.zarr")
     assert_one_line(e, "holds 2 raster arrays (a, b)", "exactly one")
+
+
+def _masked_geotiff(path, data, mask):
+    prof = dict(
+        driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
+        dtype=str(data.dtype), nodata=0, tiled=True, blockxsize=16, blockysize=16,
+        crs="EPSG:32618", transform=from_origin(500000.0, 4200000.0, 10.0, 10.0),
+    )  # fmt: skip
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        dst.write_mask(mask)
+    return path
+
+
+def _sources(tmp_path):
+    """One source of each kind that reads through the runs: GeoTIFF, Zarr, array, scaled."""
+    data = ramp(3, 37, 53, "uint16")
+    data[:, 5, 9] = 0  # nodata in every band
+    data[1, 20, 30] = 0  # one band only: still data
+    mask = np.full((37, 53), 255, np.uint8)
+    mask[30:, :7] = 0
+    floats = ramp(2, 37, 53, "float32")
+    floats[0, 11, 40] = np.nan
+    floats[1, 2, 2] = np.inf
+    zarr_path, _ = write_zarr(tmp_path / "in.zarr", data, nodata=0)
+    return {
+        "gtiff": open_raster(_masked_geotiff(tmp_path / "m.tif", data, mask)),
+        "float": open_raster(write_geotiff(tmp_path / "f.tif", floats, nodata=float("nan"))),
+        "zarr": open_raster(zarr_path, bands=[3, 1]),
+        "array": ArraySource(data, mask > 0),
+        "scaled": ScaledSource(open_raster(write_geotiff(tmp_path / "s.tif", data)), [0.5], [1]),
+    }
+
+
+@pytest.mark.parametrize("tile,overlap", [(16, 4), (20, 0), (64, 8), (9, 8)])
+def test_read_windows_equals_reading_each_window(tmp_path, tile, overlap):
+    # grid batches (runs along rows, batches that wrap to the next row), windows hanging off
+    # the raster (reflect padding), and windows wholly outside it
+    grid = Grid.create(37, 53, tile, overlap)
+    windows = list(grid) + [Window(-5, 50, 8, 8), Window(40, 60, 4, 4), Window(40, 64, 4, 4)]
+    for name, src in _sources(tmp_path).items():
+        for batch in (3, 5, len(windows)):
+            for i in range(0, len(windows), batch):
+                part = windows[i : i + batch]
+                got = src.read_windows(part)
+                assert len(got) == len(part)
+                for w, (data, valid) in zip(part, got, strict=True):
+                    want, want_valid = src.read(w.row, w.col, w.height, w.width)
+                    assert data.dtype == np.float32 and data.shape == want.shape, name
+                    np.testing.assert_array_equal(data, want, err_msg=f"{name} {w}")
+                    np.testing.assert_array_equal(valid, want_valid, err_msg=f"{name} {w}")
+
+
+def test_a_run_of_windows_is_one_read(tmp_path, monkeypatch):
+    src = open_raster(write_geotiff(tmp_path / "r.tif", ramp(3, 40, 100, "uint8")))
+    grid = Grid.create(40, 100, 16, 4)  # 3 rows of 8 windows
+    calls = []
+    inner = type(src)._read_inside
+    monkeypatch.setattr(type(src), "_read_inside", lambda s, c: calls.append(c) or inner(s, c))
+    src.read_windows([grid.window(i) for i in range(6, 12)])  # 2 of row 0, 4 of row 1
+    assert [(c.row0, c.col0, c.col1) for c in calls] == [(0, 72, 100), (12, 0, 52)]
+
+
+def test_row_runs_split_where_rows_change_or_columns_jump():
+    a, b, c = Window(0, 0, 4, 4), Window(0, 3, 4, 4), Window(0, 7, 4, 4)  # b overlaps, c abuts
+    gap, below, back = Window(0, 12, 4, 4), Window(3, 12, 4, 4), Window(3, 0, 4, 4)
+    assert row_runs([a, b, c, gap, below, back]) == [[a, b, c], [gap], [below], [back]]
+    assert row_runs([Window(0, 0, 4, 4), Window(0, 2, 3, 4)]) == [
+        [Window(0, 0, 4, 4)], [Window(0, 2, 3, 4)]
+    ]  # fmt: skip
+    assert row_runs([]) == []

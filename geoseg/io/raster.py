@@ -271,6 +271,26 @@ def assemble(
     return out, mask
 
 
+def row_runs(windows: Sequence[Window]) -> list[list[Window]]:
+    """Split windows, in their order, into runs that one rectangular read covers exactly.
+
+    A run's windows share their rows, and each starts at or right of the one before it and no
+    further right than where that one ends: consecutive windows of one grid row.
+    """
+    runs: list[list[Window]] = []
+    for w in windows:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and (w.row, w.height) == (last.row, last.height)
+            and last.col <= w.col <= last.col_stop
+        ):
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    return runs
+
+
 def check_dtype(dtype: str, path: str) -> str:
     """Refuse dtypes the pipeline cannot scale (complex, int8, ...)."""
     if dtype not in SUPPORTED_DTYPES:
@@ -516,6 +536,31 @@ class RasterSource:
         clip = clip_window(row, col, height, width, (info.height, info.width))
         inside = None if clip.empty else self._read_inside(clip)
         return assemble(clip, info.count, inside)
+
+    def read_windows(self, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Read several windows: the same arrays as :meth:`read` of each, in order.
+
+        Each run of windows along a grid row (:func:`row_runs`) is read as one rectangle, and
+        the windows are cut from it (views of it): one read call and one conversion to float32
+        per run instead of per window. The calls' fixed cost (GDAL's, rasterio's, xarray's) is
+        much of a small window's read, and it is spent holding the GIL, which the threads of
+        a worker share.
+        """
+        shape, bands = (self.info.height, self.info.width), self.info.count
+        out = []
+        for run in row_runs(windows):
+            clips = [clip_window(w.row, w.col, w.height, w.width, shape) for w in run]
+            inside = [c for c in clips if not c.empty]
+            if not inside:
+                out += [assemble(c, bands, None) for c in clips]
+                continue
+            c0, c1 = min(c.col0 for c in inside), max(c.col1 for c in inside)
+            union = Clip(inside[0].row0, inside[0].row1, c0, c1, (0, 0), (0, 0))
+            data, valid = self._read_inside(union)
+            for c in clips:
+                part = (data[:, :, c.col0 - c0 : c.col1 - c0], valid[:, c.col0 - c0 : c.col1 - c0])
+                out.append(assemble(c, bands, None if c.empty else part))
+        return out
 
     def _read_inside(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -1182,6 +1227,10 @@ class ScaledSource(RasterSource):
         """Read a window of the inner source and scale it (see :meth:`RasterSource.read`)."""
         data, valid = self.inner.read(row, col, height, width)
         return data * self.scale + self.offset, valid
+
+    def read_windows(self, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Read windows of the inner source and scale them (:meth:`RasterSource.read_windows`)."""
+        return [(d * self.scale + self.offset, v) for d, v in self.inner.read_windows(windows)]
 
     def tags(self) -> dict[str, str]:
         """The inner source's tags."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from geoseg.errors import AlignmentError, ConfigError, InputError
 from geoseg.io.raster import GdalSource, RasterSource, is_gdal_url, one_line, vsi_path
+from tilers.grid import Window
 
 __all__ = [
     "StacSource",
@@ -413,6 +414,10 @@ class StacSource(RasterSource):
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Read a window of the stack (see :meth:`RasterSource.read`)."""
         return self._inner.read(row, col, height, width)
+
+    def read_windows(self, windows: Sequence[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Read windows of the stack (see :meth:`RasterSource.read_windows`)."""
+        return self._inner.read_windows(windows)
 
     def tags(self) -> dict[str, str]:
         """The VRT's tags (none of the item's)."""

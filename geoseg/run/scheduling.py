@@ -394,7 +394,7 @@ def run_strip_task(
     backend = Backend(engine.device) if on_gpu else HOST
 
     def read(indices):
-        return [source.read(w.row, w.col, w.height, w.width) for w in map(grid.window, indices)]
+        return source.read_windows([grid.window(i) for i in indices])
 
     try:
         reads = read_ahead(read, batches) if on_gpu else ((b, read(b)) for b in batches)
