@@ -26,13 +26,22 @@ class Backend:
         """Whether arrays are numpy arrays."""
         return self.device is None
 
-    def zeros(self, shape: tuple[int, ...]) -> Any:
-        """float32 zeros."""
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        """An uninitialized float32 array (the stitcher writes each element before it is read)."""
         if self.on_host:
-            return np.zeros(shape, np.float32)
+            return np.empty(shape, np.float32)
         import torch
 
-        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def multiply(self, a: Any, b: Any, out: Any) -> None:
+        """``out[...] = a * b`` with no temporary (``out`` may be a strided view)."""
+        if self.on_host:
+            np.multiply(a, b, out=out)
+        else:
+            import torch
+
+            torch.mul(a, b, out=out)
 
     def asarray(self, array: np.ndarray) -> Any:
         """A host array as this backend's (a copy on the device)."""

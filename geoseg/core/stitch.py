@@ -4,10 +4,12 @@ One :class:`Stitcher` sums one strip of the plan (:mod:`geoseg.core.strips`, whi
 the naive full-array reference of the summation order). Windows are added in their row-major
 grid order. Their weighted probabilities are summed into *cells*: the rows split at every
 window's top and bottom (:func:`segment_bounds`), the columns every :data:`CELL_COLS`. A cell is
-allocated when a window first reaches it, and is *final* once the strip's last window that
-touches it has been added; windows come in a known order, so that window is known when the cell
-is made, and :meth:`Stitcher.final` hands the cell over and forgets it then. Rows the caller
-keeps whole (a strip's seams, which leave as partial sums) are one cell per row segment.
+allocated when a window first reaches it (uninitialized: a window's first contribution to a
+column is written, not added to zeros, which gives the same sums), and is *final* once the
+strip's last window that touches it has been added; windows come in a known order, so that
+window is known when the cell is made, and :meth:`Stitcher.final` hands the cell over and
+forgets it then. Rows the caller keeps whole (a strip's seams, which leave as partial sums) are
+one cell per row segment.
 
 So a strip holds its seams, and besides them only the cells under the windows being added and
 the overlap rows of its previous grid row: a few cells of ``tile`` rows, whatever the raster's
@@ -23,6 +25,7 @@ import bisect
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +119,7 @@ class Stitcher:
             if r0 <= self._bounds[s] and self._bounds[s + 1] <= r1
         }  # fmt: skip
         self._cells: dict[tuple[int, int], Band] = {}
+        self._filled: dict[tuple[int, int], int] = {}  # columns of each cell written so far
         self._due: list[tuple[int, int, int]] = []  # heap of (last window, segment, cell)
         self._last_index = -1
         for s in sorted(self._whole):
@@ -148,33 +152,61 @@ class Stitcher:
         win = self.grid.clipped(full)
         s = bisect.bisect_right(self._bounds, win.row) - 1
         while self._bounds[s] < win.row_stop:
-            for cell in self._cells_under(s, win.col, win.col_stop):
+            rows = slice(self._bounds[s] - full.row, self._bounds[s + 1] - full.row)
+            for key, cell in self._cells_under(s, win.col, win.col_stop):
                 a, b = max(win.col, cell.col0), min(win.col_stop, cell.col1)
-                rows = slice(cell.row0 - full.row, cell.row1 - full.row)
-                w = weights[rows, a - full.col : b - full.col]
-                cols = slice(a - cell.col0, b - cell.col0)
-                cell.sums[:, :, cols] += probs[:, rows, a - full.col : b - full.col] * w
-                cell.weights[:, cols] += w
+                src = slice(a - full.col, b - full.col)
+                self._put(key, cell, a - cell.col0, probs[:, rows, src], weights[rows, src])
             s += 1
+
+    def _put(self, key: tuple[int, int], cell: Band, a: int, probs: Any, weights: Any) -> None:
+        """Add ``probs * weights`` to the cell from its column ``a``.
+
+        The cell's columns ``[0, self._filled[key])`` hold sums; those right of them were never
+        reached, and are written instead of added to: the same values as adding to zeros
+        (``0 + x == x``), while a write reads one array fewer and needs no temporary. Columns
+        that a skipped window (all nodata) left behind are zeroed first. Windows reach a
+        cell's columns left to right, so about half of all additions become writes.
+        """
+        b, filled = a + weights.shape[-1], self._filled[key]
+        if filled < a:
+            self._zero(cell, filled, a)
+        split = min(max(filled, a), b)  # [a, split) is added to, [split, b) written
+        if a < split:
+            n = split - a
+            cell.sums[:, :, a:split] += probs[:, :, :n] * weights[:, :n]
+            cell.weights[:, a:split] += weights[:, :n]
+        if split < b:
+            n = split - a
+            self.backend.multiply(probs[:, :, n:], weights[:, n:], cell.sums[:, :, split:b])
+            cell.weights[:, split:b] = weights[:, n:]
+        self._filled[key] = max(filled, b)
+
+    @staticmethod
+    def _zero(cell: Band, col0: int, col1: int) -> None:
+        cell.sums[:, :, col0:col1] = 0
+        cell.weights[:, col0:col1] = 0
 
     def final(self, index: int) -> Iterator[Band]:
         """Hand over and forget the cells that no window after ``index`` touches."""
         while self._due and self._due[0][0] <= index:
             _, s, c = heapq.heappop(self._due)
-            yield self._cells.pop((s, c))
+            cell = self._cells.pop((s, c))
+            self._zero(cell, self._filled.pop((s, c)), cell.weights.shape[-1])  # not reached
+            yield cell
 
     def rest(self) -> Iterator[Band]:
         """Hand over every cell still held: all windows were added."""
         yield from self.final(len(self.grid))
 
-    def _cells_under(self, s: int, col0: int, col1: int) -> Iterator[Band]:
+    def _cells_under(self, s: int, col0: int, col1: int) -> Iterator[tuple[tuple[int, int], Band]]:
         if s in self._whole:
-            yield self._cells[(s, 0)]
+            yield (s, 0), self._cells[(s, 0)]
             return
         n = self.cell_cols
         for c in range(col0 // n, (col1 - 1) // n + 1):
             cell = self._cells.get((s, c))
-            yield self._cell(s, c) if cell is None else cell
+            yield (s, c), self._cell(s, c) if cell is None else cell
 
     def _cell(self, s: int, c: int) -> Band:
         """Allocate cell ``c`` of row segment ``s``, due after the last window touching it."""
@@ -183,9 +215,10 @@ class Stitcher:
             c0, c1 = 0, self.grid.width
         else:
             c0, c1 = c * self.cell_cols, min(self.grid.width, (c + 1) * self.cell_cols)
-        h, w, zeros = r1 - r0, c1 - c0, self.backend.zeros
-        cell = Band(r0, r1, zeros((self.num_classes, h, w)), zeros((h, w)), c0)
+        h, w, empty = r1 - r0, c1 - c0, self.backend.empty
+        cell = Band(r0, r1, empty((self.num_classes, h, w)), empty((h, w)), c0)
         self._cells[(s, c)] = cell
+        self._filled[(s, c)] = 0
         heapq.heappush(self._due, (self._last_window(r1, c1), s, c))
         return cell
 
