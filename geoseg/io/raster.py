@@ -542,9 +542,9 @@ class RasterSource:
 
         Each run of windows along a grid row (:func:`row_runs`) is read as one rectangle, and
         the windows are cut from it (views of it): one read call and one conversion to float32
-        per run instead of per window. The calls' fixed cost (GDAL's, rasterio's, xarray's) is
-        much of a small window's read, and it is spent holding the GIL, which the threads of
-        a worker share.
+        per run instead of per window. A call's fixed cost is much of a small window's read:
+        GDAL's and rasterio's, and xarray's, which also decodes every Zarr chunk the window
+        touches again at each call.
         """
         shape, bands = (self.info.height, self.info.width), self.info.count
         out = []
