@@ -413,7 +413,7 @@ def test_unfinished_results_generator_is_quiet_after_the_client_closed(monkeypat
     import geoseg.run.scheduling as sch
     from geoseg.core.plan import make_plan
 
-    def slow_task(source, grid, strip, batches, blend, finish, spec):
+    def slow_task(source, grid, strip, batches, blend, finish, spec, later):
         time.sleep(0.2)
         return types.SimpleNamespace(interior=strip.index, counts=1, top=None, bottom=None)
 

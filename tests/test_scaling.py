@@ -107,6 +107,31 @@ def test_sample_range_and_the_mismatch_rule(s2, ckpt):
     assert value_range_mismatch(meta.replace(value_range=None), (lo, hi), "x") is None
 
 
+def test_sample_range_reads_block_aligned_windows_of_valid_pixels(tmp_path, monkeypatch):
+    from tests.conftest import write_geotiff
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(10, 200, size=(2, 1100, 900)).astype(np.int16)
+    data[:, :700, :] = -9999  # nodata over the windows of the upper half
+    data[0, 720, 100] = 7  # extremes inside the lower sample windows (rows 512-767)
+    data[1, 760, 600] = 4321
+    tiled = {"tiled": True, "blockxsize": 256, "blockysize": 256}
+    src = open_raster(write_geotiff(tmp_path / "r.tif", data, nodata=-9999, **tiled))
+    reads = []
+    read = type(src).read
+    monkeypatch.setattr(type(src), "read", lambda s, *w: reads.append(w) or read(s, *w))
+    lo, hi = sample_range(src)
+    assert all(r % 256 == 0 and c % 256 == 0 for r, c, _, _ in reads), reads
+    picked = np.zeros(data.shape[1:], bool)
+    for r, c, h, w in reads:
+        picked[r : r + h, c : c + w] = True
+    picked &= data[0] != -9999
+    assert (lo, hi) == ([7.0, data[1][picked].min()], [data[0][picked].max(), 4321.0])
+    data[:] = -9999
+    empty = open_raster(write_geotiff(tmp_path / "e.tif", data, nodata=-9999))
+    assert sample_range(empty) is None
+
+
 def test_scale_options_are_checked_and_take_one_number_from_yaml():
     assert build_config(PredictConfig, {"scale": 0.0001}).scale == (0.0001,)
     assert build_config(PredictConfig, {"offset": [1, 2]}).offset == (1, 2)

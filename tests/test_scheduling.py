@@ -55,3 +55,60 @@ def test_dask_is_told_the_size_of_what_a_strip_task_holds():
     assert sizeof(seam) == 6 * 64 * 1000 * 4
     assert sizeof(rows) == 128 * 1000
     assert sizeof(result) == 2 * sizeof(seam) + sizeof(rows)
+
+
+def test_a_strip_borrows_spare_lanes_and_keeps_its_batches_in_order(monkeypatch):
+    import threading
+
+    import pytest
+
+    from geoseg.run import scheduling as sch
+
+    batches = [[i, i + 1] for i in range(0, 14, 2)]
+    threads = []
+
+    def evaluate(batch):
+        threads.append(threading.current_thread().name)
+        if batch == [6, 7] and fail:
+            raise ValueError("batch 3")
+        return batch
+
+    fail = False
+    assert list(sch.evaluate_borrowing(evaluate, batches, 2)) == batches
+    assert sum(n.startswith("geoseg-lane") for n in threads) == 3  # batches 1, 3, 5
+    with sch.LANES.held():  # both lanes busy: nothing is borrowed
+        threads.clear()
+        assert list(sch.evaluate_borrowing(evaluate, batches, 2)) == batches
+        assert not any(n.startswith("geoseg-lane") for n in threads)
+    fail = True  # a failure on the helper thread reaches the strip, and the lanes are freed
+    with pytest.raises(ValueError, match="batch 3"):
+        list(sch.evaluate_borrowing(evaluate, batches, 2))
+    assert sch.LANES.busy == 0
+
+
+def test_borrowed_batches_blend_to_the_naive_reference(tmp_path, make_raster, ckpt, monkeypatch):
+    import numpy as np
+    import rasterio
+    from helpers import naive_reference
+
+    from geoseg.config import PredictConfig
+    from geoseg.io.raster import open_input
+    from geoseg.run import scheduling as sch
+    from geoseg.run.pipeline import predict_file
+
+    src = make_raster(height=150, width=170, bands=3, nodata=0)
+    source = open_input(src)
+    data, valid = source.read(0, 0, 150, 170)
+    source.close()
+    monkeypatch.setattr(sch, "worker_threads", lambda: 64)  # a spare lane for every batch
+    borrowed = []
+    borrow = sch.Lanes.borrow
+    monkeypatch.setattr(
+        sch.Lanes, "borrow", lambda s, t: borrowed.append(borrow(s, t)) or borrowed[-1]
+    )
+    cfg = PredictConfig(tile=32, overlap=8, batch_size=2, device="cpu")
+    summary = predict_file(src, tmp_path / "o.tif", ckpt, cfg)
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        got = ds.read(1)
+    assert np.array_equal(got, naive_reference(ckpt, data, valid, 32, 8, "gaussian", 2))
+    assert sum(borrowed) >= summary.run // 8 and summary.evaluations == summary.run

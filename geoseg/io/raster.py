@@ -1331,7 +1331,9 @@ def sample_range(source: RasterSource) -> tuple[list[float], list[float]] | None
     """Per-band minimum and maximum of the valid pixels of a few windows, or None if none.
 
     The centre and the four quadrant centres (256 px each): a cheap look at a raster of any
-    size, local or remote, enough to tell 8-bit from 16-bit values or reflectance.
+    size, local or remote, enough to tell 8-bit from 16-bit values or reflectance. Each window
+    starts at a multiple of 256 px, so that it lies in one block of a GeoTIFF or Zarr tiled in
+    256 px or any power of two above (one block decoded per window, not four).
     """
     info = source.info
     side = SAMPLE_SIDE
@@ -1340,14 +1342,15 @@ def sample_range(source: RasterSource) -> tuple[list[float], list[float]] | None
     hi = np.full(info.count, -np.inf)
     seen: set[tuple[int, int]] = set()
     for fy, fx in spots[:SAMPLE_WINDOWS]:
-        row = max(0, min(int(info.height * fy) - side // 2, info.height - side))
-        col = max(0, min(int(info.width * fx) - side // 2, info.width - side))
+        row = max(0, min(int(info.height * fy) - side // 2, info.height - side)) // side * side
+        col = max(0, min(int(info.width * fx) - side // 2, info.width - side)) // side * side
         if (row, col) in seen:
             continue
         seen.add((row, col))
         data, valid = source.read(row, col, min(side, info.height), min(side, info.width))
         if valid.any():
-            values = data[:, valid]
+            # where every pixel is valid a reshape, not a copy by boolean selection
+            values = data.reshape(len(data), -1) if valid.all() else data[:, valid]
             lo = np.minimum(lo, values.min(axis=1))
             hi = np.maximum(hi, values.max(axis=1))
     if not np.isfinite(hi).all():

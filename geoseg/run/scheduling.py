@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -381,10 +382,14 @@ def run_strip_task(
     blend: str,
     finish: Finish,
     spec: EngineSpec,
+    later: int,
 ) -> StripResult:
     """Dask task: read, evaluate and blend one strip on the worker (its cached model).
 
-    On a GPU the strip is blended there, from the probabilities the model left on it.
+    On a GPU the strip is blended there, from the probabilities the model left on it, and the
+    next batch is read meanwhile. On the CPU one of the raster's last strips (fewer than the
+    worker's threads come ``later`` in the plan) also evaluates batches beside its own thread
+    when the worker has threads left without work (:func:`evaluate_borrowing`).
     """
     if spec.device != "cpu":
         select_worker_gpu()
@@ -397,8 +402,16 @@ def run_strip_task(
         return source.read_windows([grid.window(i) for i in indices])
 
     try:
-        reads = read_ahead(read, batches) if on_gpu else ((b, read(b)) for b in batches)
-        results = (evaluate_read(predict, b, windows) for b, windows in reads)
+        if on_gpu:
+            reads = read_ahead(read, batches)
+            results = (evaluate_read(predict, b, windows) for b, windows in reads)
+        else:
+            threads = worker_threads()
+            results = evaluate_borrowing(
+                lambda b: evaluate_read(predict, b, read(b)),
+                batches,
+                threads if later < threads else 1,
+            )
         k = engine.meta.classes
         result = blend_strip(grid, strip, results, k, blend, finish, backend)
     except Exception as exc:
@@ -407,6 +420,93 @@ def run_strip_task(
     # the strip's cells and seams (over a tile of rows, full width) are freed: hand wide ones back
     WideBandTrimmer().released((k + 1) * 4 * grid.tile[0] * grid.width)
     return result
+
+
+class Lanes:
+    """Counts the strips that this process's worker threads are evaluating.
+
+    A strip is evaluated by the worker thread that runs its task. At a raster's tail some
+    worker threads have no strip left while others still evaluate theirs: a strip then borrows
+    a spare *lane* and evaluates its next batch on a helper thread beside its own, so that the
+    tail keeps every core busy (:func:`evaluate_borrowing`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Count the calling strip as one busy lane while inside."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            self.release()
+
+    def borrow(self, total: int) -> bool:
+        """Take a spare lane if fewer than ``total`` are busy; :meth:`release` it after."""
+        with self._lock:
+            if self._busy >= total:
+                return False
+            self._busy += 1
+            return True
+
+    def release(self) -> None:
+        """Give a lane back."""
+        with self._lock:
+            self._busy -= 1
+
+    @property
+    def busy(self) -> int:
+        """Lanes busy now."""
+        return self._busy
+
+
+LANES = Lanes()
+
+
+def worker_threads() -> int:
+    """Threads of the Dask worker running the calling task (1 outside a worker)."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().state.nthreads
+    except ValueError:
+        return 1
+
+
+def evaluate_borrowing(
+    evaluate: Callable, batches: Sequence[Sequence[int]], lanes: int
+) -> Iterator[Any]:
+    """``evaluate(batch)`` for each batch in order; the next one on a spare lane if there is one.
+
+    A lane is spare while fewer than ``lanes`` are busy (1: never). Only the order of the
+    results matters for blending (a window's probabilities do not depend on the thread that
+    computed them), and it is kept. The engine's gate still bounds the model calls running at
+    once. Borrowing is for a raster's tail only: mid-raster a lane left idle for a moment (the
+    client not yet asking for the next strip) would split a strip over threads for nothing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def borrowed(batch):
+        try:
+            return evaluate(batch)
+        finally:
+            LANES.release()
+
+    with LANES.held(), ThreadPoolExecutor(1, thread_name_prefix="geoseg-lane") as pool:
+        i = 0
+        while i < len(batches):
+            ahead = None
+            if i + 1 < len(batches) and LANES.borrow(lanes):
+                ahead = pool.submit(borrowed, batches[i + 1])
+            yield evaluate(batches[i])
+            if ahead is not None:
+                yield ahead.result()
+                i += 1
+            i += 1
 
 
 def read_ahead(read: Callable, batches: Sequence[Sequence[int]]) -> Iterator[tuple[Any, Any]]:
@@ -549,7 +649,17 @@ def piece_futures(
     above: Any = None  # the bottom seam of the strip above
     last = len(plan.strips) - 1
     for strip in plan.strips[first_strip:]:
-        args = (source, plan.grid, strip, plan.strip_batches(strip), plan.blend, finish, spec)
+        later = last - strip.index
+        args = (
+            source,
+            plan.grid,
+            strip,
+            plan.strip_batches(strip),
+            plan.blend,
+            finish,
+            spec,
+            later,
+        )
         task = client.submit(run_strip_task, *args, resources=resources, **TASK_OPTIONS)
         done = client.submit(finish_strip_task, above, task, finish, **TASK_OPTIONS)
         top = strip.rows[0] if above is not None else strip.interior[0]
