@@ -428,12 +428,25 @@ class Lanes:
     A strip is evaluated by the worker thread that runs its task. At a raster's tail some
     worker threads have no strip left while others still evaluate theirs: a strip then borrows
     a spare *lane* and evaluates its next batch on a helper thread beside its own, so that the
-    tail keeps every core busy (:func:`evaluate_borrowing`).
+    tail keeps every core busy (:func:`evaluate_borrowing`). The helper threads live as long as
+    the process, like the worker's own, so each opens an input once (the handle cache is per
+    thread), not once per strip.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._busy = 0
+        self._helpers: Any = None
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` on a helper thread; a Future of its result."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if self._helpers is None:
+                # threads start only as borrowed lanes need them: at most threads - 1
+                self._helpers = ThreadPoolExecutor(64, thread_name_prefix="geoseg-lane")
+        return self._helpers.submit(fn, *args)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -488,7 +501,7 @@ def evaluate_borrowing(
     once. Borrowing is for a raster's tail only: mid-raster a lane left idle for a moment (the
     client not yet asking for the next strip) would split a strip over threads for nothing.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait
 
     def borrowed(batch):
         try:
@@ -496,13 +509,17 @@ def evaluate_borrowing(
         finally:
             LANES.release()
 
-    with LANES.held(), ThreadPoolExecutor(1, thread_name_prefix="geoseg-lane") as pool:
+    with LANES.held():
         i = 0
         while i < len(batches):
             ahead = None
             if i + 1 < len(batches) and LANES.borrow(lanes):
-                ahead = pool.submit(borrowed, batches[i + 1])
-            yield evaluate(batches[i])
+                ahead = LANES.submit(borrowed, batches[i + 1])
+            try:
+                yield evaluate(batches[i])
+            finally:
+                if ahead is not None:  # never left running after the strip (its sums are gone)
+                    wait([ahead])
             if ahead is not None:
                 yield ahead.result()
                 i += 1
