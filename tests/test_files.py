@@ -86,3 +86,31 @@ def test_install_replaces_only_recognised_folders_and_restores_on_failure(tmp_pa
         files.install(new, old, is_ours=lambda p: True)
     assert (old / "a").read_text() == "old" and (new / "a").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "out"]
+
+
+def test_content_digest_is_kept_until_a_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import time
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"weights" * 1000)
+    b.write_bytes(b"config")
+    expected = hashlib.sha256(b"a.bin" + b"weights" * 1000 + b"b.bin" + b"config").hexdigest()
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *x, **k: opened.append(x[0]) or real_open(*x, **k))
+    assert files.content_digest([a, b]) == expected
+    assert files.content_digest([a, b]) == expected and len(opened) == 4  # just written: read
+    monkeypatch.setattr(files, "_RACY_NS", 0)  # as if written long ago
+    assert files.content_digest([a, b]) == expected
+    opened.clear()
+    assert files.content_digest([a, b]) == expected and not opened  # kept: nothing read
+    before = a.stat()
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    with real_open(a, "r+b") as fh:  # rewritten in place, same size, modification time put back
+        fh.write(b"W")
+    os.utime(a, ns=(before.st_atime_ns, before.st_mtime_ns))
+    changed = hashlib.sha256(b"a.bin" + b"Weights" + b"weights" * 999 + b"b.bin" + b"config")
+    assert files.content_digest([a, b]) == changed.hexdigest() and opened
+    with pytest.raises(FileNotFoundError):
+        files.content_digest([tmp_path / "gone.bin"])

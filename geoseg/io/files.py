@@ -341,24 +341,55 @@ def unverified(stamped: Iterable[list]) -> list[str]:
     return [s[0] for s in stamped if len(s) == 3 and s[1] == "gdal" and s[2] is None]
 
 
+# content_digest's results in this process, by the identities of the files hashed (see there)
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_KEPT = 64
+# A file changed this recently is not kept: the kernel stamps times at a coarse tick, so a
+# second write within the same tick would leave its times as they were.
+_RACY_NS = 2_000_000_000
+
+
 def content_digest(paths: Iterable[PathLike]) -> str:
-    """SHA-256 of the names and contents of the files ``paths`` (small inputs: a model)."""
+    """SHA-256 of the names and contents of the files ``paths`` (small inputs: a model).
+
+    Results are kept in this process by each file's device, inode, size, and modification and
+    change times: a batch of rasters hashes its model once, not once per raster. A rewrite
+    moves the change time, which no tool can set back, so a changed file is hashed again
+    (files changed in the last 2 s are not kept, as git does with its index).
+    """
     import hashlib
+    import time
 
     from geoseg.io.raster import is_gdal_url
 
-    digest = hashlib.sha256()
-    for item in paths:
+    items = list(paths)
+    for item in items:
         if is_gdal_url(item):
             raise InputError(
                 f"{os.fspath(item)} is a GDAL URL, whose content geoseg cannot hash; copy it "
                 "to a local file first"
             )
+    key = tuple(_identity(item) for item in items)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    digest = hashlib.sha256()
+    for item in items:
         digest.update(Path(item).name.encode())
         with open(item, "rb") as fh:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    if all(time.time_ns() - k[-1] >= _RACY_NS for k in key):
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest.hexdigest()
     return digest.hexdigest()
+
+
+def _identity(path: PathLike) -> tuple:
+    """What tells a file's content apart without reading it (see :func:`content_digest`)."""
+    st = os.stat(path)
+    name = os.fspath(path)
+    return (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def remove_ours(path: PathLike) -> None:
