@@ -108,7 +108,7 @@ def test_sample_range_and_the_mismatch_rule(s2, ckpt):
 
 
 def test_sample_range_reads_block_aligned_windows_of_valid_pixels(tmp_path, monkeypatch):
-    from tests.conftest import write_geotiff
+    from conftest import write_geotiff
 
     rng = np.random.default_rng(3)
     data = rng.integers(10, 200, size=(2, 1100, 900)).astype(np.int16)

@@ -1,7 +1,15 @@
-"""Scheduling arithmetic: how many windows a strip (one Dask task) holds, and thread counts."""
+"""Scheduling: how many windows a strip (one Dask task) holds, thread counts, borrowed lanes."""
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import naive_reference
+
+from geoseg.config import PredictConfig
 from geoseg.core.plan import make_plan
 from geoseg.core.strips import strip_height
 from geoseg.run.scheduling import cpu_threads_per_call, local_threads
@@ -57,11 +65,7 @@ def test_dask_is_told_the_size_of_what_a_strip_task_holds():
     assert sizeof(result) == 2 * sizeof(seam) + sizeof(rows)
 
 
-def test_a_strip_borrows_spare_lanes_and_keeps_its_batches_in_order(monkeypatch):
-    import threading
-
-    import pytest
-
+def test_a_strip_borrows_spare_lanes_and_keeps_its_batches_in_order():
     from geoseg.run import scheduling as sch
 
     batches = [[i, i + 1] for i in range(0, 14, 2)]
@@ -89,11 +93,6 @@ def test_a_strip_borrows_spare_lanes_and_keeps_its_batches_in_order(monkeypatch)
 
 
 def test_borrowed_batches_blend_to_the_naive_reference(tmp_path, make_raster, ckpt, monkeypatch):
-    import numpy as np
-    import rasterio
-    from helpers import naive_reference
-
-    from geoseg.config import PredictConfig
     from geoseg.io.raster import open_input
     from geoseg.run import scheduling as sch
     from geoseg.run.pipeline import predict_file
