@@ -113,3 +113,28 @@ def test_borrowed_batches_blend_to_the_naive_reference(tmp_path, make_raster, ck
         got = ds.read(1)
     assert np.array_equal(got, naive_reference(ckpt, data, valid, 32, 8, "gaussian", 2))
     assert sum(borrowed) >= summary.run // 8 and summary.evaluations == summary.run
+
+
+def _borrow_in_child(queue):
+    from geoseg.run import scheduling as sch
+
+    batches = [[i] for i in range(6)]
+    queue.put(list(sch.evaluate_borrowing(lambda b: b, batches, 2)) == batches)
+
+
+def test_a_forked_child_borrows_on_threads_of_its_own():
+    import multiprocessing
+
+    from geoseg.run import scheduling as sch
+
+    batches = [[i] for i in range(6)]
+    assert list(sch.evaluate_borrowing(lambda b: b, batches, 2)) == batches  # helpers started
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_borrow_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+    if child.is_alive():  # waiting forever on the parent's helper threads, absent in a fork
+        child.kill()
+        child.join()
+    assert child.exitcode == 0 and queue.get(timeout=1) is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -476,8 +477,16 @@ class Lanes:
         """Lanes busy now."""
         return self._busy
 
+    def _forget(self) -> None:
+        """In a forked child: the parent's helper threads and busy lanes are not this process's."""
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._helpers = None
+
 
 LANES = Lanes()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=LANES._forget)
 
 
 def worker_threads() -> int:
