@@ -438,15 +438,24 @@ class Lanes:
         self._lock = threading.Lock()
         self._busy = 0
         self._helpers: Any = None
+        self._size = 0
 
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        """Run ``fn(*args)`` on a helper thread; a Future of its result."""
+    def submit(self, helpers: int, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` on one of ``helpers`` helper threads; a Future of its result.
+
+        ``helpers`` is the lanes that can be borrowed at once (the worker's threads - 1). The
+        pool is made that size, so it never grows past it (a pool left larger by another
+        worker size is replaced; its threads end once idle).
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         with self._lock:
-            if self._helpers is None:
-                # threads start only as borrowed lanes need them: at most threads - 1
-                self._helpers = ThreadPoolExecutor(64, thread_name_prefix="geoseg-lane")
+            if self._helpers is None or self._size != helpers:
+                old = self._helpers
+                self._helpers = ThreadPoolExecutor(helpers, thread_name_prefix="geoseg-lane")
+                self._size = helpers
+                if old is not None:
+                    old.shutdown(wait=False)
         return self._helpers.submit(fn, *args)
 
     @contextlib.contextmanager
@@ -482,6 +491,7 @@ class Lanes:
         self._lock = threading.Lock()
         self._busy = 0
         self._helpers = None
+        self._size = 0
 
 
 LANES = Lanes()
@@ -523,7 +533,7 @@ def evaluate_borrowing(
         while i < len(batches):
             ahead = None
             if i + 1 < len(batches) and LANES.borrow(lanes):
-                ahead = LANES.submit(borrowed, batches[i + 1])
+                ahead = LANES.submit(lanes - 1, borrowed, batches[i + 1])
             try:
                 yield evaluate(batches[i])
             finally:
