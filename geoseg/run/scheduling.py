@@ -456,7 +456,7 @@ class Lanes:
                 self._size = helpers
                 if old is not None:
                     old.shutdown(wait=False)
-        return self._helpers.submit(fn, *args)
+            return self._helpers.submit(fn, *args)  # not a pool another caller shut down
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
